@@ -1,0 +1,101 @@
+"""Metrics, confusion matrices, classification reports and figures for a trained model."""
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: figures are only saved, never shown
+from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix
+
+from mnist_exp.data import Mnist
+
+DIGITS = [str(d) for d in range(10)]
+
+
+@dataclass(frozen=True)
+class SplitReport:
+    """How the model does on one split."""
+
+    loss: float
+    accuracy: float
+    labels: np.ndarray  # true digits
+    predicted: np.ndarray  # predicted digits
+    confusion: np.ndarray  # (10, 10): rows true, columns predicted
+    report_text: str
+    report_dict: dict
+
+
+@dataclass(frozen=True)
+class Report:
+    val: SplitReport
+    test: SplitReport
+
+
+def evaluate_split(model: keras.Model, images: np.ndarray, onehot: np.ndarray) -> SplitReport:
+    probabilities = model.predict(images, batch_size=1024, verbose=0)
+    loss = float(np.mean(keras.losses.categorical_crossentropy(onehot, probabilities)))
+    labels, predicted = onehot.argmax(axis=1), probabilities.argmax(axis=1)
+    return SplitReport(
+        loss=loss,
+        accuracy=float(np.mean(labels == predicted)),
+        labels=labels,
+        predicted=predicted,
+        confusion=confusion_matrix(labels, predicted, labels=range(10)),
+        report_text=classification_report(labels, predicted, target_names=DIGITS, digits=4),
+        report_dict=classification_report(labels, predicted, target_names=DIGITS, output_dict=True),
+    )
+
+
+def evaluate(model: keras.Model, data: Mnist) -> Report:
+    """Loss, accuracy, confusion matrix and classification report on validation and test."""
+    return Report(
+        val=evaluate_split(model, data.x_val, data.y_val),
+        test=evaluate_split(model, data.x_test, data.y_test),
+    )
+
+
+def confusion_figure(split: SplitReport, title: str) -> Figure:
+    figure = Figure(figsize=(6.5, 5.5))
+    axes = figure.subplots()
+    ConfusionMatrixDisplay(split.confusion, display_labels=DIGITS).plot(
+        ax=axes, cmap="Blues", colorbar=False, values_format="d"
+    )
+    axes.set_title(f"{title}: accuracy {split.accuracy:.2%}")
+    figure.tight_layout()
+    return figure
+
+
+def curves_figure(history: dict[str, list[float]]) -> Figure:
+    """Loss and accuracy per epoch, training and validation."""
+    figure = Figure(figsize=(10, 4))
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    epochs = range(1, len(history["loss"]) + 1)
+    for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
+        axes.plot(epochs, history[metric], marker="o", label="train")
+        axes.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(metric)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    return figure
+
+
+def misclassified_figure(images: np.ndarray, split: SplitReport, count: int = 36) -> Figure:
+    """A grid of the first `count` misclassified digits, titled true -> predicted."""
+    all_wrong = np.flatnonzero(split.labels != split.predicted)
+    wrong = all_wrong[:count]
+    columns = 6
+    rows = max(1, -(-len(wrong) // columns))
+    figure = Figure(figsize=(columns * 1.4, rows * 1.6 + 0.4))
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for axes in grid.flat:
+        axes.axis("off")
+    for axes, index in zip(grid.flat, wrong, strict=False):
+        axes.imshow(images[index].squeeze(), cmap="gray_r")
+        axes.set_title(f"{split.labels[index]} -> {split.predicted[index]}", fontsize=9)
+    figure.suptitle(
+        f"Misclassified test digits, true -> predicted: first {len(wrong)} of {len(all_wrong)}"
+    )
+    figure.tight_layout()
+    return figure

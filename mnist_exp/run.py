@@ -1,0 +1,49 @@
+"""One experiment: compose the config, load MNIST, build, train, evaluate and log to MLflow."""
+
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from mnist_exp.config import register_configs, validate
+from mnist_exp.errors import MnistExpError, exit_with
+
+register_configs()
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    """Train one configuration; return its best validation accuracy for sweepers."""
+    try:
+        config = validate(cfg)
+        # Heavy imports only now, so `--help` and `--cfg job` answer at once.
+        from mnist_exp import tracking
+        from mnist_exp.data import load_mnist
+        from mnist_exp.evaluate import evaluate
+        from mnist_exp.model import build_model
+        from mnist_exp.train import best_epoch, seed_everything, train
+
+        output_dir = Path(HydraConfig.get().runtime.output_dir)
+        seed_everything(config.seed, config.deterministic)
+        data = load_mnist(config.dataset)
+        with tracking.start_run(cfg) as run:
+            model = build_model(config.model)
+            history = train(
+                model, data, config, output_dir / "best.keras", [tracking.MlflowMetrics()]
+            ).history
+            report = evaluate(model, data)
+            best = best_epoch(history, config.callbacks.checkpoint)
+            tracking.log_results(history, best, report, model, data.x_test, output_dir)
+    except MnistExpError as error:
+        exit_with(error)
+    print(
+        f"\nval accuracy {report.val.accuracy:.4f} | test accuracy {report.test.accuracy:.4f} | "
+        f"{len(history['loss'])} epochs (best {best + 1}) | run {run.info.run_id}\n"
+        f"Browse runs: mlflow ui --backend-store-uri {tracking.tracking_uri(config.mlflow)}"
+    )
+    return report.val.accuracy
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Everything MLflow: where runs are stored, the run lifecycle, and what each run logs."""
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+import keras
+import mlflow
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from mlflow.models import infer_signature
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_exp.config import MlflowConfig
+from mnist_exp.evaluate import (
+    Report,
+    SplitReport,
+    confusion_figure,
+    curves_figure,
+    misclassified_figure,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def tracking_uri(cfg: MlflowConfig) -> str:
+    """The config's URI, else $MLFLOW_TRACKING_URI, else the SQLite store at the project root."""
+    return (
+        cfg.tracking_uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    )
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts of a SQLite store live beside it in `mlruns/`; a server decides for itself."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(urlparse(uri).path).resolve().parent / "mlruns" / experiment).as_uri()
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """{"a": {"b": 1}} -> {"a.b": 1}, for MLflow params."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def hydra_tags() -> dict[str, str]:
+    """The Hydra overrides, group choices and (in a multirun) sweep directory of this job."""
+    if not HydraConfig.initialized():
+        return {}
+    hydra = HydraConfig.get()
+    tags = {"overrides": " ".join(hydra.overrides.task), "output_dir": hydra.runtime.output_dir}
+    tags.update(
+        {
+            f"choice.{group}": str(option)
+            for group, option in hydra.runtime.choices.items()
+            if not group.startswith(("hydra", "schema"))
+        }
+    )
+    if hydra.mode is not None and hydra.mode.name == "MULTIRUN":
+        tags.update(sweep_dir=hydra.sweep.dir, job_num=str(hydra.job.num))
+    return tags
+
+
+@contextmanager
+def start_run(cfg: DictConfig) -> Iterator[mlflow.ActiveRun]:
+    """Open an MLflow run with the config as params; end it FAILED (or KILLED) with the reason."""
+    uri = tracking_uri(OmegaConf.to_object(cfg.mlflow))
+    mlflow.set_tracking_uri(uri)
+    name = cfg.mlflow.experiment_name
+    if mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=artifact_location(uri, name))
+    mlflow.set_experiment(name)
+    with mlflow.start_run() as run:
+        try:
+            mlflow.set_tags(hydra_tags())
+            mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+            mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            yield run
+        except BaseException as error:
+            mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
+            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+            mlflow.end_run(status)
+            raise
+
+
+class MlflowMetrics(keras.callbacks.Callback):
+    """Logs each epoch's metrics (loss, accuracy, val_*, epoch_seconds) with the epoch as step."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        mlflow.log_metrics({key: float(value) for key, value in logs.items()}, step=epoch + 1)
+
+
+def log_split(split: SplitReport, name: str, metric_prefix: str) -> None:
+    mlflow.log_metrics(
+        {f"{metric_prefix}_loss": split.loss, f"{metric_prefix}_accuracy": split.accuracy}
+    )
+    mlflow.log_figure(
+        confusion_figure(split, f"{name} confusion matrix"), f"{name}/confusion_matrix.png"
+    )
+    header = "true\\predicted," + ",".join(str(d) for d in range(10))
+    rows = [f"{d}," + ",".join(map(str, row)) for d, row in enumerate(split.confusion)]
+    mlflow.log_text("\n".join([header, *rows]) + "\n", f"{name}/confusion_matrix.csv")
+    mlflow.log_text(split.report_text, f"{name}/classification_report.txt")
+    mlflow.log_text(json.dumps(split.report_dict, indent=2), f"{name}/classification_report.json")
+
+
+def log_results(
+    history: dict[str, list[float]],
+    best: int,
+    report: Report,
+    model: keras.Model,
+    x_test: np.ndarray,
+    output_dir: Path,
+) -> None:
+    """Final metrics, reports, figures and the model (MLflow flavor, mnist.h5, mnist.keras)."""
+    mlflow.log_metrics(
+        {
+            "epochs_run": len(history["loss"]),
+            "best_epoch": best + 1,
+            "best_train_accuracy": history["accuracy"][best],
+            "train_seconds": float(np.sum(history["epoch_seconds"])),
+        }
+    )
+    log_split(report.val, "val", "best_val")  # val_* is the per-epoch series
+    log_split(report.test, "test", "test")
+    mlflow.log_figure(curves_figure(history), "training_curves.png")
+    mlflow.log_figure(misclassified_figure(x_test, report.test), "test/misclassified.png")
+    for filename in ("mnist.h5", "mnist.keras"):
+        model.save(output_dir / filename)
+        mlflow.log_artifact(str(output_dir / filename))
+    sample = x_test[:2]
+    signature = infer_signature(sample, model(sample, training=False).numpy())
+    mlflow.keras.log_model(model, name="model", signature=signature)

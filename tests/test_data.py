@@ -1,0 +1,87 @@
+"""Real MNIST: verified checksums, exact split, corrupt files caught and re-fetched."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from mnist_exp.config import DatasetConfig
+from mnist_exp.data import (
+    CACHE_FILE,
+    IDX_NAMES,
+    fetch_mnist,
+    load_mnist,
+    parse_idx,
+    read_npz,
+    read_source_dir,
+)
+from mnist_exp.errors import DataError
+
+
+def idx_bytes(array: np.ndarray, magic_type: int = 8) -> bytes:
+    header = bytes([0, 0, magic_type, array.ndim])
+    dims = b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return header + dims + array.tobytes()
+
+
+def write_idx_dir(directory, raw, gz=False):
+    for key, stem in IDX_NAMES.items():
+        name = f"{stem}-idx{raw[key].ndim}-ubyte" + (".gz" if gz else "")
+        data = idx_bytes(raw[key])
+        (directory / name).write_bytes(gzip.compress(data, compresslevel=1) if gz else data)
+
+
+def test_real_mnist_loads_with_exact_split(mnist_raw):
+    data = load_mnist(DatasetConfig())
+    assert data.x_train.shape == (55_000, 28, 28, 1) and data.y_train.shape == (55_000, 10)
+    assert data.x_val.shape == (5_000, 28, 28, 1) and data.y_val.shape == (5_000, 10)
+    assert data.x_test.shape == (10_000, 28, 28, 1) and data.y_test.shape == (10_000, 10)
+    assert data.x_train.dtype == np.float32 and 0 <= data.x_train.min() < data.x_train.max() <= 1
+    # Validation is the last 5,000 training images, in order.
+    np.testing.assert_array_equal(data.y_val.argmax(1), mnist_raw["y_train"][55_000:])
+    np.testing.assert_array_equal(data.x_val[0, :, :, 0] * 255, mnist_raw["x_train"][55_000])
+
+
+def test_limit_trains_on_a_subset():
+    data = load_mnist(DatasetConfig(limit=1000))
+    assert len(data.x_train) == 1000 and len(data.x_val) == 5000
+
+
+def test_gzipped_idx_source_dir_is_read_and_verified(tmp_path, mnist_raw):
+    write_idx_dir(tmp_path, mnist_raw, gz=True)
+    arrays = read_source_dir(tmp_path)
+    np.testing.assert_array_equal(arrays["y_test"], mnist_raw["y_test"])
+
+
+def test_wrong_magic_number_names_the_file(tmp_path, mnist_raw):
+    write_idx_dir(tmp_path, mnist_raw)
+    bad = tmp_path / "t10k-labels-idx1-ubyte"
+    bad.write_bytes(idx_bytes(mnist_raw["y_test"], magic_type=9))
+    with pytest.raises(DataError, match=f"{bad}.*magic number"):
+        read_source_dir(tmp_path)
+
+
+def test_truncated_idx_file_is_an_error():
+    with pytest.raises(DataError, match="truncated"):
+        parse_idx(idx_bytes(np.zeros((5, 28, 28), np.uint8))[:-10], "images.idx3-ubyte")
+
+
+def test_altered_digits_fail_the_checksum(tmp_path, mnist_raw):
+    altered = dict(mnist_raw, x_test=mnist_raw["x_test"].copy())
+    altered["x_test"][0, 0, 0] ^= 1
+    np.savez(tmp_path / CACHE_FILE, **altered)
+    with pytest.raises(DataError, match="x_test fails its SHA-256 check"):
+        read_npz(tmp_path / CACHE_FILE)
+
+
+def test_corrupt_cache_is_refetched(tmp_path, mnist_raw):
+    cache = tmp_path / CACHE_FILE
+    cache.write_bytes(b"PK\x03\x04 not really a zip file")
+    arrays = fetch_mnist(DatasetConfig(cache_dir=str(tmp_path)))
+    np.testing.assert_array_equal(arrays["x_train"], mnist_raw["x_train"])
+    assert read_npz(cache)["y_train"].shape == (60_000,)  # the cache now holds verified data
+
+
+def test_missing_source_dir_says_how_to_fix(tmp_path):
+    with pytest.raises(DataError, match=r"not a directory.*set it to null"):
+        fetch_mnist(DatasetConfig(source_dir=str(tmp_path / "nowhere")))

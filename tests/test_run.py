@@ -1,0 +1,74 @@
+"""End to end on real MNIST: `python -m mnist_exp.run` as a subprocess, a private MLflow store."""
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from .helpers import run_module
+
+pytestmark = pytest.mark.slow
+
+
+def finished_runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("mnist_exp")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def test_one_epoch_trains_logs_and_serves_a_98_percent_model(tmp_path, tracking_uri, mnist_raw):
+    done = run_module(
+        "mnist_exp.run",
+        "epochs=1",
+        f"mlflow.tracking_uri={tracking_uri}",
+        f"hydra.run.dir={tmp_path / 'out'}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test accuracy" in done.stdout
+
+    [run] = finished_runs(tracking_uri)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test_accuracy"] >= 0.98
+    assert run.data.params["optimizer.learning_rate"] == "1.0"
+    client = MlflowClient(tracking_uri)
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1]
+    artifacts = set()
+    for folder in (None, "val", "test"):
+        artifacts |= {a.path for a in client.list_artifacts(run.info.run_id, folder)}
+    for path in (
+        "config.yaml",
+        "mnist.h5",
+        "mnist.keras",
+        "training_curves.png",
+        "test/confusion_matrix.png",
+        "test/confusion_matrix.csv",
+        "test/classification_report.txt",
+        "test/classification_report.json",
+        "test/misclassified.png",
+        "val/confusion_matrix.png",
+    ):
+        assert path in artifacts, f"{path} not logged; have {sorted(artifacts)}"
+
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
+    images = mnist_raw["x_test"][:1000, :, :, None].astype(np.float32) / 255
+    predicted = model.predict(images, verbose=0).argmax(axis=1)
+    assert np.mean(predicted == mnist_raw["y_test"][:1000]) >= 0.98
+
+
+def test_two_job_multirun_records_two_finished_runs(tmp_path, tracking_uri):
+    done = run_module(
+        "mnist_exp.run",
+        "-m",
+        "optimizer=adadelta,adam",
+        "epochs=1",
+        "dataset.limit=1000",
+        f"mlflow.tracking_uri={tracking_uri}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = finished_runs(tracking_uri)
+    assert sorted(r.data.tags["choice.optimizer"] for r in runs) == ["adadelta", "adam"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert {r.data.tags["sweep_dir"] for r in runs} == {str(tmp_path / "sweep")}
