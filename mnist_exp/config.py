@@ -153,6 +153,8 @@ class CallbacksConfig:
 class MlflowConfig:
     tracking_uri: str | None = None
     experiment_name: str = "mnist_exp"
+    registered_model: str | None = "mnist-cnn"
+    alias: str = "champion"
 
 
 @dataclass

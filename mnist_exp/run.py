@@ -34,7 +34,8 @@ def main(cfg: DictConfig) -> float:
             ).history
             report = evaluate(model, data)
             best = best_epoch(history, config.callbacks.checkpoint)
-            tracking.log_results(history, best, report, model, data.x_test, output_dir)
+            tracking.log_evaluation(history, best, report, data.x_test)
+            tracking.log_model(model, output_dir, report.val.accuracy, config.mlflow)
     except MnistExpError as error:
         exit_with(error)
     print(

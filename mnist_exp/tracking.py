@@ -11,10 +11,13 @@ import keras
 import mlflow
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.config import MlflowConfig
+from mnist_exp.errors import MnistExpError
 from mnist_exp.evaluate import (
     Report,
     SplitReport,
@@ -71,15 +74,21 @@ def hydra_tags() -> dict[str, str]:
     return tags
 
 
-@contextmanager
-def start_run(cfg: DictConfig) -> Iterator[mlflow.ActiveRun]:
-    """Open an MLflow run with the config as params; end it FAILED (or KILLED) with the reason."""
-    uri = tracking_uri(OmegaConf.to_object(cfg.mlflow))
+def use_store(cfg: MlflowConfig) -> str:
+    """Point MLflow at the configured store and experiment (created if new); return the URI."""
+    uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
-    name = cfg.mlflow.experiment_name
+    name = cfg.experiment_name
     if mlflow.get_experiment_by_name(name) is None:
         mlflow.create_experiment(name, artifact_location=artifact_location(uri, name))
     mlflow.set_experiment(name)
+    return uri
+
+
+@contextmanager
+def start_run(cfg: DictConfig) -> Iterator[mlflow.ActiveRun]:
+    """Open an MLflow run with the config as params; end it FAILED (or KILLED) with the reason."""
+    use_store(OmegaConf.to_object(cfg.mlflow))
     with mlflow.start_run() as run:
         try:
             mlflow.set_tags(hydra_tags())
@@ -114,15 +123,10 @@ def log_split(split: SplitReport, name: str, metric_prefix: str) -> None:
     mlflow.log_text(json.dumps(split.report_dict, indent=2), f"{name}/classification_report.json")
 
 
-def log_results(
-    history: dict[str, list[float]],
-    best: int,
-    report: Report,
-    model: keras.Model,
-    x_test: np.ndarray,
-    output_dir: Path,
+def log_evaluation(
+    history: dict[str, list[float]], best: int, report: Report, x_test: np.ndarray
 ) -> None:
-    """Final metrics, reports, figures and the model (MLflow flavor, mnist.h5, mnist.keras)."""
+    """Final metrics of the best epoch, reports and figures."""
     mlflow.log_metrics(
         {
             "epochs_run": len(history["loss"]),
@@ -135,9 +139,58 @@ def log_results(
     log_split(report.test, "test", "test")
     mlflow.log_figure(curves_figure(history), "training_curves.png")
     mlflow.log_figure(misclassified_figure(x_test, report.test), "test/misclassified.png")
+
+
+def log_model(model: keras.Model, output_dir: Path, val_accuracy: float, cfg: MlflowConfig) -> None:
+    """The MLflow Keras model (with signature, registered), plus mnist.h5 and mnist.keras files."""
     for filename in ("mnist.h5", "mnist.keras"):
         model.save(output_dir / filename)
         mlflow.log_artifact(str(output_dir / filename))
-    sample = x_test[:2]
+    sample = np.zeros((1, 28, 28, 1), np.float32)
     signature = infer_signature(sample, model(sample, training=False).numpy())
-    mlflow.keras.log_model(model, name="model", signature=signature)
+    info = mlflow.keras.log_model(
+        model, name="model", signature=signature, registered_model_name=cfg.registered_model
+    )
+    if cfg.registered_model:
+        promote(cfg.registered_model, cfg.alias, info.registered_model_version, val_accuracy)
+
+
+def promote(name: str, alias: str, version: int, val_accuracy: float) -> None:
+    """Move `alias` to this version if its validation accuracy beats the current holder's."""
+    client = MlflowClient()
+    try:
+        holder = client.get_model_version_by_alias(name, alias)
+        holder_accuracy = client.get_run(holder.run_id).data.metrics.get("best_val_accuracy", 0.0)
+    except MlflowException:  # no holder yet
+        holder_accuracy = -1.0
+    if val_accuracy > holder_accuracy:
+        client.set_registered_model_alias(name, alias, version)
+        print(f"Model {name} version {version} is now @{alias} (val accuracy {val_accuracy:.4f}).")
+
+
+def best_model_uri(cfg: MlflowConfig) -> str:
+    """The model URI of the finished run with the best validation accuracy in the store."""
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(
+        experiment_names=[cfg.experiment_name],
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["metrics.best_val_accuracy DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    if not runs:
+        raise MnistExpError(
+            f"No finished run in {uri} (experiment {cfg.experiment_name}): "
+            "train one with `python -m mnist_exp.run`, or pass --model."
+        )
+    return f"runs:/{runs[0].info.run_id}/model"
+
+
+def load_logged_model(uri: str, cfg: MlflowConfig) -> keras.Model:
+    """Load a Keras model from an MLflow URI (runs:/..., models:/name@alias, ...)."""
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    try:
+        return mlflow.keras.load_model(uri)
+    except (MlflowException, OSError) as error:
+        raise MnistExpError(f"Cannot load model {uri}: {str(error).splitlines()[0]}") from None

@@ -1,9 +1,15 @@
-"""Shared fixtures: real MNIST (verified once per session) and a private MLflow store."""
+"""Shared fixtures: real MNIST (verified once per session) and one real training run."""
+
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from mnist_exp.config import DatasetConfig
 from mnist_exp.data import fetch_mnist
+
+from .helpers import run_module
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +21,26 @@ def mnist_raw():
 @pytest.fixture
 def tracking_uri(tmp_path):
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    tracking_uri: str
+    run_id: str
+    output_dir: Path
+    stdout: str
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> TrainedRun:
+    """`python -m mnist_exp.run epochs=1` on full MNIST into a private store (about a minute)."""
+    root = tmp_path_factory.mktemp("trained")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    done = run_module(
+        "mnist_exp.run", "epochs=1", f"mlflow.tracking_uri={uri}", f"hydra.run.dir={root / 'out'}"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [run] = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("mnist_exp").experiment_id]
+    )
+    return TrainedRun(uri, run.info.run_id, root / "out", done.stdout)
