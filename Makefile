@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help install data run test test-fast ui lint format clean
+.PHONY: help install data run test test-fast bench ui lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ test: data ## run the whole test suite, real-MNIST training included
 
 test-fast: $(STAMP) ## run the tests that do not train on the full data set
 	$(BIN)/pytest -m "not slow"
+
+bench: data ## time prediction and start-up (ARGS=--quick for a short version); writes outputs/bench.json
+	$(BIN)/python -m mnist_exp.bench $(ARGS)
 
 ui: $(STAMP) ## browse runs at http://127.0.0.1:5000 (HOST=0.0.0.0 to share)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)

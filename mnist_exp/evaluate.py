@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: figures are only saved, never shown
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix
 
 from mnist_exp.data import Mnist
@@ -54,13 +55,15 @@ def evaluate(model: keras.Model, data: Mnist) -> Report:
     )
 
 
-def confusion_figure(split: SplitReport, title: str) -> Figure:
+def confusion_figure(confusion: np.ndarray, title: str) -> Figure:
+    """Heatmap of a (10, 10) confusion matrix, rows true, columns predicted."""
     figure = Figure(figsize=(6.5, 5.5))
     axes = figure.subplots()
-    ConfusionMatrixDisplay(split.confusion, display_labels=DIGITS).plot(
+    ConfusionMatrixDisplay(confusion, display_labels=DIGITS).plot(
         ax=axes, cmap="Blues", colorbar=False, values_format="d"
     )
-    axes.set_title(f"{title}: accuracy {split.accuracy:.2%}")
+    accuracy = np.trace(confusion) / confusion.sum()
+    axes.set_title(f"{title}: accuracy {accuracy:.2%}")
     figure.tight_layout()
     return figure
 
@@ -74,6 +77,7 @@ def curves_figure(history: dict[str, list[float]]) -> Figure:
         axes.plot(epochs, history[metric], marker="o", label="train")
         axes.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel(metric)
         axes.grid(alpha=0.3)
         axes.legend()

@@ -114,7 +114,8 @@ def log_split(split: SplitReport, name: str, metric_prefix: str) -> None:
         {f"{metric_prefix}_loss": split.loss, f"{metric_prefix}_accuracy": split.accuracy}
     )
     mlflow.log_figure(
-        confusion_figure(split, f"{name} confusion matrix"), f"{name}/confusion_matrix.png"
+        confusion_figure(split.confusion, f"{name} confusion matrix"),
+        f"{name}/confusion_matrix.png",
     )
     header = "true\\predicted," + ",".join(str(d) for d in range(10))
     rows = [f"{d}," + ",".join(map(str, row)) for d, row in enumerate(split.confusion)]
@@ -194,3 +195,26 @@ def load_logged_model(uri: str, cfg: MlflowConfig) -> keras.Model:
         return mlflow.keras.load_model(uri)
     except (MlflowException, OSError) as error:
         raise MnistExpError(f"Cannot load model {uri}: {str(error).splitlines()[0]}") from None
+
+
+def run_record(
+    run_id: str, cfg: MlflowConfig
+) -> tuple[mlflow.entities.Run, dict[str, list[float]]]:
+    """A tracked run and its per-epoch metric series, read back from the store."""
+    client = MlflowClient(tracking_uri(cfg))
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as error:
+        raise MnistExpError(
+            f"Run {run_id} not found in {tracking_uri(cfg)}: {str(error).splitlines()[0]}"
+        ) from None
+    history = {
+        key: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
+    }
+    return run, history
+
+
+def run_artifact_text(run_id: str, path: str, cfg: MlflowConfig) -> str:
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")

@@ -66,3 +66,29 @@ def test_two_job_multirun_records_two_finished_runs(tmp_path, tracking_uri):
     assert sorted(r.data.tags["choice.optimizer"] for r in runs) == ["adadelta", "adam"]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert {r.data.tags["sweep_dir"] for r in runs} == {str(tmp_path / "sweep")}
+
+
+def test_report_regenerates_figures_and_summary_from_the_store(trained_run, tmp_path):
+    done = run_module(
+        "mnist_exp.report",
+        trained_run.run_id,
+        "--out",
+        str(tmp_path / "report"),
+        env={"MLFLOW_TRACKING_URI": trained_run.tracking_uri},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    [run] = finished_runs(trained_run.tracking_uri)
+    assert f"| test | {run.data.metrics['test_loss']:.4f} | " in summary
+    assert "Most frequent test confusions" in summary
+    for image in ("confusion_matrix.png", "training_curves.png"):
+        assert 5_000 < (tmp_path / "report" / image).stat().st_size < 200_000
+
+
+def test_report_of_an_unknown_run_is_one_clear_line(tracking_uri):
+    done = run_module(
+        "mnist_exp.report", "feedc0ffee", env={"MLFLOW_TRACKING_URI": tracking_uri}, timeout=300
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: Run feedc0ffee not found")

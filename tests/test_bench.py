@@ -1,0 +1,23 @@
+"""The benchmark's quick mode runs end to end and writes valid JSON (no timing asserts)."""
+
+import json
+
+import pytest
+
+from .helpers import run_module
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_quick_mode_writes_a_complete_table(tmp_path):
+    done = run_module(
+        "mnist_exp.bench", "--quick", "--output", str(tmp_path / "bench.json"), timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "bench.json").read_text())
+    names = [row["name"] for row in result["rows"]]
+    assert names[:2] == ["predict_digit, 1 image", "model.predict, 1 image"]
+    assert any(name.startswith("predict CLI") for name in names)
+    for row in result["rows"]:
+        assert 0 < row["min"] <= row["median"] <= row["max"], row
+    assert result["predict_digit_speedup"] > 0
