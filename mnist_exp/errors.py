@@ -15,6 +15,10 @@ class DataError(MnistExpError):
     """MNIST could not be obtained, or a file failed verification."""
 
 
+class DivergedError(MnistExpError):
+    """The training loss became NaN or infinite."""
+
+
 def exit_with(error: MnistExpError) -> None:
     """Print a user error in one or two lines, without a traceback, and exit with status 2."""
     print(f"error: {error}", file=sys.stderr)

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from mnist_exp.config import CallbacksConfig, CheckpointConfig, Config, OptimizerConfig
 from mnist_exp.data import Mnist
+from mnist_exp.errors import DivergedError
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -79,6 +80,7 @@ def train(
         metrics=["accuracy"],
     )
     callbacks = [
+        keras.callbacks.TerminateOnNaN(),
         EpochTimer(len(data.x_train)),
         *build_callbacks(cfg.callbacks, checkpoint_path),
         *extra_callbacks,
@@ -93,5 +95,12 @@ def train(
         callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
     )
+    losses = history.history.get("loss", [])
+    if not losses or not np.all(np.isfinite(losses)):
+        raise DivergedError(
+            f"Training diverged: the loss became {losses[-1] if losses else 'NaN'} in epoch "
+            f"{len(losses)}. The learning rate ({cfg.optimizer.learning_rate}) is probably too "
+            "high for this optimizer; lower optimizer.learning_rate."
+        )
     model.load_weights(checkpoint_path)
     return history

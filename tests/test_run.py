@@ -92,3 +92,22 @@ def test_report_of_an_unknown_run_is_one_clear_line(tracking_uri):
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: Run feedc0ffee not found")
+
+
+def test_divergence_stops_training_and_fails_the_run(tmp_path, tracking_uri):
+    done = run_module(
+        "mnist_exp.run",
+        "optimizer=sgd",
+        "optimizer.learning_rate=1e6",
+        "epochs=3",
+        "dataset.limit=512",
+        f"mlflow.tracking_uri={tracking_uri}",
+        f"hydra.run.dir={tmp_path / 'out'}",
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "Training diverged" in done.stderr and "optimizer.learning_rate" in done.stderr
+    [run] = finished_runs(tracking_uri)
+    assert run.info.status == "FAILED"
+    assert "DivergedError" in run.data.tags["error"]
+    assert MlflowClient(tracking_uri).search_model_versions("name='mnist-cnn'") == []
