@@ -25,6 +25,7 @@ def main(cfg: DictConfig) -> float:
         from mnist_exp.train import best_epoch, seed_everything, train
 
         output_dir = Path(HydraConfig.get().runtime.output_dir)
+        tracking.use_store(config.mlflow)  # an unreachable store fails now, not after training
         seed_everything(config.seed, config.deterministic)
         data = load_mnist(config.dataset)
         with tracking.start_run(cfg) as run:

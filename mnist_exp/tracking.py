@@ -2,6 +2,7 @@
 
 import json
 import os
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,9 +75,23 @@ def hydra_tags() -> dict[str, str]:
     return tags
 
 
+def check_reachable(uri: str) -> None:
+    """Fail in seconds, not after MLflow's minutes of retries, when a tracking server is down."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
+    except OSError as error:
+        raise MnistExpError(
+            f"MLflow tracking server {uri} is unreachable ({getattr(error, 'reason', error)}). "
+            "Start it (make server) or point MLFLOW_TRACKING_URI elsewhere."
+        ) from None
+
+
 def use_store(cfg: MlflowConfig) -> str:
     """Point MLflow at the configured store and experiment (created if new); return the URI."""
     uri = tracking_uri(cfg)
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     name = cfg.experiment_name
     if mlflow.get_experiment_by_name(name) is None:
@@ -87,8 +102,8 @@ def use_store(cfg: MlflowConfig) -> str:
 
 @contextmanager
 def start_run(cfg: DictConfig) -> Iterator[mlflow.ActiveRun]:
-    """Open an MLflow run with the config as params; end it FAILED (or KILLED) with the reason."""
-    use_store(OmegaConf.to_object(cfg.mlflow))
+    """Open an MLflow run (in the store `use_store` chose) with the config as params; end it
+    FAILED (or KILLED) with the reason."""
     with mlflow.start_run() as run:
         try:
             mlflow.set_tags(hydra_tags())

@@ -111,3 +111,17 @@ def test_divergence_stops_training_and_fails_the_run(tmp_path, tracking_uri):
     assert run.info.status == "FAILED"
     assert "DivergedError" in run.data.tags["error"]
     assert MlflowClient(tracking_uri).search_model_versions("name='mnist-cnn'") == []
+
+
+def test_unreachable_tracking_server_fails_at_once_naming_it(tmp_path):
+    uri = "http://127.0.0.1:9"  # the discard port: nothing listens there
+    done = run_module(
+        "mnist_exp.run",
+        "epochs=1",
+        f"hydra.run.dir={tmp_path / 'out'}",
+        env={"MLFLOW_TRACKING_URI": uri},
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert f"MLflow tracking server {uri} is unreachable" in done.stderr
+    assert "Epoch 1" not in done.stdout + done.stderr
