@@ -1,6 +1,7 @@
 """Typed config schemas, registered in Hydra's ConfigStore; `validate` checks ranges and choices."""
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
@@ -32,6 +33,12 @@ class DatasetConfig:
     limit: int | None = None
 
     def __post_init__(self) -> None:
+        require(
+            self.source_dir is None or Path(self.source_dir).expanduser().is_dir(),
+            "dataset.source_dir",
+            self.source_dir,
+            "use a directory holding mnist.npz or the four IDX files, or null",
+        )
         require(
             0 < self.val_size < MNIST_TRAIN_SIZE,
             "dataset.val_size",

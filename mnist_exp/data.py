@@ -115,11 +115,6 @@ def read_idx_dir(directory: Path) -> Arrays:
 
 def read_source_dir(directory: Path) -> Arrays:
     """Read a user's MNIST copy: Keras' mnist.npz if present, else the four IDX files."""
-    if not directory.is_dir():
-        raise DataError(
-            f"dataset.source_dir={directory} is not a directory; "
-            "point it at your MNIST files or set it to null."
-        )
     npz = directory / CACHE_FILE
     return read_npz(npz) if npz.is_file() else read_idx_dir(directory)
 

@@ -10,11 +10,14 @@ from mnist_exp.config import register_configs, validate
 from mnist_exp.errors import MnistExpError, exit_with
 
 register_configs()
+jobs_started = 0  # Hydra exits with 1 on its own config errors, before any job starts
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Train one configuration; return its best validation accuracy for sweepers."""
+    global jobs_started
+    jobs_started += 1
     try:
         config = validate(cfg)
         # Heavy imports only now, so `--help` and `--cfg job` answer at once.
@@ -47,5 +50,13 @@ def main(cfg: DictConfig) -> float:
     return report.val.accuracy
 
 
+def cli() -> None:
+    """Like `main`, but Hydra's config errors (unknown key or option, wrong type) exit with 2."""
+    try:
+        main()
+    except SystemExit as exit_:
+        raise SystemExit(2 if exit_.code == 1 and jobs_started == 0 else exit_.code) from None
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -73,8 +73,36 @@ def test_wrong_types_and_unknown_keys_fail_at_compose_time(override):
         composed(override)
 
 
-def test_cli_reports_a_bad_value_in_one_line_with_status_2():
-    done = run_module("mnist_exp.run", "batch_size=0", timeout=60)
-    assert done.returncode == 2
-    assert "batch_size=0 is not allowed: use >= 1." in done.stderr
+CLI_MISTAKES = [
+    ("batch_size=abc", "Value 'abc' of type 'str' could not be converted to Integer"),
+    ("batch_size=0", "batch_size=0 is not allowed: use >= 1."),
+    ("epochs=-1", "epochs=-1 is not allowed: use >= 1."),
+    ("model.dropout_conv=1.5", "model.dropout_conv=1.5 is not allowed: use 0 <= p < 1."),
+    ("optimizer.learning_rate=0", "optimizer.learning_rate=0.0 is not allowed: use > 0."),
+    ("optimizer.learning_rate=-0.1", "optimizer.learning_rate=-0.1 is not allowed: use > 0."),
+    ("dataset.val_size=60000", "dataset.val_size=60000 is not allowed: use 1..59999."),
+    ("callbacks.early_stopping.patience=-1", "callbacks.early_stopping.patience=-1 is not allowed"),
+    ("optimizer=adamm", "Available options in 'optimizer':\n\tadadelta\n\tadam\n\trmsprop\n\tsgd"),
+    ("bach_size=64", "Key 'bach_size' not in 'Config'"),
+    ("callbacks.early_stopping.monitor=val_los", "monitor='val_los' is not allowed: choose one of"),
+    ("callbacks.checkpoint.mode=best", "callbacks.checkpoint.mode='best' is not allowed"),
+    ("dataset.source_dir=/no/such/dir", "dataset.source_dir='/no/such/dir' is not allowed"),
+    ("dataset.limit=0", "dataset.limit=0 is not allowed: use null (all) or 1..55000."),
+    ("model.kernel_size=20", "model.kernel_size=20 is not allowed: use 1..12."),
+    ("model.dense_units=0", "model.dense_units=0 is not allowed: use >= 1."),
+    ("shuffle=maybe", "Value 'maybe' is not a valid bool"),
+    ("seed=-1", "seed=-1 is not allowed: use >= 0."),
+    ("experiment=sead", "Could not find 'experiment/sead'"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), CLI_MISTAKES)
+def test_cli_config_mistake_exits_2_with_a_clear_message_and_no_run(override, message, tmp_path):
+    store = tmp_path / "mlflow.db"
+    done = run_module(
+        "mnist_exp.run", override, timeout=60, env={"MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    )
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+    assert not store.exists()  # nothing was tracked, nothing heavy started

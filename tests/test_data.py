@@ -15,7 +15,7 @@ from mnist_exp.data import (
     read_npz,
     read_source_dir,
 )
-from mnist_exp.errors import DataError
+from mnist_exp.errors import ConfigError, DataError
 
 
 def idx_bytes(array: np.ndarray, magic_type: int = 8) -> bytes:
@@ -82,6 +82,6 @@ def test_corrupt_cache_is_refetched(tmp_path, mnist_raw):
     assert read_npz(cache)["y_train"].shape == (60_000,)  # the cache now holds verified data
 
 
-def test_missing_source_dir_says_how_to_fix(tmp_path):
-    with pytest.raises(DataError, match=r"not a directory.*set it to null"):
-        fetch_mnist(DatasetConfig(source_dir=str(tmp_path / "nowhere")))
+def test_missing_source_dir_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"dataset\.source_dir=.*use a directory"):
+        DatasetConfig(source_dir=str(tmp_path / "nowhere"))
