@@ -176,6 +176,7 @@ class Config:
     epochs: int = 50
     shuffle: bool = True
     deterministic: bool = False
+    resume: str | None = None
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "batch_size", self.batch_size, "use >= 1")

