@@ -5,10 +5,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
+from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mnist_exp.errors import ConfigError
+from mnist_exp.errors import ConfigError, exit_with
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 MNIST_TRAIN_SIZE = 60_000
@@ -182,6 +183,30 @@ class Config:
         require(self.batch_size >= 1, "batch_size", self.batch_size, "use >= 1")
         require(self.epochs >= 1, "epochs", self.epochs, "use >= 1")
         require(self.seed >= 0, "seed", self.seed, "use >= 0")
+
+
+class CheckOutputDir(Callback):
+    """Hydra callback: a run or sweep directory that cannot be created is a config error."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_writable("hydra.run.dir", config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_writable("hydra.sweep.dir", config.hydra.sweep.dir)
+
+
+def check_writable(key: str, directory: str) -> None:
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        Path(directory, ".write_test").touch()
+        Path(directory, ".write_test").unlink()
+    except OSError as error:
+        exit_with(
+            ConfigError(
+                f"{key}={directory} cannot be written ({error.strerror}); "
+                "choose a writable directory."
+            )
+        )
 
 
 def register_configs() -> None:

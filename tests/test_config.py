@@ -93,6 +93,7 @@ CLI_MISTAKES = [
     ("shuffle=maybe", "Value 'maybe' is not a valid bool"),
     ("seed=-1", "seed=-1 is not allowed: use >= 0."),
     ("experiment=sead", "Could not find 'experiment/sead'"),
+    ("hydra.run.dir=/etc/hostname/out", "hydra.run.dir=/etc/hostname/out cannot be written"),
 ]
 
 
