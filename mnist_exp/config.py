@@ -12,6 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mnist_exp.errors import ConfigError, exit_with
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 MNIST_TRAIN_SIZE = 60_000
 
 
@@ -178,8 +179,15 @@ class Config:
     shuffle: bool = True
     deterministic: bool = False
     resume: str | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        require(
+            self.precision in PRECISIONS,
+            "precision",
+            self.precision,
+            f"choose one of {', '.join(PRECISIONS)}",
+        )
         require(self.batch_size >= 1, "batch_size", self.batch_size, "use >= 1")
         require(self.epochs >= 1, "epochs", self.epochs, "use >= 1")
         require(self.seed >= 0, "seed", self.seed, "use >= 0")

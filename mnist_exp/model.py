@@ -17,7 +17,7 @@ def build_model(cfg: CNNConfig) -> keras.Model:
             keras.layers.Flatten(),
             keras.layers.Dense(cfg.dense_units, activation="relu"),
             keras.layers.Dropout(cfg.dropout_dense),
-            keras.layers.Dense(10, activation="softmax"),
+            keras.layers.Dense(10, activation="softmax", dtype="float32"),  # stable under bf16
         ],
         name="seed_cnn",
     )

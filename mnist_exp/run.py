@@ -26,15 +26,16 @@ def main(cfg: DictConfig) -> float:
         from mnist_exp.data import load_mnist
         from mnist_exp.evaluate import evaluate
         from mnist_exp.model import build_model
-        from mnist_exp.train import best_epoch, seed_everything, train
+        from mnist_exp.train import best_epoch, seed_everything, set_precision, train
 
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
         output_dir = Path(HydraConfig.get().runtime.output_dir)
         tracking.use_store(config.mlflow)  # an unreachable store fails now, not after training
         work_dir = tracking.resume_dir(config.resume) if config.resume else output_dir
         seed_everything(config.seed, config.deterministic)
+        precision = set_precision(config.precision)  # before the model is built
         data = load_mnist(config.dataset)
-        with tracking.start_run(cfg, work_dir, config.resume) as run:
+        with tracking.start_run(cfg, work_dir, config.resume, {"precision_used": precision}) as run:
             model = build_model(config.model)
             history = train(model, data, config, work_dir, [tracking.MlflowMetrics()])
             report = evaluate(model, data)

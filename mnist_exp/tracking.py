@@ -127,14 +127,17 @@ def resume_command(run_id: str) -> str:
 
 
 @contextmanager
-def start_run(cfg: DictConfig, work_dir: Path, run_id: str | None) -> Iterator[mlflow.ActiveRun]:
+def start_run(
+    cfg: DictConfig, work_dir: Path, run_id: str | None, extra_params: dict[str, object]
+) -> Iterator[mlflow.ActiveRun]:
     """Open an MLflow run (in the store `use_store` chose), or reopen `run_id` to resume it.
     It ends FAILED with the reason, or KILLED on Ctrl-C/SIGTERM with the best checkpoint logged."""
     with mlflow.start_run(run_id=run_id) as run:
         try:
             if run_id is None:
                 mlflow.set_tags(hydra_tags())
-                mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+                params = flatten(OmegaConf.to_container(cfg, resolve=True))
+                mlflow.log_params({**params, **extra_params})
                 mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
             yield run
         except BaseException as error:

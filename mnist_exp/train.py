@@ -26,6 +26,37 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def cpu_has_bf16(cpuinfo: str) -> bool:
+    """Whether /proc/cpuinfo's flags include native bfloat16 math (AVX-512 BF16 or AMX)."""
+    flags = set(cpuinfo.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision: str, cpuinfo: str, gpu_capabilities: list[tuple]) -> str:
+    """`auto` -> bf16 where the hardware computes it natively (CPU flags, GPU compute >= 8.0)."""
+    if precision != "auto":
+        return precision
+    if gpu_capabilities:
+        return "bf16" if all(c >= (8, 0) for c in gpu_capabilities) else "fp32"
+    return "bf16" if cpu_has_bf16(cpuinfo) else "fp32"
+
+
+def set_precision(precision: str) -> str:
+    """Set Keras' global dtype policy for `precision` (before building the model); return the
+    precision chosen. Mixed policies keep variables, the softmax and the loss in float32."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    gpus = [
+        tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)))
+        for gpu in tf.config.list_physical_devices("GPU")
+    ]
+    chosen = resolve_precision(precision, cpuinfo, gpus)
+    keras.mixed_precision.set_global_policy(POLICIES[chosen])
+    return chosen
+
+
 def build_optimizer(cfg: OptimizerConfig) -> keras.optimizers.Optimizer:
     return getattr(keras.optimizers, cfg.keras_class)(**asdict(cfg))
 

@@ -125,3 +125,18 @@ def test_unreachable_tracking_server_fails_at_once_naming_it(tmp_path):
     assert done.returncode == 2
     assert f"MLflow tracking server {uri} is unreachable" in done.stderr
     assert "Epoch 1" not in done.stdout + done.stderr
+
+
+def test_bf16_run_learns_and_logs_its_precision(tmp_path, tracking_uri):
+    done = run_module(
+        "mnist_exp.run",
+        "precision=bf16",
+        "epochs=2",
+        "dataset.limit=2000",
+        f"mlflow.tracking_uri={tracking_uri}",
+        f"hydra.run.dir={tmp_path / 'out'}",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    [run] = finished_runs(tracking_uri)
+    assert run.data.params["precision_used"] == "bf16"
+    assert run.data.metrics["test_accuracy"] > 0.8  # chance is 0.1
