@@ -37,7 +37,9 @@ def main(cfg: DictConfig) -> float:
         data = load_mnist(config.dataset)
         with tracking.start_run(cfg, work_dir, config.resume, {"precision_used": precision}) as run:
             model = build_model(config.model)
-            history = train(model, data, config, work_dir, [tracking.MlflowMetrics()])
+            history = train(
+                model, data, config, work_dir, [tracking.MlflowMetrics()], bool(config.resume)
+            )
             report = evaluate(model, data)
             best = best_epoch(history, config.callbacks.checkpoint)
             tracking.log_evaluation(history, best, report, data.x_test)

@@ -135,28 +135,24 @@ class TrainingState(keras.callbacks.Callback):
         os.replace(self.work_dir / "state.json.tmp", self.work_dir / STATE_FILE)
 
 
-def load_state(work_dir: Path) -> dict:
-    """The saved training state of an interrupted run, or a fresh one."""
-    path = work_dir / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {"epoch": 0, "history": {}}
-
-
 def train(
     model: keras.Model,
     data: Mnist,
     cfg: Config,
     work_dir: Path,
     extra_callbacks: list[keras.callbacks.Callback],
+    resume: bool,
 ) -> dict[str, list[float]]:
-    """Compile and fit, continuing from `work_dir`'s saved state if there is one; return the
-    per-epoch history. Afterwards `model` holds the best checkpoint's weights."""
+    """Compile and fit (with `resume`, from the state saved in `work_dir`); return the per-epoch
+    history. Afterwards `model` holds the best checkpoint's weights."""
     model.compile(
         loss="categorical_crossentropy",
         optimizer=build_optimizer(cfg.optimizer),
         metrics=["accuracy"],
     )
-    state = load_state(work_dir)
-    if state["epoch"]:
+    state = {"epoch": 0, "history": {}}
+    if resume:
+        state = json.loads((work_dir / STATE_FILE).read_text())
         model.optimizer.build(model.trainable_variables)  # so its saved state is loaded too
         model.load_weights(work_dir / "last.keras")
     checkpoint, stopping = build_callbacks(cfg.callbacks, work_dir / BEST_FILE)

@@ -80,19 +80,21 @@ def test_finished_run_cannot_be_resumed(trained_run):
 
 
 def test_deterministic_runs_repeat_every_metric_and_weight(tmp_path, tracking_uri):
+    """Both runs share one output directory: the second must not continue the first."""
     histories, weights = [], []
-    for name in ("first", "second"):
+    for _ in range(2):
         done = run_module(
             "mnist_exp.run",
             "deterministic=true",
             "epochs=2",
             "dataset.limit=1000",
             f"mlflow.tracking_uri={tracking_uri}",
-            f"hydra.run.dir={tmp_path / name}",
+            f"hydra.run.dir={tmp_path}",
             "mlflow.registered_model=null",
         )
         assert done.returncode == 0, done.stderr[-2000:]
-        model = keras.models.load_model(tmp_path / name / "mnist.keras", compile=False)
+        assert "Epoch 1/2" in done.stdout
+        model = keras.models.load_model(tmp_path / "mnist.keras", compile=False)
         weights.append(model.get_weights())
     client = MlflowClient(tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name("mnist_exp").experiment_id])
@@ -104,6 +106,7 @@ def test_deterministic_runs_repeat_every_metric_and_weight(tmp_path, tracking_ur
             }
         )
     assert histories[0] == histories[1]
+    assert len(histories[0]["loss"]) == 2
     for a, b in zip(*weights, strict=True):
         np.testing.assert_array_equal(a, b)
 
