@@ -1,7 +1,8 @@
-"""`make bench`: time prediction and start-up against plain Keras; print a table, write JSON."""
+"""`make bench`: training, logging, prediction and start-up timed against plain Keras."""
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -37,6 +38,134 @@ def row(name: str, samples: list[float], unit: str, scale: float = 1.0) -> dict:
         "max": max(values),
         "n": len(values),
     }
+
+
+def plain_keras(limit: int | None, epochs: int, policy: str) -> dict:
+    """The reference: the seed CNN and `model.fit` written minimally, as a Keras user would."""
+    import keras
+
+    keras.utils.set_random_seed(42)
+    keras.mixed_precision.set_global_policy(policy)
+    raw = fetch_mnist(DatasetConfig())
+    x = raw["x_train"].reshape(-1, 28, 28, 1).astype("float32") / 255
+    y = keras.utils.to_categorical(raw["y_train"], 10)
+    x_train, y_train = x[:55000][:limit], y[:55000][:limit]
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Dropout(0.25),
+            keras.layers.Flatten(),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(10, activation="softmax", dtype="float32"),
+        ]
+    )
+    model.compile(
+        loss="categorical_crossentropy",
+        optimizer=keras.optimizers.Adadelta(1.0),
+        metrics=["accuracy"],
+    )
+
+    class TrainTimer(keras.callbacks.Callback):  # training part of each epoch, as the project
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.end = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            rates.append(len(x_train) / (self.end - self.start))
+
+    rates = []
+    model.fit(
+        x_train,
+        y_train,
+        batch_size=128,
+        epochs=epochs,
+        validation_data=(x[55000:], y[55000:]),
+        callbacks=[TrainTimer()],
+        verbose=0,
+    )
+    x_test = raw["x_test"].reshape(-1, 28, 28, 1).astype("float32") / 255
+    accuracy = float(np.mean(model.predict(x_test, verbose=0).argmax(1) == raw["y_test"]))
+    return {"samples_per_second": rates, "test_accuracy": accuracy}
+
+
+def project_run(limit: int | None, epochs: int, precision: str, workdir: Path) -> dict:
+    """The project's own path: `python -m mnist_exp.run`, callbacks and MLflow logging on."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{workdir / 'bench.db'}"
+    command = [
+        sys.executable,
+        "-m",
+        "mnist_exp.run",
+        f"epochs={epochs}",
+        f"precision={precision}",
+        f"dataset.limit={'null' if limit is None else limit}",
+        f"mlflow.tracking_uri={uri}",
+        "mlflow.registered_model=null",
+        f"hydra.run.dir={workdir / 'run'}",
+    ]
+    subprocess.run(command, check=True, capture_output=True)
+    client = MlflowClient(uri)
+    run = client.search_runs(
+        [client.get_experiment_by_name("mnist_exp").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
+    history = client.get_metric_history(run.info.run_id, "samples_per_second")
+    return {
+        "samples_per_second": [m.value for m in sorted(history, key=lambda m: m.step)],
+        "test_accuracy": run.data.metrics["test_accuracy"],
+        "precision_used": run.data.params["precision_used"],
+    }
+
+
+def in_subprocess(function: str, *args) -> dict:
+    """Run one training measurement in a fresh process, as a user's run would be."""
+    code = f"import json, mnist_exp.bench as b; print(json.dumps(b.{function}(*{args!r})))"
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_training(limit: int | None, epochs: int, repeats: int, workdir: Path) -> tuple:
+    """Plain Keras fp32 vs the project in fp32 and bf16, alternating, on the same data; the first
+    epoch of each run is warm-up. Returns table rows and the accuracies."""
+    contenders = {
+        "plain Keras model.fit, fp32": lambda: in_subprocess(
+            "plain_keras", limit, epochs, "float32"
+        ),
+        "project run, fp32": lambda: project_run(limit, epochs, "fp32", workdir),
+        "project run, bf16": lambda: project_run(limit, epochs, "bf16", workdir),
+    }
+    rates = {name: [] for name in contenders}
+    accuracy = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, measure in contenders.items():
+            result = measure()
+            rates[name].append(statistics.median(result["samples_per_second"][1:]))
+            accuracy[name].append(result["test_accuracy"])
+    rows = [row(f"training, {name}", rates[name], "samples/s") for name in contenders]
+    return rows, {name: statistics.median(a) for name, a in accuracy.items()}
+
+
+def bench_logging(epoch_seconds: float, repeats: int, workdir: Path) -> dict:
+    """One epoch's MLflow logging (six metrics to a SQLite store) as a share of an epoch."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'logging.db'}")
+    metrics = dict.fromkeys(
+        ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "samples_per_second"), 0.5
+    )
+    with mlflow.start_run():
+        seconds = timed(lambda: mlflow.log_metrics(metrics, step=1), repeats)
+    return row(
+        "MLflow logging per epoch / epoch time", [s / epoch_seconds for s in seconds], "%", 100
+    )
 
 
 def bench_prediction(images: np.ndarray, repeats: int) -> list[dict]:
@@ -101,28 +230,51 @@ def bench_startup(repeats: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m mnist_exp.bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions and images")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a 2,000-image subset, 2 epochs, one repetition (a few minutes)",
+    )
     parser.add_argument("--output", default="outputs/bench.json", help="where to write the JSON")
     args = parser.parse_args()
-    repeats, files = (20, 100) if args.quick else (300, 1000)
+    limit, epochs, repeats, calls, files = (
+        (2000, 2, 1, 20, 50) if args.quick else (None, 3, 2, 300, 1000)
+    )
 
     test_images = fetch_mnist(DatasetConfig())["x_test"]
-    rows = bench_prediction(test_images if not args.quick else test_images[:2000], repeats)
     with tempfile.TemporaryDirectory() as workdir:
+        rows, accuracy = bench_training(limit, epochs, repeats, Path(workdir))
+        epoch_seconds = (limit or 55000) / rows[1]["median"]
+        rows.append(bench_logging(epoch_seconds, calls, Path(workdir)))
+        rows += bench_prediction(test_images, calls)
         rows.append(bench_cli(test_images[:files], Path(workdir)))
     rows += bench_startup(2 if args.quick else 5)
 
-    speedup = rows[1]["median"] / rows[0]["median"]
-    print(f"{'benchmark':45} {'median':>10} {'min':>10} {'max':>10}  unit")
+    by_name = {r["name"]: r["median"] for r in rows}
+    plain = by_name["training, plain Keras model.fit, fp32"]
+    ratios = {
+        "project fp32 / plain Keras fp32": by_name["training, project run, fp32"] / plain,
+        "project bf16 / plain Keras fp32": by_name["training, project run, bf16"] / plain,
+        "model.predict / predict_digit (1 image)": by_name["model.predict, 1 image"]
+        / by_name["predict_digit, 1 image"],
+    }
+    print(f"{'benchmark':52} {'median':>10} {'min':>10} {'max':>10}  unit")
     for r in rows:
-        print(f"{r['name']:45} {r['median']:10.2f} {r['min']:10.2f} {r['max']:10.2f}  {r['unit']}")
-    print(f"predict_digit is {speedup:.0f}x faster than model.predict on one image")
+        print(f"{r['name']:52} {r['median']:10.2f} {r['min']:10.2f} {r['max']:10.2f}  {r['unit']}")
+    for name, value in ratios.items():
+        print(f"{name:52} {value:10.2f}x")
+    for name, value in accuracy.items():
+        print(f"test accuracy after {epochs} epochs, {name:24} {value:10.4f}")
     result = {
         "machine": platform.platform(),
         "processor": platform.processor(),
+        "cores": os.cpu_count(),
         "quick": args.quick,
+        "epochs": epochs,
+        "train_images": limit or 55000,
         "rows": rows,
-        "predict_digit_speedup": speedup,
+        "ratios": ratios,
+        "test_accuracy": accuracy,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2))
