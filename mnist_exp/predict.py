@@ -204,7 +204,7 @@ def default_predictor() -> Predictor:
     return _default[0]
 
 
-def image_files(paths: list[str]) -> tuple[list[Path], list[str]]:
+def image_files(paths: list[str]) -> tuple[list[Path], list[dict[str, str]]]:
     """Expand folders into their image files (sorted); report paths that give no image."""
     files, problems = [], []
     for name in paths:
@@ -213,11 +213,12 @@ def image_files(paths: list[str]) -> tuple[list[Path], list[str]]:
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             files += found
             if not found:
-                problems.append(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+                suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+                problems.append({"file": name, "error": f"{name}: no image files ({suffixes})."})
         elif path.exists():
             files.append(path)
         else:
-            problems.append(f"{path}: no such file or directory.")
+            problems.append({"file": name, "error": f"{name}: no such file or directory."})
     return files, problems
 
 
@@ -231,7 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
     parser.add_argument(
-        "--top-k", type=int, default=1, metavar="K", help="also show the K most likely digits"
+        "--top-k",
+        type=int,
+        default=1,
+        choices=range(1, 11),
+        metavar="K",
+        help="also show the K most likely digits (1-10)",
     )
     parser.add_argument(
         "--explain", metavar="DIR", help="save a before/after picture per image into DIR"
@@ -239,27 +245,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=256, help="images per model call")
     args = parser.parse_args(argv)
 
-    files, problems = image_files(args.paths)
+    files, failures = image_files(args.paths)
     try:
         predictor = load_predictor(args.model)
     except MnistExpError as error:
         exit_with(error)
-    failures = [{"file": p.split(":")[0], "error": p} for p in problems]
     for start in range(0, len(files), args.batch_size):
-        batch, inputs = [], []
+        readable, inputs = [], []
         for path in files[start : start + args.batch_size]:
             try:
                 inputs.append(preprocess_image(path))
-                batch.append(path)
+                readable.append(path)
             except ImageError as error:
                 failures.append({"file": str(path), "error": str(error)})
-        if batch:
-            for path, probs in zip(batch, predictor.probabilities(np.stack(inputs)), strict=True):
-                report(path, to_prediction(probs), args)
-                if args.explain:
-                    save_explanation(
-                        path, inputs[batch.index(path)], to_prediction(probs), Path(args.explain)
-                    )
+        if not readable:
+            continue
+        probabilities = predictor.probabilities(np.stack(inputs))
+        for path, seen, probs in zip(readable, inputs, probabilities, strict=True):
+            prediction = to_prediction(probs)
+            report(path, prediction, args)
+            if args.explain:
+                save_explanation(path, seen, prediction, Path(args.explain))
     for failure in failures:
         if args.json:
             print(json.dumps(failure))
