@@ -36,6 +36,8 @@ def write_report(run_id: str, out_dir: Path, cfg: MlflowConfig) -> Path:
     m = {
         key: run.data.metrics.get(key, float("nan"))
         for key in (
+            "train_loss",
+            "train_accuracy",
             "best_train_accuracy",
             "best_val_loss",
             "best_val_accuracy",
@@ -53,7 +55,8 @@ Command overrides: `{tags.get("overrides", "") or "(defaults)"}`; status {run.in
 
 | | loss | accuracy |
 | --- | --- | --- |
-| train (best epoch) | | {m["best_train_accuracy"]:.4f} |
+| train (dropout off) | {m["train_loss"]:.4f} | {m["train_accuracy"]:.4f} |
+| train, running in the best epoch (dropout on) | | {m["best_train_accuracy"]:.4f} |
 | validation (best checkpoint) | {m["best_val_loss"]:.4f} | {m["best_val_accuracy"]:.4f} |
 | test | {m["test_loss"]:.4f} | {m["test_accuracy"]:.4f} |
 

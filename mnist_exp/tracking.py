@@ -191,6 +191,7 @@ def log_evaluation(
             "train_seconds": float(np.sum(history["epoch_seconds"])),
         }
     )
+    log_split(report.train, "train", "train")
     log_split(report.val, "val", "best_val")  # val_* is the per-epoch series
     log_split(report.test, "test", "test")
     mlflow.log_figure(curves_figure(history), "training_curves.png")
