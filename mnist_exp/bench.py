@@ -94,7 +94,7 @@ def plain_keras(limit: int | None, epochs: int, policy: str) -> dict:
     return {"samples_per_second": rates, "test_accuracy": accuracy}
 
 
-def project_run(limit: int | None, epochs: int, precision: str, workdir: Path) -> dict:
+def project_run(limit: int | None, epochs: int, overrides: list[str], workdir: Path) -> dict:
     """The project's own path: `python -m mnist_exp.run`, callbacks and MLflow logging on."""
     from mlflow.tracking import MlflowClient
 
@@ -104,7 +104,7 @@ def project_run(limit: int | None, epochs: int, precision: str, workdir: Path) -
         "-m",
         "mnist_exp.run",
         f"epochs={epochs}",
-        f"precision={precision}",
+        *overrides,
         f"dataset.limit={'null' if limit is None else limit}",
         f"mlflow.tracking_uri={uri}",
         "mlflow.registered_model=null",
@@ -132,16 +132,23 @@ def in_subprocess(function: str, *args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bench_training(limit: int | None, epochs: int, repeats: int, workdir: Path) -> tuple:
-    """Plain Keras fp32 vs the project in fp32 and bf16, alternating, on the same data; the first
-    epoch of each run is warm-up. Returns table rows and the accuracies."""
+def bench_training(
+    limit: int | None, epochs: int, repeats: int, workdir: Path, deterministic: bool
+) -> tuple:
+    """Plain Keras fp32 vs the project in fp32 and bf16 (and, if asked, fp32 deterministic),
+    alternating, on the same data; the first epoch of each run is warm-up. Returns table rows
+    and the accuracies."""
     contenders = {
         "plain Keras model.fit, fp32": lambda: in_subprocess(
             "plain_keras", limit, epochs, "float32"
         ),
-        "project run, fp32": lambda: project_run(limit, epochs, "fp32", workdir),
-        "project run, bf16": lambda: project_run(limit, epochs, "bf16", workdir),
+        "project run, fp32": lambda: project_run(limit, epochs, ["precision=fp32"], workdir),
+        "project run, bf16": lambda: project_run(limit, epochs, ["precision=bf16"], workdir),
     }
+    if deterministic:
+        contenders["project run, fp32, deterministic"] = lambda: project_run(
+            limit, epochs, ["precision=fp32", "deterministic=true"], workdir
+        )
     rates = {name: [] for name in contenders}
     accuracy = {name: [] for name in contenders}
     for _ in range(repeats):
@@ -243,7 +250,7 @@ def main() -> None:
 
     test_images = fetch_mnist(DatasetConfig())["x_test"]
     with tempfile.TemporaryDirectory() as workdir:
-        rows, accuracy = bench_training(limit, epochs, repeats, Path(workdir))
+        rows, accuracy = bench_training(limit, epochs, repeats, Path(workdir), not args.quick)
         epoch_seconds = (limit or 55000) / rows[1]["median"]
         rows.append(bench_logging(epoch_seconds, calls, Path(workdir)))
         rows += bench_prediction(test_images, calls)
@@ -255,6 +262,10 @@ def main() -> None:
     ratios = {
         "project fp32 / plain Keras fp32": by_name["training, project run, fp32"] / plain,
         "project bf16 / plain Keras fp32": by_name["training, project run, bf16"] / plain,
+        "project fp32 deterministic / project fp32": by_name.get(
+            "training, project run, fp32, deterministic", float("nan")
+        )
+        / by_name["training, project run, fp32"],
         "model.predict / predict_digit (1 image)": by_name["model.predict, 1 image"]
         / by_name["predict_digit, 1 image"],
     }
