@@ -1,5 +1,6 @@
 """Typed config schemas, registered in Hydra's ConfigStore; `validate` checks ranges and choices."""
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -215,6 +216,50 @@ def check_writable(key: str, directory: str) -> None:
                 "choose a writable directory."
             )
         )
+
+
+def check_overrides(conf_dir: str, overrides: list[str]) -> None:
+    """Compose once so Hydra's own errors (unknown key, wrong type, unknown group option) come out
+    as one ConfigError line naming the key, the value and what is allowed."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    def composed(with_overrides: list[str]) -> DictConfig:
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            return compose("config", overrides=with_overrides)
+
+    try:
+        composed(overrides)
+    except MissingConfigException as error:
+        group = (error.missing_cfg_file or "").split("/")[0]
+        choices = ", ".join(error.options or [])
+        value = next((o.split("=", 1)[1] for o in overrides if o.startswith(f"{group}=")), "?")
+        raise ConfigError(f"{group}={value} is not an option: choose one of {choices}.") from None
+    except ConfigCompositionException as error:
+        cause = error.__cause__
+        key = getattr(cause, "full_key", None)
+        if key is None:
+            raise ConfigError(str(error).splitlines()[0]) from None
+        value = next((o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")), "?")
+        if isinstance(cause, OmegaConfBaseException) and "not in" in str(cause):
+            known = flatten_keys(OmegaConf.to_container(composed([]), resolve=False))
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = (
+                f"did you mean {close[0]}?" if close else "see `python -m mnist_exp.run --cfg job`."
+            )
+            raise ConfigError(f"{key} is not a config key; {hint}") from None
+        reason = str(cause).splitlines()[0]
+        raise ConfigError(f"{key}={value} is not allowed: {reason}.") from None
+
+
+def flatten_keys(tree: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            keys += flatten_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
 
 
 def register_configs() -> None:

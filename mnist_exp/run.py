@@ -1,20 +1,22 @@
 """One experiment: compose the config, load MNIST, build, train, evaluate and log to MLflow."""
 
 import signal
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mnist_exp.config import register_configs, validate
+from mnist_exp.config import check_overrides, register_configs, validate
 from mnist_exp.errors import MnistExpError, exit_with
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 register_configs()
 jobs_started = 0  # Hydra exits with 1 on its own config errors, before any job starts
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Train one configuration; return its best validation accuracy for sweepers."""
     global jobs_started
@@ -57,7 +59,14 @@ def main(cfg: DictConfig) -> float:
 
 
 def cli() -> None:
-    """Like `main`, but Hydra's config errors (unknown key or option, wrong type) exit with 2."""
+    """Like `main`, but Hydra's config errors (unknown key or option, wrong type) are one line
+    and exit with 2, like the schema's."""
+    arguments = sys.argv[1:]
+    if not any(a.startswith("-") for a in arguments):  # --cfg, --help, -m: Hydra's own business
+        try:
+            check_overrides(str(CONF_DIR), arguments)
+        except MnistExpError as error:
+            exit_with(error)
     try:
         main()
     except SystemExit as exit_:
