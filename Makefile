@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help install data run test test-fast bench ui lint format clean
+.PHONY: help install data run test test-fast bench report ui lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ test-fast: $(STAMP) ## run the tests that do not train on the full data set
 
 bench: data ## time prediction and start-up (ARGS=--quick for a short version); writes outputs/bench.json
 	$(BIN)/python -m mnist_exp.bench $(ARGS)
+
+report: $(STAMP) ## figures + Markdown summary of a run: make report RUN=<run_id> [OUT=docs/x]
+	$(BIN)/python -m mnist_exp.report $(RUN) $(if $(OUT),--out $(OUT))
 
 ui: $(STAMP) ## browse runs at http://127.0.0.1:5000 (HOST=0.0.0.0 to share)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)
