@@ -30,7 +30,9 @@ def main(cfg: DictConfig) -> float:
         from mnist_exp.model import build_model
         from mnist_exp.train import best_epoch, seed_everything, set_precision, train
 
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
+        # Ctrl-C and SIGTERM stop cleanly, even where a parent shell ignored SIGINT (nohup, `&`).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         output_dir = Path(HydraConfig.get().runtime.output_dir)
         tracking.use_store(config.mlflow)  # an unreachable store fails now, not after training
         work_dir = tracking.resume_dir(config.resume) if config.resume else output_dir

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict
@@ -104,6 +105,28 @@ def build_callbacks(
     )
 
 
+class StopOnSignal(keras.callbacks.Callback):
+    """The first Ctrl-C or SIGTERM stops training at the end of the current batch, a safe point
+    for TensorFlow (an exception raised mid-step can crash it); a second one exits at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self.request)
+
+    def request(self, signum, frame):
+        if self.requested:
+            os._exit(130)
+        self.requested = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requested:
+            raise KeyboardInterrupt
+
+    on_test_batch_end = on_train_batch_end
+
+
 class TrainingState(keras.callbacks.Callback):
     """Saves everything a resumed run needs after each epoch: the model with its optimizer state
     (`last.keras`) and the epoch, history and callback state (`state.json`)."""
@@ -135,6 +158,21 @@ class TrainingState(keras.callbacks.Callback):
         os.replace(self.work_dir / "state.json.tmp", self.work_dir / STATE_FILE)
 
 
+def fit(model: keras.Model, data: Mnist, cfg: Config, initial_epoch: int, callbacks: list) -> None:
+    """`model.fit` on the training split, validating each epoch; one line per epoch off a TTY."""
+    model.fit(
+        data.x_train,
+        data.y_train,
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        initial_epoch=initial_epoch,
+        validation_data=(data.x_val, data.y_val),
+        shuffle=cfg.shuffle,
+        callbacks=callbacks,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+
+
 def train(
     model: keras.Model,
     data: Mnist,
@@ -157,6 +195,7 @@ def train(
         model.load_weights(work_dir / "last.keras")
     checkpoint, stopping = build_callbacks(cfg.callbacks, work_dir / BEST_FILE)
     callbacks = [
+        StopOnSignal(),
         keras.callbacks.TerminateOnNaN(),
         EpochTimer(len(data.x_train)),
         checkpoint,
@@ -164,17 +203,11 @@ def train(
         TrainingState(work_dir, stopping, checkpoint, state),
         *extra_callbacks,
     ]
-    model.fit(
-        data.x_train,
-        data.y_train,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        initial_epoch=state["epoch"],
-        validation_data=(data.x_val, data.y_val),
-        shuffle=cfg.shuffle,
-        callbacks=callbacks,
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
+    try:
+        fit(model, data, cfg, state["epoch"], callbacks)
+    finally:  # outside training, a signal raises KeyboardInterrupt right away again
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.default_int_handler)
     losses = state["history"].get("loss", [])
     if not losses or not np.all(np.isfinite(losses)):
         raise DivergedError(
