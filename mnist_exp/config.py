@@ -242,7 +242,7 @@ def check_overrides(conf_dir: str, overrides: list[str]) -> None:
             raise ConfigError(str(error).splitlines()[0]) from None
         value = next((o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")), "?")
         if isinstance(cause, OmegaConfBaseException) and "not in" in str(cause):
-            known = flatten_keys(OmegaConf.to_container(composed([]), resolve=False))
+            known = list(flatten(OmegaConf.to_container(composed([]), resolve=False)))
             close = difflib.get_close_matches(key, known, n=1)
             hint = (
                 f"did you mean {close[0]}?" if close else "see `python -m mnist_exp.run --cfg job`."
@@ -252,14 +252,15 @@ def check_overrides(conf_dir: str, overrides: list[str]) -> None:
         raise ConfigError(f"{key}={value} is not allowed: {reason}.") from None
 
 
-def flatten_keys(tree: dict, prefix: str = "") -> list[str]:
-    keys = []
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: config keys as Hydra overrides and MLflow params name them."""
+    flat = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            keys += flatten_keys(value, f"{prefix}{key}.")
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
-            keys.append(f"{prefix}{key}")
-    return keys
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def register_configs() -> None:

@@ -19,7 +19,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.config import MlflowConfig
+from mnist_exp.config import MlflowConfig, flatten
 from mnist_exp.errors import MnistExpError
 from mnist_exp.evaluate import (
     Report,
@@ -46,17 +46,6 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     if not uri.startswith("sqlite:///"):
         return None
     return (Path(urlparse(uri).path).resolve().parent / "mlruns" / experiment).as_uri()
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    """{"a": {"b": 1}} -> {"a.b": 1}, for MLflow params."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def hydra_tags() -> dict[str, str]:
