@@ -75,7 +75,7 @@ def check_reachable(uri: str) -> None:
     except OSError as error:
         raise MnistExpError(
             f"MLflow tracking server {uri} is unreachable ({getattr(error, 'reason', error)}). "
-            "Start it (make server) or point MLFLOW_TRACKING_URI elsewhere."
+            "Start the server, or point MLFLOW_TRACKING_URI (or mlflow.tracking_uri) elsewhere."
         ) from None
 
 
