@@ -15,6 +15,8 @@ from mnist_exp.errors import ConfigError, exit_with
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 MNIST_TRAIN_SIZE = 60_000
+# Files in a run's output directory: the best checkpoint, and what `resume=<run_id>` continues from.
+BEST_FILE, LAST_FILE, STATE_FILE = "best.keras", "last.keras", "state.json"
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:

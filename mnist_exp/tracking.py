@@ -19,7 +19,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.config import MlflowConfig, flatten
+from mnist_exp.config import BEST_FILE, STATE_FILE, MlflowConfig, flatten
 from mnist_exp.errors import MnistExpError
 from mnist_exp.evaluate import (
     Report,
@@ -100,7 +100,7 @@ def resume_dir(run_id: str) -> Path:
             f"resume={run_id}: no such run in {mlflow.get_tracking_uri()}."
         ) from None
     work_dir = Path(run.data.tags.get("output_dir", ""))
-    if run.info.status == "FINISHED" or not (work_dir / "state.json").is_file():
+    if run.info.status == "FINISHED" or not (work_dir / STATE_FILE).is_file():
         raise MnistExpError(
             f"resume={run_id}: the run is {run.info.status} and {work_dir / 'state.json'} "
             "is missing; only interrupted runs with their output directory can be resumed."
@@ -134,8 +134,8 @@ def start_run(
             if isinstance(error, KeyboardInterrupt):
                 status = "KILLED"
                 signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second Ctrl-C: out now
-                if (work_dir / "best.keras").is_file():
-                    mlflow.log_artifact(str(work_dir / "best.keras"), "checkpoint")
+                if (work_dir / BEST_FILE).is_file():
+                    mlflow.log_artifact(str(work_dir / BEST_FILE), "checkpoint")
                 print(
                     f"\nInterrupted: run {run.info.run_id} saved up to its last finished epoch. "
                     f"Resume with:\n  {resume_command(run.info.run_id)}",

@@ -12,12 +12,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_exp.config import CallbacksConfig, CheckpointConfig, Config, OptimizerConfig
+from mnist_exp.config import (
+    BEST_FILE,
+    LAST_FILE,
+    STATE_FILE,
+    CallbacksConfig,
+    CheckpointConfig,
+    Config,
+    OptimizerConfig,
+)
 from mnist_exp.data import Mnist
 from mnist_exp.errors import DivergedError
-
-BEST_FILE = "best.keras"  # the checkpoint with the best monitored metric
-STATE_FILE = "state.json"  # with last.keras: what `resume=<run_id>` continues from
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -153,9 +158,9 @@ class TrainingState(keras.callbacks.Callback):
             best_epoch=self.stopping.best_epoch,
             checkpoint_best=float(self.checkpoint.best),
         )
-        self.model.save(self.work_dir / "last.keras")
-        (self.work_dir / "state.json.tmp").write_text(json.dumps(self.state))
-        os.replace(self.work_dir / "state.json.tmp", self.work_dir / STATE_FILE)
+        self.model.save(self.work_dir / LAST_FILE)
+        (self.work_dir / f"{STATE_FILE}.tmp").write_text(json.dumps(self.state))
+        os.replace(self.work_dir / f"{STATE_FILE}.tmp", self.work_dir / STATE_FILE)
 
 
 def fit(model: keras.Model, data: Mnist, cfg: Config, initial_epoch: int, callbacks: list) -> None:
@@ -192,7 +197,7 @@ def train(
     if resume:
         state = json.loads((work_dir / STATE_FILE).read_text())
         model.optimizer.build(model.trainable_variables)  # so its saved state is loaded too
-        model.load_weights(work_dir / "last.keras")
+        model.load_weights(work_dir / LAST_FILE)
     checkpoint, stopping = build_callbacks(cfg.callbacks, work_dir / BEST_FILE)
     callbacks = [
         StopOnSignal(),
