@@ -5,9 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 5000
+BACKEND ?= sqlite:///$(CURDIR)/mlflow.db
+ARTIFACTS ?= $(CURDIR)/mlruns
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data run test test-fast bench report ui lint format clean
+.PHONY: help install data browser run test test-fast bench report ui server serve lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,7 +29,12 @@ data: $(STAMP) ## fetch and verify MNIST into the cache (~/.cache/mnist_exp)
 run: data ## train the default config (pass Hydra overrides with ARGS="epochs=3 optimizer=adam")
 	$(BIN)/python -m mnist_exp.run $(ARGS)
 
-test: data ## run the whole test suite, real-MNIST training included
+browser: ## install Debian's chromium for the browser test if it is missing (apt-get; root or sudo)
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+		|| echo "chromium could not be installed; the browser test will be skipped"
+
+test: data browser ## run the whole test suite, real-MNIST training included
 	$(BIN)/pytest
 
 test-fast: $(STAMP) ## run the tests that do not train on the full data set
@@ -40,6 +48,13 @@ report: $(STAMP) ## figures + Markdown summary of a run: make report RUN=<run_id
 
 ui: $(STAMP) ## browse runs at http://127.0.0.1:5000 (HOST=0.0.0.0 to share)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)
+
+serve: $(STAMP) ## the draw-a-digit page at http://127.0.0.1:8000 (MODEL=<uri or file>, default: best run)
+	$(BIN)/python -m mnist_exp.serve $(if $(MODEL),--model $(MODEL)) --host $(HOST) --port $(or $(SERVE_PORT),8000)
+
+server: $(STAMP) ## tracking server on http://127.0.0.1:5000 for MLFLOW_TRACKING_URI (BACKEND=postgresql://...)
+	$(BIN)/mlflow server --backend-store-uri $(BACKEND) --artifacts-destination $(ARTIFACTS) \
+		--host $(HOST) --port $(PORT)
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .

@@ -135,15 +135,15 @@ def in_subprocess(function: str, *args) -> dict:
 def bench_training(
     limit: int | None, epochs: int, repeats: int, workdir: Path, deterministic: bool
 ) -> tuple:
-    """Plain Keras fp32 vs the project in fp32 and bf16 (and, if asked, fp32 deterministic),
-    alternating, on the same data; the first epoch of each run is warm-up. Returns table rows
-    and the accuracies."""
+    """Plain Keras fp32 vs the project in fp32, at its default precision (`auto`: bf16 on CPUs with
+    native bfloat16) and, if asked, fp32 deterministic, alternating, on the same data; the first
+    epoch of each run is warm-up. Returns table rows and the accuracies."""
     contenders = {
         "plain Keras model.fit, fp32": lambda: in_subprocess(
             "plain_keras", limit, epochs, "float32"
         ),
         "project run, fp32": lambda: project_run(limit, epochs, ["precision=fp32"], workdir),
-        "project run, bf16": lambda: project_run(limit, epochs, ["precision=bf16"], workdir),
+        "project run, default": lambda: project_run(limit, epochs, [], workdir),
     }
     if deterministic:
         contenders["project run, fp32, deterministic"] = lambda: project_run(
@@ -206,7 +206,7 @@ def bench_prediction(images: np.ndarray, repeats: int) -> list[dict]:
     return rows
 
 
-def bench_cli(images: np.ndarray, workdir: Path) -> dict:
+def bench_cli(images: np.ndarray, repeats: int, workdir: Path) -> dict:
     """`python -m mnist_exp.predict` on a folder of PNG files, start-up included."""
     from mnist_exp.model import build_model
 
@@ -217,10 +217,59 @@ def bench_cli(images: np.ndarray, workdir: Path) -> dict:
     model_path = workdir / "bench.keras"
     build_model(CNNConfig()).save(model_path)
     command = [sys.executable, "-m", "mnist_exp.predict", str(folder), "--model", str(model_path)]
-    seconds = timed(lambda: subprocess.run(command, check=True, capture_output=True), 3)
+    seconds = timed(lambda: subprocess.run(command, check=True, capture_output=True), repeats)
     return row(
         f"predict CLI, folder of {len(images)} PNGs", [len(images) / s for s in seconds], "images/s"
     )
+
+
+def bench_serve(image: np.ndarray, repeats: int, workdir: Path) -> dict:
+    """`POST /predict` of the draw-a-digit server (real HTTP on 127.0.0.1, one kept-alive
+    connection): a 280x280 canvas PNG in, digit, probabilities and 28x28 image out."""
+    import http.client
+    import io
+    import socket
+
+    from mnist_exp.model import build_model
+
+    model_path = workdir / "serve.keras"
+    build_model(CNNConfig()).save(model_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "mnist_exp.serve", "--model", str(model_path)]
+    server = subprocess.Popen(
+        [*command, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    canvas = io.BytesIO()
+    Image.fromarray(255 - image).resize((280, 280)).save(canvas, "PNG")
+    body = canvas.getvalue()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                connection.request("GET", "/health")
+                connection.getresponse().read()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the bench's mnist_exp.serve did not start") from None
+                time.sleep(0.5)
+
+        def post() -> None:
+            connection.request("POST", "/predict", body, {"Content-Type": "image/png"})
+            response = connection.getresponse()
+            if response.status != 200:
+                raise RuntimeError(f"POST /predict answered {response.status}: {response.read()}")
+            response.read()
+
+        for _ in range(10):  # warm-up
+            post()
+        return row("POST /predict (HTTP, one 280x280 PNG)", timed(post, repeats), "ms", 1000)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def bench_startup(repeats: int) -> list[dict]:
@@ -254,14 +303,15 @@ def main() -> None:
         epoch_seconds = (limit or 55000) / rows[1]["median"]
         rows.append(bench_logging(epoch_seconds, calls, Path(workdir)))
         rows += bench_prediction(test_images, calls)
-        rows.append(bench_cli(test_images[:files], Path(workdir)))
+        rows.append(bench_cli(test_images[:files], 1 if args.quick else 3, Path(workdir)))
+        rows.append(bench_serve(test_images[0], calls, Path(workdir)))
     rows += bench_startup(2 if args.quick else 5)
 
     by_name = {r["name"]: r["median"] for r in rows}
     plain = by_name["training, plain Keras model.fit, fp32"]
     ratios = {
         "project fp32 / plain Keras fp32": by_name["training, project run, fp32"] / plain,
-        "project bf16 / plain Keras fp32": by_name["training, project run, bf16"] / plain,
+        "project default / plain Keras fp32": by_name["training, project run, default"] / plain,
         "model.predict / predict_digit (1 image)": by_name["model.predict, 1 image"]
         / by_name["predict_digit, 1 image"],
     }

@@ -182,7 +182,8 @@ class Config:
     shuffle: bool = True
     deterministic: bool = False
     resume: str | None = None
-    precision: str = "fp32"
+    skip_finished: bool = False
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         require(

@@ -1,5 +1,6 @@
 """Metrics, confusion matrices, classification reports and figures for a trained model."""
 
+import textwrap
 from dataclasses import dataclass
 
 import keras
@@ -43,8 +44,12 @@ def evaluate_split(model: keras.Model, images: np.ndarray, onehot: np.ndarray) -
         labels=labels,
         predicted=predicted,
         confusion=confusion_matrix(labels, predicted, labels=range(10)),
-        report_text=classification_report(labels, predicted, target_names=DIGITS, digits=4),
-        report_dict=classification_report(labels, predicted, target_names=DIGITS, output_dict=True),
+        report_text=classification_report(
+            labels, predicted, target_names=DIGITS, digits=4, zero_division=0
+        ),
+        report_dict=classification_report(
+            labels, predicted, target_names=DIGITS, output_dict=True, zero_division=0
+        ),
     )
 
 
@@ -103,5 +108,35 @@ def misclassified_figure(images: np.ndarray, split: SplitReport, count: int = 36
     figure.suptitle(
         f"Misclassified test digits, true -> predicted: first {len(wrong)} of {len(all_wrong)}"
     )
+    figure.tight_layout()
+    return figure
+
+
+def sweep_figure(rows: list[dict], curves: dict[str, list[float]]) -> Figure:
+    """A sweep at a glance: best validation accuracy per job (failed ones marked), and every
+    job's validation accuracy per epoch overlaid."""
+    labels = [textwrap.fill(row["overrides"], 40) for row in rows]
+    height = sum(label.count("\n") + 1 for label in labels)
+    figure = Figure(figsize=(14, max(4.0, 0.3 * height + 1.5)))
+    bars, lines = figure.subplots(1, 2, width_ratios=(3, 2))
+    finished = [row["val_accuracy"] for row in rows if row["status"] == "FINISHED"]
+    low = min(finished) - 0.02 if finished else 0.0
+    for y, row in enumerate(rows):
+        ok = row["status"] == "FINISHED"
+        value = row["val_accuracy"] if ok else low
+        bars.barh(y, value - low, left=low, color="tab:blue" if ok else "tab:red")
+        bars.text(value, y, f" {value:.4f}" if ok else f" {row['status']}", va="center", fontsize=8)
+    bars.set_yticks(range(len(rows)), labels, fontsize=8)
+    bars.set_xlim(low, 1.0)
+    bars.invert_yaxis()
+    bars.set_xlabel("best validation accuracy")
+    for label, series in curves.items():
+        lines.plot(range(1, len(series) + 1), series, marker="o", label=textwrap.fill(label, 40))
+    lines.set_xlabel("epoch")
+    lines.xaxis.set_major_locator(MaxNLocator(integer=True))
+    lines.set_ylabel("validation accuracy")
+    lines.grid(alpha=0.3)
+    if curves:
+        lines.legend(fontsize=7)
     figure.tight_layout()
     return figure

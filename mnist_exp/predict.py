@@ -5,6 +5,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -33,26 +34,32 @@ class Prediction:
     probabilities: np.ndarray  # (10,) softmax output
 
 
-def open_image(path: Path) -> Image.Image:
-    """Open an image file (first frame of an animation), refusing huge ones before decoding."""
+def open_image(file: Path | BinaryIO, name: str | None = None) -> Image.Image:
+    """Open an image file or upload (first frame of an animation), refusing huge ones before
+    decoding. `name` is what error messages call it (default: the path)."""
+    name = name or str(file)
     try:
-        image = Image.open(path)
+        image = Image.open(file)
         if image.width * image.height > MAX_PIXELS:
             raise ImageError(
-                f"{path}: {image.width}x{image.height} is larger than the "
+                f"{name}: {image.width}x{image.height} is larger than the "
                 f"{MAX_PIXELS:,}-pixel limit; downscale it first."
             )
         image.seek(0)
         image.draft("L", (WORK_SIDE, WORK_SIDE))  # JPEG: decode at a reduced size
         image.load()
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file.") from None
+        raise ImageError(f"{name}: no such file.") from None
     except Image.DecompressionBombError:
         raise ImageError(
-            f"{path}: larger than the {MAX_PIXELS:,}-pixel limit; downscale it first."
+            f"{name}: larger than the {MAX_PIXELS:,}-pixel limit; downscale it first."
         ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{path}: not a readable image ({error}).") from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{name}: not a readable image (not PNG, JPEG, GIF, BMP, TIFF or WebP data)."
+        ) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"{name}: not a readable image ({error}).") from None
     return image
 
 

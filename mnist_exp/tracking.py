@@ -1,5 +1,6 @@
 """Everything MLflow: where runs are stored, the run lifecycle, and what each run logs."""
 
+import hashlib
 import json
 import os
 import signal
@@ -7,6 +8,7 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -91,6 +93,25 @@ def use_store(cfg: MlflowConfig) -> str:
     return uri
 
 
+def config_hash(cfg: DictConfig) -> str:
+    """Identifies what a run computes: the resolved config without where it logs or resumes."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("mlflow", "resume", "skip_finished"):
+        tree.pop(key, None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def finished_twin(cfg: DictConfig) -> mlflow.entities.Run | None:
+    """The latest FINISHED run of exactly this config in the current experiment, if any."""
+    runs = mlflow.search_runs(
+        filter_string=f"tags.config_hash = '{config_hash(cfg)}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return runs[0] if runs else None
+
+
 def resume_dir(run_id: str) -> Path:
     """The output directory holding an interrupted run's saved training state."""
     try:
@@ -117,14 +138,23 @@ def resume_command(run_id: str) -> str:
 
 @contextmanager
 def start_run(
-    cfg: DictConfig, work_dir: Path, run_id: str | None, extra_params: dict[str, object]
+    cfg: DictConfig,
+    work_dir: Path,
+    run_id: str | None,
+    parent_id: str | None,
+    extra_params: dict[str, object],
 ) -> Iterator[mlflow.ActiveRun]:
-    """Open an MLflow run (in the store `use_store` chose), or reopen `run_id` to resume it.
-    It ends FAILED with the reason, or KILLED on Ctrl-C/SIGTERM with the best checkpoint logged."""
-    with mlflow.start_run(run_id=run_id) as run:
+    """Open an MLflow run (in the store `use_store` chose; a child of `parent_id` in a sweep), or
+    reopen `run_id` to resume it. It ends FAILED with the reason, or KILLED on Ctrl-C/SIGTERM with
+    the best checkpoint logged."""
+    tags = hydra_tags()
+    name = tags.get("overrides") if parent_id else None
+    with mlflow.start_run(run_id=run_id, run_name=name or None) as run:
         try:
             if run_id is None:
-                mlflow.set_tags(hydra_tags())
+                mlflow.set_tags({**tags, "config_hash": config_hash(cfg)})
+                if parent_id:
+                    mlflow.set_tag("mlflow.parentRunId", parent_id)
                 params = flatten(OmegaConf.to_container(cfg, resolve=True))
                 mlflow.log_params({**params, **extra_params})
                 mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
@@ -195,7 +225,12 @@ def log_model(model: keras.Model, output_dir: Path, val_accuracy: float, cfg: Ml
     sample = np.zeros((1, 28, 28, 1), np.float32)
     signature = infer_signature(sample, model(sample, training=False).numpy())
     info = mlflow.keras.log_model(
-        model, name="model", signature=signature, registered_model_name=cfg.registered_model
+        model,
+        name="model",
+        signature=signature,
+        registered_model_name=cfg.registered_model,
+        # Stated, not inferred: inference re-imports the model in a subprocess (~6 s a run).
+        pip_requirements=[f"{p}=={version(p)}" for p in ("tensorflow", "keras")],
     )
     if cfg.registered_model:
         promote(cfg.registered_model, cfg.alias, info.registered_model_version, val_accuracy)
@@ -237,9 +272,31 @@ def load_logged_model(uri: str, cfg: MlflowConfig) -> keras.Model:
     """Load a Keras model from an MLflow URI (runs:/..., models:/name@alias, ...)."""
     mlflow.set_tracking_uri(tracking_uri(cfg))
     try:
-        return mlflow.keras.load_model(uri)
+        return mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
     except (MlflowException, OSError) as error:
         raise MnistExpError(f"Cannot load model {uri}: {str(error).splitlines()[0]}") from None
+
+
+def model_run(uri: str, cfg: MlflowConfig) -> mlflow.entities.Run | None:
+    """The run that logged a runs:/ or models:/ model (name@alias or name/version), if any."""
+    client = MlflowClient(tracking_uri(cfg))
+    parsed = urlparse(uri)
+    path = f"{parsed.netloc}{parsed.path}".strip("/")
+    try:
+        if parsed.scheme == "runs":
+            return client.get_run(path.split("/")[0])
+        if parsed.scheme == "models":
+            name, _, version = path.partition("/")
+            name, _, alias = name.partition("@")
+            found = (
+                client.get_model_version_by_alias(name, alias)
+                if alias
+                else client.get_model_version(name, version)
+            )
+            return client.get_run(found.run_id)
+    except MlflowException:
+        return None
+    return None
 
 
 def run_record(
@@ -254,10 +311,15 @@ def run_record(
             f"Run {run_id} not found in {tracking_uri(cfg)}: {str(error).splitlines()[0]}"
         ) from None
     history = {
-        key: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+        key: metric_series(client, run_id, key)
         for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
     }
     return run, history
+
+
+def metric_series(client: MlflowClient, run_id: str, key: str) -> list[float]:
+    """A run's values of one metric, in step (epoch) order."""
+    return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
 
 def run_artifact_text(run_id: str, path: str, cfg: MlflowConfig) -> str:

@@ -26,7 +26,9 @@ from mnist_exp.errors import DivergedError
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed Python, NumPy and TensorFlow; optionally make TensorFlow ops deterministic (slower)."""
+    """Start from a clean Keras state (what an earlier job in this process left is dropped), seed
+    Python, NumPy and TensorFlow; optionally make TensorFlow ops deterministic (slower)."""
+    keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()

@@ -1,9 +1,15 @@
 """Helpers shared by the tests."""
 
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,3 +26,47 @@ def run_module(
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 180) -> None:
+    """Poll `url` until it answers; fail if `process` exits or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            assert process.poll() is None, f"the server for {url} exited ({process.returncode})"
+            assert time.monotonic() < deadline, f"{url} did not answer within {seconds} s"
+            time.sleep(0.5)
+
+
+def user_style_image(digit: np.ndarray, rng: np.random.Generator, kind: str) -> Image.Image:
+    """An MNIST digit as a user would make it: dark ink on a light, coloured, larger canvas,
+    off-centre; `png-rgba` is ink on a transparent canvas, as drawing apps export it."""
+    side = int(rng.integers(80, 160))
+    ink = (
+        np.asarray(
+            Image.fromarray(digit).resize((side, side), Image.Resampling.BILINEAR), np.float32
+        )[..., None]
+        / 255
+    )
+    height, width = 300, 200
+    top, left = rng.integers(0, height - side), rng.integers(0, width - side)
+    if kind == "png-rgba":
+        canvas = np.zeros((height, width, 4), np.float32)
+        canvas[top : top + side, left : left + side, 3:] = ink * 255
+        return Image.fromarray(canvas.astype(np.uint8), "RGBA")
+    paper, pen = rng.uniform(170, 255, 3), rng.uniform(0, 90, 3)
+    canvas = np.ones((height, width, 3), np.float32) * paper
+    canvas += rng.normal(0, 4, canvas.shape)  # paper grain
+    patch = canvas[top : top + side, left : left + side]
+    canvas[top : top + side, left : left + side] = patch * (1 - ink) + pen * ink
+    image = Image.fromarray(canvas.clip(0, 255).astype(np.uint8), "RGB")
+    return image.convert("L") if kind == "png-grey" else image

@@ -19,10 +19,11 @@ def test_bench_quick_mode_writes_a_complete_table(tmp_path):
     for expected in (
         "training, plain Keras model.fit, fp32",
         "training, project run, fp32",
-        "training, project run, bf16",
+        "training, project run, default",
         "MLflow logging per epoch / epoch time",
         "predict_digit, 1 image",
         "model.predict, 1 image",
+        "POST /predict (HTTP, one 280x280 PNG)",
     ):
         assert expected in names
     assert any(name.startswith("predict CLI") for name in names)

@@ -2,10 +2,8 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import keras
@@ -15,35 +13,10 @@ from PIL import Image
 
 from mnist_exp.predict import ImageError, ModelError, load_predictor, preprocess_image
 
-from .helpers import ROOT, run_module
+from .helpers import ROOT, free_port, run_module, user_style_image, wait_until_up
 
 pytestmark = pytest.mark.slow
 FORMATS = ("png-rgb", "jpeg-rgb", "png-rgba", "png-grey")
-
-
-def user_style_image(digit: np.ndarray, rng: np.random.Generator, kind: str) -> Image.Image:
-    """An MNIST digit as a user would make it: dark ink on a light, coloured, larger canvas,
-    off-centre; `png-rgba` is ink on a transparent canvas, as drawing apps export it."""
-    side = int(rng.integers(80, 160))
-    ink = (
-        np.asarray(
-            Image.fromarray(digit).resize((side, side), Image.Resampling.BILINEAR), np.float32
-        )[..., None]
-        / 255
-    )
-    height, width = 300, 200
-    top, left = rng.integers(0, height - side), rng.integers(0, width - side)
-    if kind == "png-rgba":
-        canvas = np.zeros((height, width, 4), np.float32)
-        canvas[top : top + side, left : left + side, 3:] = ink * 255
-        return Image.fromarray(canvas.astype(np.uint8), "RGBA")
-    paper, pen = rng.uniform(170, 255, 3), rng.uniform(0, 90, 3)
-    canvas = np.ones((height, width, 3), np.float32) * paper
-    canvas += rng.normal(0, 4, canvas.shape)  # paper grain
-    patch = canvas[top : top + side, left : left + side]
-    canvas[top : top + side, left : left + side] = patch * (1 - ink) + pen * ink
-    image = Image.fromarray(canvas.clip(0, 255).astype(np.uint8), "RGB")
-    return image.convert("L") if kind == "png-grey" else image
 
 
 @pytest.fixture(scope="session")
@@ -216,12 +189,6 @@ def test_blank_array_is_refused():
         preprocess_image(np.zeros((28, 28), np.uint8))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_mlflow_models_serve_answers_a_batch(trained_run, mnist_raw):
     port = free_port()
     server = subprocess.Popen(
@@ -248,14 +215,7 @@ def test_mlflow_models_serve_answers_a_batch(trained_run, mnist_raw):
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, "mlflow models serve exited"
-                time.sleep(1)
+        wait_until_up(f"http://127.0.0.1:{port}/ping", server)
         images = (mnist_raw["x_test"][:10, :, :, None] / 255).astype(np.float32)
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations",

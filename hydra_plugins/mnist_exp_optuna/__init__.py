@@ -1,0 +1,95 @@
+"""`hparams_search=optuna`: a Hydra sweeper running Optuna's TPE, each trial one job of the sweep.
+
+Hydra's own Optuna sweeper pins optuna<3; this one is small and uses Optuna 4. Hydra only loads
+sweepers from the `hydra_plugins` package, hence its home here.
+"""
+
+from dataclasses import dataclass, field
+
+import optuna
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep, Override, Transformer
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydra_plugins.mnist_exp_optuna.OptunaSweeper"
+    n_trials: int = 20  # trials in all
+    n_jobs: int = 1  # trials launched together (use a parallel launcher for > 1)
+    seed: int = 42  # seeds the TPE sampler: the same search suggests the same trials
+    params: dict[str, str] = field(default_factory=dict)  # key: choice(...) / interval(...)
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="mnist_exp_optuna", node=OptunaSweeperConf, provider="mnist_exp"
+)
+
+
+def distribution(override: Override) -> optuna.distributions.BaseDistribution:
+    """choice(a, b) -> categorical; [int(]interval(lo, hi)[)] with tag(log, ...) -> (log) uniform;
+    range(lo, hi, step) -> integers."""
+    value = override.value()
+    if override.is_choice_sweep():
+        return optuna.distributions.CategoricalDistribution(
+            list(override.sweep_iterator(transformer=Transformer.encode))
+        )
+    if override.is_range_sweep():
+        return optuna.distributions.IntDistribution(
+            int(value.start), int(value.stop) - int(value.step), step=int(value.step)
+        )
+    if override.is_interval_sweep() and isinstance(value, IntervalSweep):
+        log = "log" in value.tags
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return optuna.distributions.IntDistribution(value.start, value.end, log=log)
+        return optuna.distributions.FloatDistribution(value.start, value.end, log=log)
+    raise ValueError(f"{override.input_line}: use choice(...), range(...) or interval(...)")
+
+
+def override(key: str, value: object) -> str:
+    """A suggested value as a Hydra override; floats to 4 significant digits, for readable runs."""
+    return f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+
+
+class OptunaSweeper(Sweeper):
+    """Asks Optuna for `n_jobs` trials at a time, launches them, tells it their return values."""
+
+    def __init__(self, n_trials: int, n_jobs: int, seed: int, params: dict[str, str]) -> None:
+        self.n_trials, self.n_jobs, self.seed, self.params = n_trials, n_jobs, seed, params
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> optuna.Study:
+        # The config's search space first, so a command-line override of the same key wins.
+        lines = [*(f"{key}={value}" for key, value in self.params.items()), *arguments]
+        overrides = {
+            o.get_key_element(): o for o in OverridesParser.create().parse_overrides(lines)
+        }
+        space = {key: distribution(o) for key, o in overrides.items() if o.is_sweep_override()}
+        fixed = [
+            f"{key}={o.get_value_element_as_str()}"
+            for key, o in overrides.items()
+            if not o.is_sweep_override()
+        ]
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(
+            direction="maximize", sampler=optuna.samplers.TPESampler(seed=self.seed)
+        )
+        for start in range(0, self.n_trials, self.n_jobs):
+            trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - start))]
+            jobs = [[*fixed, *(override(k, v) for k, v in t.params.items())] for t in trials]
+            for trial, result in zip(trials, self.launcher.launch(jobs, start), strict=True):
+                value = result.return_value if result.status == JobStatus.COMPLETED else None
+                failed = optuna.trial.TrialState.FAIL
+                study.tell(trial, value, state=None if value is not None else failed)
+        return study

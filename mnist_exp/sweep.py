@@ -1,0 +1,175 @@
+"""A multirun as one MLflow parent run: opened before the jobs start, summarised when they end."""
+
+import atexit
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from mnist_exp.errors import MnistExpError, exit_with
+
+PARENT_ENV = "MNIST_EXP_SWEEP_RUN_ID"  # how jobs, in any launcher's process, find their parent
+RESULT_FILE = "result.json"  # one per job directory: what the sweep summary is made of
+COLUMNS = ("job", "overrides", "status", "val_accuracy", "test_accuracy", "epochs", "seconds")
+failed_jobs = 0  # set when a sweep ends; the CLI exits with 1 if any job failed
+
+
+def parent_run_id() -> str | None:
+    """The sweep's parent run when this process runs a multirun job, else None."""
+    in_multirun = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+    return os.environ.get(PARENT_ENV) if in_multirun else None
+
+
+def record_job(output_dir: Path, status: str, **fields: Any) -> None:
+    """Write this job's row of the sweep summary (status, run id, accuracies) to its folder."""
+    hydra = HydraConfig.get()
+    job = hydra.job.num if hydra.mode.name == "MULTIRUN" else 0
+    row = {"job": job, "overrides": " ".join(hydra.overrides.task), "status": status, **fields}
+    (output_dir / RESULT_FILE).write_text(json.dumps(row, indent=2) + "\n")
+
+
+def record_finished(output_dir: Path, run_id: str, reused: bool = False) -> None:
+    """Record a FINISHED MLflow run (this job's, or an identical earlier one it reused)."""
+    import mlflow
+
+    metrics = mlflow.get_run(run_id).data.metrics
+    record_job(
+        output_dir,
+        "FINISHED",
+        run_id=run_id,
+        val_accuracy=metrics["best_val_accuracy"],
+        test_accuracy=metrics["test_accuracy"],
+        epochs=int(metrics["epochs_run"]),
+        seconds=round(metrics["train_seconds"], 1),
+        reused=reused,
+    )
+
+
+def read_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    rows = [json.loads(path.read_text()) for path in sweep_dir.glob(f"*/{RESULT_FILE}")]
+    return sorted(rows, key=lambda row: row["job"])
+
+
+def label_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """Rows whose `overrides` keep only what differs between jobs, and the overrides they share."""
+    lists = [row["overrides"].split() for row in rows]
+    shared = [o for o in lists[0] if all(o in other for other in lists)] if lists else []
+    labelled = [
+        {**row, "overrides": " ".join(o for o in overrides if o not in shared) or "(shared only)"}
+        for row, overrides in zip(rows, lists, strict=True)
+    ]
+    return labelled, " ".join(shared)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    def cell(key: str, value: Any) -> str:
+        if value is None:
+            return ""
+        if key == "seconds":
+            return f"{value:.1f}"
+        return f"{value:.4f}" if key.endswith("accuracy") else str(value)
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(c, row.get(c)) for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, [*COLUMNS, "run_id", "error"], extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+class SweepRun(Callback):
+    """Hydra callback: one parent run per multirun, every job a child, a summary at the end."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import mlflow
+
+        from mnist_exp import tracking
+
+        # Store and experiment exist before any job starts: parallel jobs never race to create them.
+        try:
+            tracking.use_store(config.mlflow)
+        except MnistExpError as error:
+            exit_with(error)
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+        for stale in self.sweep_dir.glob(f"*/{RESULT_FILE}"):  # a rerun in the same directory
+            stale.unlink()
+        parent = mlflow.MlflowClient().create_run(
+            mlflow.get_experiment_by_name(config.mlflow.experiment_name).experiment_id,
+            run_name=f"sweep {self.sweep_dir.parent.name} {self.sweep_dir.name}",
+            tags={
+                "sweep_dir": str(self.sweep_dir),
+                "overrides": " ".join(config.hydra.overrides.task),
+                "sweeper": config.hydra.sweeper._target_.rsplit(".", 1)[-1],
+                "launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1],
+            },
+        )
+        self.run_id = parent.info.run_id
+        os.environ[PARENT_ENV] = self.run_id
+        atexit.register(self.close, "KILLED")  # interrupted or crashed: summarise what finished
+        print(f"Sweep parent run {self.run_id}; jobs in {self.sweep_dir}")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.close("FINISHED")
+
+    def close(self, status: str) -> None:
+        global failed_jobs
+        if os.environ.pop(PARENT_ENV, None) is None:  # already closed
+            return
+        rows = read_rows(self.sweep_dir)
+        failed_jobs = sum(row["status"] != "FINISHED" for row in rows)
+        summarise(self.run_id, rows)
+        from mlflow import MlflowClient
+
+        MlflowClient().set_terminated(self.run_id, status)
+
+
+def summarise(run_id: str, rows: list[dict[str, Any]]) -> None:
+    """Log the table (CSV + Markdown), the comparison figure and the best job to the parent run,
+    and print the table and the best configuration."""
+    from mlflow import MlflowClient
+
+    from mnist_exp.evaluate import sweep_figure
+    from mnist_exp.tracking import metric_series
+
+    client = MlflowClient()
+    labelled, shared = label_rows(rows)
+    table = markdown_table(labelled)
+    client.log_text(run_id, f"Shared overrides: {shared or '(none)'}\n\n{table}", "summary.md")
+    client.log_text(run_id, csv_table(rows), "summary.csv")
+    curves = {
+        row["overrides"]: metric_series(client, row["run_id"], "val_accuracy")
+        for row in labelled
+        if row.get("run_id")
+    }
+    client.log_figure(run_id, sweep_figure(labelled, curves), "summary.png")
+    finished = [row for row in rows if row["status"] == "FINISHED"]
+    client.log_metric(run_id, "jobs_finished", len(finished))
+    client.log_metric(run_id, "jobs_failed", len(rows) - len(finished))
+    print(
+        f"\nSweep summary: {len(finished)} of {len(rows)} jobs finished "
+        f"(shared overrides: {shared or 'none'})\n{table}"
+    )
+    if not finished:
+        return
+    best = max(finished, key=lambda row: row["val_accuracy"])
+    client.log_metric(run_id, "best_job_val_accuracy", best["val_accuracy"])
+    client.log_metric(run_id, "best_job_test_accuracy", best["test_accuracy"])
+    client.set_tag(run_id, "best_run_id", best["run_id"])
+    for override in best["overrides"].split():
+        key, _, value = override.partition("=")
+        client.log_param(run_id, f"best.{key.lstrip('+~')}", value)
+    print(
+        f"Best: val {best['val_accuracy']:.4f}, test {best['test_accuracy']:.4f} "
+        f"(run {best['run_id']}); to run it alone:\n  python -m mnist_exp.run {best['overrides']}"
+    )

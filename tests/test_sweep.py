@@ -1,0 +1,192 @@
+"""Sweeps end to end: real Hydra launchers, a real MLflow store or server, real (subset) MNIST."""
+
+import csv
+import io
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mnist_exp.config import DatasetConfig
+from mnist_exp.data import CACHE_FILE
+
+from .helpers import ROOT, free_port, run_module, wait_until_up
+
+pytestmark = pytest.mark.slow
+SMALL = ["epochs=1", "dataset.limit=500", "mlflow.registered_model=null"]
+GRID = ["optimizer=adam,sgd", "batch_size=64,128"]
+GRID_OVERRIDES = {f"optimizer={o} batch_size={b}" for o in ("adam", "sgd") for b in ("64", "128")}
+
+
+def sweep(tmp_path, uri: str, *args: str, env: dict | None = None):
+    done = run_module(
+        "mnist_exp.run",
+        "-m",
+        *args,
+        *SMALL,
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *([] if env else [f"mlflow.tracking_uri={uri}"]),
+        env=env,
+    )
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done
+
+
+def parent_and_children(uri: str):
+    """The newest sweep parent run in the store, and its child runs."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("mnist_exp").experiment_id
+    runs = client.search_runs([experiment], order_by=["attributes.start_time DESC"])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return parent, children
+
+
+def swept(run) -> str:
+    """A child's overrides without the ones every test job shares."""
+    shared = {*SMALL, "mlflow.tracking_uri"}
+    return " ".join(
+        o for o in run.data.tags["overrides"].split() if o not in shared and "tracking_uri" not in o
+    )
+
+
+def summary_rows(uri: str, parent) -> list[dict]:
+    text = MlflowClient(uri).download_artifacts(parent.info.run_id, "summary.csv")
+    return list(csv.DictReader(io.StringIO(Path(text).read_text())))
+
+
+def check_grid(uri: str, tmp_path) -> None:
+    parent, children = parent_and_children(uri)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["sweep_dir"] == str(tmp_path / "sweep")
+    assert {swept(c) for c in children} == GRID_OVERRIDES
+    assert [c.info.status for c in children] == ["FINISHED"] * 4
+    rows = summary_rows(uri, parent)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"FINISHED"}
+    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(parent.info.run_id)}
+    assert {"summary.csv", "summary.md", "summary.png"} <= artifacts
+    best = max(children, key=lambda c: c.data.metrics["best_val_accuracy"])
+    assert parent.data.metrics["best_job_val_accuracy"] == best.data.metrics["best_val_accuracy"]
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert parent.data.params["best.optimizer"] == best.data.tags["choice.optimizer"]
+    assert parent.data.params["best.batch_size"] == best.data.params["batch_size"]
+
+
+def test_grid_is_one_parent_run_with_a_child_per_job_and_a_summary(tmp_path, tracking_uri):
+    done = sweep(tmp_path, tracking_uri, *GRID)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_grid(tracking_uri, tmp_path)
+    assert "Sweep summary: 4 of 4 jobs finished" in done.stdout
+    assert "Best: val" in done.stdout
+
+
+def test_jobs_sharing_a_process_start_from_fresh_weights(tmp_path, tracking_uri):
+    """The basic launcher runs every job in one process: identical jobs must train identically."""
+    done = sweep(tmp_path, tracking_uri, "seed=7,7", "deterministic=true")
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, children = parent_and_children(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    losses = [[m.value for m in client.get_metric_history(c.info.run_id, "loss")] for c in children]
+    assert len(losses) == 2 and losses[0][0] > 1.0  # one epoch on 500 digits: far from trained
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
+
+
+def test_grid_with_the_joblib_launcher_and_two_workers(tmp_path, tracking_uri):
+    done = sweep(tmp_path, tracking_uri, *GRID, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "database is locked" not in done.stdout + done.stderr
+    check_grid(tracking_uri, tmp_path)
+
+
+def test_grid_with_the_submitit_launcher_local_executor(tmp_path, tracking_uri):
+    done = sweep(tmp_path, tracking_uri, *GRID, "hydra/launcher=submitit_local")
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_grid(tracking_uri, tmp_path)
+
+
+def test_optuna_search_runs_each_trial_as_a_child_and_records_the_best(tmp_path, tracking_uri):
+    done = sweep(tmp_path, tracking_uri, "hparams_search=optuna", "hydra.sweeper.n_trials=3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    parent, children = parent_and_children(tracking_uri)
+    assert len(children) == 3 and {c.info.status for c in children} == {"FINISHED"}
+    learning_rates = {c.data.params["optimizer.learning_rate"] for c in children}
+    assert len(learning_rates) == 3  # TPE suggested three different trials
+    best = max(children, key=lambda c: c.data.metrics["best_val_accuracy"])
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    for key in ("optimizer.learning_rate", "batch_size", "model.dense_units"):
+        assert float(parent.data.params[f"best.{key}"]) == float(best.data.params[key])
+
+
+def test_a_failed_job_does_not_stop_the_sweep_and_a_rerun_finishes_only_the_rest(
+    tmp_path, tracking_uri
+):
+    """Job 1 reads a corrupt MNIST copy and fails; once it is fixed, the identical sweep with
+    skip_finished=true reruns only job 1."""
+    cache = Path(DatasetConfig().cache_dir).expanduser() / CACHE_FILE
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir()
+    bad.mkdir()
+    shutil.copy(cache, good / CACHE_FILE)
+    (bad / CACHE_FILE).write_bytes(cache.read_bytes()[:100_000])
+    args = [f"dataset.source_dir={good},{bad}", "skip_finished=true"]
+
+    first = sweep(tmp_path, tracking_uri, *args)
+    assert first.returncode == 1, first.stderr[-3000:]
+    assert "Sweep summary: 1 of 2 jobs finished" in first.stdout
+    parent, children = parent_and_children(tracking_uri)
+    assert sorted(r["status"] for r in summary_rows(tracking_uri, parent)) == [
+        "FAILED",
+        "FINISHED",
+    ]
+    [finished] = [c for c in children if c.info.status == "FINISHED"]
+
+    shutil.copy(good / CACHE_FILE, bad / CACHE_FILE)
+    second = sweep(tmp_path, tracking_uri, *args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"already finished as run {finished.info.run_id}" in second.stdout
+    parent, children = parent_and_children(tracking_uri)
+    rows = summary_rows(tracking_uri, parent)
+    assert [r["status"] for r in rows] == ["FINISHED", "FINISHED"]
+    assert rows[0]["run_id"] == finished.info.run_id  # reused, not retrained
+    assert len(children) == 1 and children[0].info.status == "FINISHED"
+
+
+def test_jobs_log_to_a_real_tracking_server_started_by_make_server(tmp_path):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [
+            "make",
+            "--no-print-directory",
+            "server",
+            f"PORT={port}",
+            f"BACKEND=sqlite:///{tmp_path / 'server.db'}",
+            f"ARTIFACTS={tmp_path / 'artifacts'}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until_up(f"{uri}/health", server, 120)
+        done = sweep(tmp_path, uri, "optimizer=adam,sgd", env={"MLFLOW_TRACKING_URI": uri})
+        assert done.returncode == 0, done.stderr[-3000:]
+        parent, children = parent_and_children(uri)
+        assert parent.info.status == "FINISHED" and len(summary_rows(uri, parent)) == 2
+        assert sorted(swept(c) for c in children) == ["optimizer=adam", "optimizer=sgd"]
+        client = MlflowClient(uri)
+        for child in children:
+            assert child.info.status == "FINISHED"
+            assert child.data.metrics["test_accuracy"] > 0
+            assert "mnist.keras" in {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert (tmp_path / "artifacts").is_dir()  # artifacts went through the server to its root
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
