@@ -19,6 +19,7 @@ from mnist_exp.predict import Predictor, load_predictor, open_image, preprocess_
 
 STATIC = files("mnist_exp") / "static"
 MAX_BODY = 5_000_000  # bytes; a drawn 280x280 PNG is about 10 KB
+DRAIN_LIMIT = 64_000_000  # bytes of an oversized body read and dropped before answering 413
 ACCEPTED = 'JSON {"image": "data:image/png;base64,..."}, multipart/form-data or image/png'
 
 
@@ -31,14 +32,20 @@ class RequestError(MnistExpError):
 
 
 async def read_body(request: Request) -> bytes:
-    """The request body, refused past MAX_BODY whether or not Content-Length announces it."""
-    if int(request.headers.get("content-length") or 0) > MAX_BODY:
-        raise RequestError(413, f"The body is larger than {MAX_BODY:,} bytes; send one small PNG.")
-    body = bytearray()
+    """The request body, refused past MAX_BODY. An oversized body is still read (and dropped) up
+    to DRAIN_LIMIT, so the client gets the 413 instead of a broken connection mid-upload."""
+    too_big = RequestError(413, f"The body is larger than {MAX_BODY:,} bytes; send one small PNG.")
+    if int(request.headers.get("content-length") or 0) > DRAIN_LIMIT:
+        raise too_big
+    body, size = bytearray(), 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise RequestError(413, f"The body is larger than {MAX_BODY:,} bytes.")
+        size += len(chunk)
+        if size <= MAX_BODY:
+            body += chunk
+        elif size > DRAIN_LIMIT:
+            break
+    if size > MAX_BODY:
+        raise too_big
     return bytes(body)
 
 
