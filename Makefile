@@ -40,7 +40,7 @@ test: data browser ## run the whole test suite, real-MNIST training included
 test-fast: $(STAMP) ## run the tests that do not train on the full data set
 	$(BIN)/pytest -m "not slow"
 
-bench: data ## time prediction and start-up (ARGS=--quick for a short version); writes outputs/bench.json
+bench: data ## training vs plain Keras, logging, prediction, serving, start-up (ARGS=--quick); writes outputs/bench.json
 	$(BIN)/python -m mnist_exp.bench $(ARGS)
 
 report: $(STAMP) ## figures + Markdown summary of a run: make report RUN=<run_id> [OUT=docs/x]

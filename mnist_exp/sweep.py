@@ -82,7 +82,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def csv_table(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, [*COLUMNS, "run_id", "error"], extrasaction="ignore")
+    writer = csv.DictWriter(out, [*COLUMNS, "run_id", "reused", "error"], extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
