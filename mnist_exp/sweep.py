@@ -132,6 +132,8 @@ class SweepRun(Callback):
         from mlflow import MlflowClient
 
         MlflowClient().set_terminated(self.run_id, status)
+        if failed_jobs or status != "FINISHED":
+            print("To finish the sweep, rerun the same command with skip_finished=true.")
 
 
 def summarise(run_id: str, rows: list[dict[str, Any]]) -> None:
