@@ -206,16 +206,21 @@ def bench_prediction(images: np.ndarray, repeats: int) -> list[dict]:
     return rows
 
 
-def bench_cli(images: np.ndarray, repeats: int, workdir: Path) -> dict:
-    """`python -m mnist_exp.predict` on a folder of PNG files, start-up included."""
+def untrained_model(workdir: Path) -> Path:
+    """The seed CNN saved untrained: prediction latency does not depend on the weights' values."""
     from mnist_exp.model import build_model
 
+    path = workdir / "bench.keras"
+    build_model(CNNConfig()).save(path)
+    return path
+
+
+def bench_cli(images: np.ndarray, repeats: int, model_path: Path, workdir: Path) -> dict:
+    """`python -m mnist_exp.predict` on a folder of PNG files, start-up included."""
     folder = workdir / "pngs"
     folder.mkdir()
     for i, image in enumerate(images):
         Image.fromarray(255 - image).resize((84, 84)).save(folder / f"{i:05d}.png")
-    model_path = workdir / "bench.keras"
-    build_model(CNNConfig()).save(model_path)
     command = [sys.executable, "-m", "mnist_exp.predict", str(folder), "--model", str(model_path)]
     seconds = timed(lambda: subprocess.run(command, check=True, capture_output=True), repeats)
     return row(
@@ -223,17 +228,13 @@ def bench_cli(images: np.ndarray, repeats: int, workdir: Path) -> dict:
     )
 
 
-def bench_serve(image: np.ndarray, repeats: int, workdir: Path) -> dict:
+def bench_serve(image: np.ndarray, repeats: int, model_path: Path) -> dict:
     """`POST /predict` of the draw-a-digit server (real HTTP on 127.0.0.1, one kept-alive
     connection): a 280x280 canvas PNG in, digit, probabilities and 28x28 image out."""
     import http.client
     import io
     import socket
 
-    from mnist_exp.model import build_model
-
-    model_path = workdir / "serve.keras"
-    build_model(CNNConfig()).save(model_path)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -303,8 +304,11 @@ def main() -> None:
         epoch_seconds = (limit or 55000) / rows[1]["median"]
         rows.append(bench_logging(epoch_seconds, calls, Path(workdir)))
         rows += bench_prediction(test_images, calls)
-        rows.append(bench_cli(test_images[:files], 1 if args.quick else 3, Path(workdir)))
-        rows.append(bench_serve(test_images[0], calls, Path(workdir)))
+        model_path = untrained_model(Path(workdir))
+        rows.append(
+            bench_cli(test_images[:files], 1 if args.quick else 3, model_path, Path(workdir))
+        )
+        rows.append(bench_serve(test_images[0], calls, model_path))
     rows += bench_startup(2 if args.quick else 5)
 
     by_name = {r["name"]: r["median"] for r in rows}

@@ -103,12 +103,13 @@ def create_app(predictor: Predictor, model: dict) -> FastAPI:
     async def predict(request: Request) -> dict:
         """Digit, probabilities and the 28x28 image the model saw (rows of 0..1 values)."""
         data = await image_bytes(request)
-        seen = await run_in_threadpool(
-            lambda: preprocess_image(open_image(io.BytesIO(data), "upload"))
-        )
-        prediction = to_prediction(
-            (await run_in_threadpool(predictor.probabilities, seen[None]))[0]
-        )
+
+        def answer() -> tuple[np.ndarray, np.ndarray]:  # blocking work, off the event loop
+            seen = preprocess_image(open_image(io.BytesIO(data), "upload"))
+            return seen, predictor.probabilities(seen[None])[0]
+
+        seen, probabilities = await run_in_threadpool(answer)
+        prediction = to_prediction(probabilities)
         return {
             "digit": prediction.digit,
             "confidence": prediction.confidence,
