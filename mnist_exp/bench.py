@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnist_exp.config import CNNConfig, DatasetConfig
+from mnist_exp.config import DatasetConfig
 from mnist_exp.data import fetch_mnist
 
 
@@ -177,10 +177,10 @@ def bench_logging(epoch_seconds: float, repeats: int, workdir: Path) -> dict:
 
 def bench_prediction(images: np.ndarray, repeats: int) -> list[dict]:
     """One image through `predict_digit` (preprocessing included) vs `model.predict`; a batch."""
-    from mnist_exp.model import build_model
+    from mnist_exp.models import cnn
     from mnist_exp.predict import Predictor
 
-    model = build_model(CNNConfig())  # latency does not depend on the weights' values
+    model = cnn((28, 28, 1), 10)  # latency does not depend on the weights' values
     predictor = Predictor(model, "bench")
     digit, one = images[0], (images[:1, :, :, None] / np.float32(255))
     batch = images[:, :, :, None] / np.float32(255)
@@ -208,10 +208,10 @@ def bench_prediction(images: np.ndarray, repeats: int) -> list[dict]:
 
 def untrained_model(workdir: Path) -> Path:
     """The seed CNN saved untrained: prediction latency does not depend on the weights' values."""
-    from mnist_exp.model import build_model
+    from mnist_exp.models import cnn
 
     path = workdir / "bench.keras"
-    build_model(CNNConfig()).save(path)
+    cnn((28, 28, 1), 10).save(path)
     return path
 
 

@@ -1,16 +1,19 @@
-"""Typed config schemas, registered in Hydra's ConfigStore; `validate` checks ranges and choices."""
+"""Typed config schemas, registered in Hydra's ConfigStore; `validate` checks ranges and choices.
 
-import difflib
+Groups that build an object name its builder with `_target_`. Built-in optimizers have schemas
+here; a model's schema is its builder's signature (`mnist_exp.build.check`).
+"""
+
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mnist_exp.errors import ConfigError, exit_with
+from mnist_exp import build
+from mnist_exp.errors import ConfigError
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -60,31 +63,8 @@ class DatasetConfig:
 
 
 @dataclass
-class CNNConfig:
-    conv1_filters: int = 32
-    conv2_filters: int = 64
-    kernel_size: int = 3
-    pool_size: int = 2
-    dropout_conv: float = 0.25
-    dense_units: int = 256
-    dropout_dense: float = 0.5
-
-    def __post_init__(self) -> None:
-        for key in ("conv1_filters", "conv2_filters", "dense_units"):
-            require(getattr(self, key) >= 1, f"model.{key}", getattr(self, key), "use >= 1")
-        # Two valid convolutions and one pooling must leave at least one pixel of 28.
-        require(1 <= self.kernel_size <= 12, "model.kernel_size", self.kernel_size, "use 1..12")
-        side = 28 - 2 * (self.kernel_size - 1)
-        require(1 <= self.pool_size <= side, "model.pool_size", self.pool_size, f"use 1..{side}")
-        for key in ("dropout_conv", "dropout_dense"):
-            require(
-                0 <= getattr(self, key) < 1, f"model.{key}", getattr(self, key), "use 0 <= p < 1"
-            )
-
-
-@dataclass
 class OptimizerConfig:
-    keras_class: ClassVar[str]
+    _target_: str = MISSING  # the Keras optimizer class, e.g. keras.optimizers.Adam
     learning_rate: float = 0.001
 
     def __post_init__(self) -> None:
@@ -93,7 +73,6 @@ class OptimizerConfig:
 
 @dataclass
 class AdadeltaConfig(OptimizerConfig):
-    keras_class: ClassVar[str] = "Adadelta"
     learning_rate: float = 1.0
     rho: float = 0.95
     epsilon: float = 1e-7
@@ -101,7 +80,6 @@ class AdadeltaConfig(OptimizerConfig):
 
 @dataclass
 class AdamConfig(OptimizerConfig):
-    keras_class: ClassVar[str] = "Adam"
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-7
@@ -109,7 +87,6 @@ class AdamConfig(OptimizerConfig):
 
 @dataclass
 class SGDConfig(OptimizerConfig):
-    keras_class: ClassVar[str] = "SGD"
     learning_rate: float = 0.01
     momentum: float = 0.0
     nesterov: bool = False
@@ -117,7 +94,6 @@ class SGDConfig(OptimizerConfig):
 
 @dataclass
 class RMSpropConfig(OptimizerConfig):
-    keras_class: ClassVar[str] = "RMSprop"
     rho: float = 0.9
     momentum: float = 0.0
     epsilon: float = 1e-7
@@ -165,14 +141,23 @@ class CallbacksConfig:
 class MlflowConfig:
     tracking_uri: str | None = None
     experiment_name: str = "mnist_exp"
-    registered_model: str | None = "mnist-cnn"
+    registered_model: str | None = "mnist-{model}"
     alias: str = "champion"
+
+    def __post_init__(self) -> None:
+        name = self.registered_model
+        require(
+            name is None or (name != "" and "{" not in name.replace("{model}", "")),
+            "mlflow.registered_model",
+            name,
+            "use a name, where {model} stands for the architecture (model=...), or null",
+        )
 
 
 @dataclass
 class Config:
     dataset: DatasetConfig = MISSING
-    model: CNNConfig = MISSING
+    model: Any = MISSING  # a builder's _target_ and knobs, checked against its signature
     optimizer: Any = MISSING
     callbacks: CallbacksConfig = MISSING
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -197,64 +182,6 @@ class Config:
         require(self.seed >= 0, "seed", self.seed, "use >= 0")
 
 
-class CheckOutputDir(Callback):
-    """Hydra callback: a run or sweep directory that cannot be created is a config error."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_writable("hydra.run.dir", config.hydra.run.dir)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_writable("hydra.sweep.dir", config.hydra.sweep.dir)
-
-
-def check_writable(key: str, directory: str) -> None:
-    try:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        Path(directory, ".write_test").touch()
-        Path(directory, ".write_test").unlink()
-    except OSError as error:
-        exit_with(
-            ConfigError(
-                f"{key}={directory} cannot be written ({error.strerror}); "
-                "choose a writable directory."
-            )
-        )
-
-
-def check_overrides(conf_dir: str, overrides: list[str]) -> None:
-    """Compose once so Hydra's own errors (unknown key, wrong type, unknown group option) come out
-    as one ConfigError line naming the key, the value and what is allowed."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import ConfigCompositionException, MissingConfigException
-
-    def composed(with_overrides: list[str]) -> DictConfig:
-        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-            return compose("config", overrides=with_overrides)
-
-    try:
-        composed(overrides)
-    except MissingConfigException as error:
-        group = (error.missing_cfg_file or "").split("/")[0]
-        choices = ", ".join(error.options or [])
-        value = next((o.split("=", 1)[1] for o in overrides if o.startswith(f"{group}=")), "?")
-        raise ConfigError(f"{group}={value} is not an option: choose one of {choices}.") from None
-    except ConfigCompositionException as error:
-        cause = error.__cause__
-        key = getattr(cause, "full_key", None)
-        if key is None:
-            raise ConfigError(str(error).splitlines()[0]) from None
-        value = next((o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")), "?")
-        if isinstance(cause, OmegaConfBaseException) and "not in" in str(cause):
-            known = list(flatten(OmegaConf.to_container(composed([]), resolve=False)))
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = (
-                f"did you mean {close[0]}?" if close else "see `python -m mnist_exp.run --cfg job`."
-            )
-            raise ConfigError(f"{key} is not a config key; {hint}") from None
-        reason = str(cause).splitlines()[0]
-        raise ConfigError(f"{key}={value} is not allowed: {reason}.") from None
-
-
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     """{"a": {"b": 1}} -> {"a.b": 1}: config keys as Hydra overrides and MLflow params name them."""
     flat = {}
@@ -275,8 +202,13 @@ def register_configs() -> None:
 
 
 def validate(cfg: DictConfig) -> Config:
-    """Turn the composed config into dataclasses, checking every range; raise ConfigError if not."""
+    """Turn the composed config into dataclasses, checking every range, and check each `_target_`
+    node that has no schema against its builder; raise a one-line ConfigError if anything is off."""
     try:
-        return OmegaConf.to_object(cfg)
+        config = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as error:
         raise ConfigError(str(error).splitlines()[0]) from None
+    for key, node in cfg.items():
+        if isinstance(node, DictConfig) and "_target_" in node and OmegaConf.get_type(node) is dict:
+            build.check(str(key), node)
+    return config

@@ -54,6 +54,14 @@ class Mnist:
     x_test: np.ndarray
     y_test: np.ndarray
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.x_train.shape[1:]
+
+    @property
+    def num_classes(self) -> int:
+        return self.y_train.shape[1]
+
 
 def parse_idx(raw: bytes, name: str) -> np.ndarray:
     """Decode an IDX file of unsigned bytes, checking its magic number and size."""

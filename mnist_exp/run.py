@@ -1,8 +1,13 @@
-"""One experiment: compose the config, load MNIST, build, train, evaluate and log to MLflow."""
+"""One experiment: compose the config, load MNIST, build, train, evaluate and log to MLflow.
+
+`run_experiment(overrides)` runs one in this process; `python -m mnist_exp.run` is Hydra's shell
+around the same `experiment`, for single runs and for each job of a sweep.
+"""
 
 import signal
 import sys
-import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -10,47 +15,49 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mnist_exp import sweep
-from mnist_exp.config import check_overrides, register_configs, validate
+from mnist_exp.compose import (
+    CONF_DIR,
+    Job,
+    check_overrides,
+    check_writable,
+    compose_config,
+    describe,
+    job_of,
+)
+from mnist_exp.config import validate
 from mnist_exp.errors import MnistExpError, exit_with
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-register_configs()
-jobs_started = 0  # Hydra exits with 1 on its own config errors, before any job starts
+
+@dataclass(frozen=True)
+class Result:
+    """A finished run: its MLflow run id and its best checkpoint's figures."""
+
+    run_id: str
+    val_accuracy: float
+    test_accuracy: float
+    epochs: int  # epochs trained
+    seconds: float  # training time
+    output_dir: Path
+    reused: bool = False  # an identical FINISHED run was reused (skip_finished=true)
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
-    """Train one configuration; return its best validation accuracy for sweepers.
-    In a sweep a failed job is recorded as such and returns None, and the sweep goes on."""
-    global jobs_started
-    jobs_started += 1
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        return experiment(cfg, output_dir)
-    except KeyboardInterrupt:
-        sweep.record_job(output_dir, "KILLED")
-        raise SystemExit(130) from None
-    except Exception as error:
-        sweep.record_job(output_dir, "FAILED", error=f"{type(error).__name__}: {error}")
-        if sweep.parent_run_id() is None:  # a single run
-            if isinstance(error, MnistExpError):
-                exit_with(error)
-            raise
-        if isinstance(error, MnistExpError):
-            print(f"error in job {HydraConfig.get().job.num}: {error}", file=sys.stderr)
-        else:
-            traceback.print_exc()  # a bug, not a user error: show where, then go on
-        return None
+def run_experiment(overrides: Sequence[str] = ()) -> Result:
+    """Run one experiment in this process, exactly as `python -m mnist_exp.run *overrides`, without
+    Hydra's runtime. A user's mistake raises a MnistExpError carrying the CLI's one-line message."""
+    cfg, hydra_node = compose_config(overrides)
+    job = job_of(hydra_node, hydra_node.run.dir)
+    check_writable("hydra.run.dir", job.output_dir)
+    return experiment(cfg, job)
 
 
-def experiment(cfg: DictConfig, output_dir: Path) -> float:
-    """The story of one run; returns its best validation accuracy."""
+def experiment(cfg: DictConfig, job: Job) -> Result:
+    """The story of one run."""
     config = validate(cfg)
     # Heavy imports only now, so `--help` and `--cfg job` answer at once.
     from mnist_exp import tracking
+    from mnist_exp.build import build
     from mnist_exp.data import load_mnist
     from mnist_exp.evaluate import evaluate
-    from mnist_exp.model import build_model
     from mnist_exp.train import best_epoch, seed_everything, set_precision, train
 
     # Ctrl-C and SIGTERM stop cleanly, even where a parent shell ignored SIGINT (nohup, `&`).
@@ -59,48 +66,89 @@ def experiment(cfg: DictConfig, output_dir: Path) -> float:
     tracking.use_store(config.mlflow)  # an unreachable store fails now, not after training
     if config.skip_finished and (twin := tracking.finished_twin(cfg)):
         print(f"Skipped: this exact config already finished as run {twin.info.run_id}.")
-        sweep.record_finished(output_dir, twin.info.run_id, reused=True)
-        return twin.data.metrics["best_val_accuracy"]
-    work_dir = tracking.resume_dir(config.resume) if config.resume else output_dir
+        return reused(twin)
+    work_dir = tracking.resume_dir(config.resume) if config.resume else job.output_dir
     seed_everything(config.seed, config.deterministic)  # also clears what earlier jobs left
     precision = set_precision(config.precision)  # before the model is built
     data = load_mnist(config.dataset)
-    parent = sweep.parent_run_id()
-    with tracking.start_run(
-        cfg, work_dir, config.resume, parent, {"precision_used": precision}
-    ) as run:
-        model = build_model(config.model)
-        history = train(
-            model, data, config, work_dir, [tracking.MlflowMetrics()], bool(config.resume)
-        )
+    model = build("model", cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    optimizer = build("optimizer", cfg.optimizer)
+    extra_params = {"precision_used": precision, "model_params": model.count_params()}
+    parent = sweep.parent_run_id(job)
+    with tracking.start_run(cfg, job, work_dir, config.resume, parent, extra_params) as run:
+        history = train(model, optimizer, data, config, work_dir, [tracking.MlflowMetrics()])
         report = evaluate(model, data)
         best = best_epoch(history, config.callbacks.checkpoint)
         tracking.log_evaluation(history, best, report, data.x_test)
-        tracking.log_model(model, output_dir, report.val.accuracy, config.mlflow)
-    sweep.record_finished(output_dir, run.info.run_id)
+        tracking.log_model(model, job, report.val.accuracy, config.mlflow)
     print(
         f"\nval accuracy {report.val.accuracy:.4f} | test accuracy {report.test.accuracy:.4f} | "
         f"{len(history['loss'])} epochs (best {best + 1}) | run {run.info.run_id}\n"
         f"Browse runs: mlflow ui --backend-store-uri {tracking.tracking_uri(config.mlflow)}"
     )
-    return report.val.accuracy
+    return Result(
+        run_id=run.info.run_id,
+        val_accuracy=report.val.accuracy,
+        test_accuracy=report.test.accuracy,
+        epochs=len(history["loss"]),
+        seconds=float(sum(history["epoch_seconds"])),
+        output_dir=work_dir,
+    )
+
+
+def reused(run) -> Result:
+    """The Result of an earlier FINISHED run, read back from MLflow."""
+    metrics = run.data.metrics
+    return Result(
+        run_id=run.info.run_id,
+        val_accuracy=metrics["best_val_accuracy"],
+        test_accuracy=metrics["test_accuracy"],
+        epochs=int(metrics["epochs_run"]),
+        seconds=metrics["train_seconds"],
+        output_dir=Path(run.data.tags.get("output_dir", "")),
+        reused=True,
+    )
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra's task, one run or one job of a sweep; returns the best validation accuracy."""
+    hydra_node = HydraConfig.get()
+    job = job_of(hydra_node, hydra_node.runtime.output_dir)
+    if job.sweep_dir is not None:
+        return sweep.run_job(lambda: experiment(cfg, job), job)
+    try:
+        return experiment(cfg, job).val_accuracy
+    except MnistExpError as error:
+        exit_with(error)
+    except KeyboardInterrupt:  # the run ended KILLED and said how to resume it
+        raise SystemExit(130) from None
+
+
+def cfg_job_overrides(arguments: list[str]) -> list[str] | None:
+    """The overrides of a `--cfg job [--resolve]` call (no other flags), else None."""
+    rest = [a for a in arguments if a != "--resolve"]
+    for flag in ("--cfg", "-c"):
+        if flag in rest and rest[rest.index(flag) + 1 : rest.index(flag) + 2] == ["job"]:
+            rest = rest[: rest.index(flag)] + rest[rest.index(flag) + 2 :]
+            return None if any(a.startswith("-") for a in rest) else rest
+    return None
 
 
 def cli() -> None:
-    """Like `main`, but Hydra's config errors (unknown key or option, wrong type) are one line
-    and exit with 2, like the schema's."""
+    """`python -m mnist_exp.run`: a config mistake is one line and exit 2 before anything starts
+    (in a sweep, for every value swept); `--cfg job` shows each knob with its comment."""
     arguments = sys.argv[1:]
-    if not any(a.startswith("-") for a in arguments):  # --cfg, --help, -m: Hydra's own business
-        try:
-            check_overrides(str(CONF_DIR), arguments)
-        except MnistExpError as error:
-            exit_with(error)
+    flags = {a for a in arguments if a.startswith("-")}
     try:
-        main()
-    except SystemExit as exit_:
-        raise SystemExit(2 if exit_.code == 1 and jobs_started == 0 else exit_.code) from None
-    if sweep.failed_jobs:
-        raise SystemExit(1)  # the sweep ran to its end, but not every job finished
+        if (overrides := cfg_job_overrides(arguments)) is not None:
+            print(describe(overrides, resolve="--resolve" in arguments), end="")
+            return
+        if flags <= {"-m", "--multirun"}:  # other flags (--help, --info, ...) are Hydra's
+            check_overrides([a for a in arguments if a not in flags])
+    except MnistExpError as error:
+        exit_with(error)
+    main()
 
 
 if __name__ == "__main__":

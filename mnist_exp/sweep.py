@@ -5,50 +5,63 @@ import csv
 import io
 import json
 import os
+import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from mnist_exp.compose import Job
 from mnist_exp.errors import MnistExpError, exit_with
+
+if TYPE_CHECKING:
+    from mnist_exp.run import Result
 
 PARENT_ENV = "MNIST_EXP_SWEEP_RUN_ID"  # how jobs, in any launcher's process, find their parent
 RESULT_FILE = "result.json"  # one per job directory: what the sweep summary is made of
 COLUMNS = ("job", "overrides", "status", "val_accuracy", "test_accuracy", "epochs", "seconds")
-failed_jobs = 0  # set when a sweep ends; the CLI exits with 1 if any job failed
 
 
-def parent_run_id() -> str | None:
-    """The sweep's parent run when this process runs a multirun job, else None."""
-    in_multirun = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
-    return os.environ.get(PARENT_ENV) if in_multirun else None
+def parent_run_id(job: Job) -> str | None:
+    """The sweep's parent run when `job` is part of a multirun, else None."""
+    return os.environ.get(PARENT_ENV) if job.sweep_dir is not None else None
 
 
-def record_job(output_dir: Path, status: str, **fields: Any) -> None:
-    """Write this job's row of the sweep summary (status, run id, accuracies) to its folder."""
-    hydra = HydraConfig.get()
-    job = hydra.job.num if hydra.mode.name == "MULTIRUN" else 0
-    row = {"job": job, "overrides": " ".join(hydra.overrides.task), "status": status, **fields}
-    (output_dir / RESULT_FILE).write_text(json.dumps(row, indent=2) + "\n")
-
-
-def record_finished(output_dir: Path, run_id: str, reused: bool = False) -> None:
-    """Record a FINISHED MLflow run (this job's, or an identical earlier one it reused)."""
-    import mlflow
-
-    metrics = mlflow.get_run(run_id).data.metrics
-    record_job(
-        output_dir,
+def run_job(experiment: "Callable[[], Result]", job: Job) -> float | None:
+    """Run one job of a sweep and write its row of the summary. A failed job is recorded and
+    returns None, so the sweep goes on; Ctrl-C ends the sweep."""
+    try:
+        result = experiment()
+    except KeyboardInterrupt:
+        write_row(job, "KILLED")
+        raise SystemExit(130) from None
+    except Exception as error:
+        write_row(job, "FAILED", error=f"{type(error).__name__}: {error}")
+        if isinstance(error, MnistExpError):
+            print(f"error in job {job.number}: {error}", file=sys.stderr)
+        else:
+            traceback.print_exc()  # a bug, not a user error: show where, then go on
+        return None
+    write_row(
+        job,
         "FINISHED",
-        run_id=run_id,
-        val_accuracy=metrics["best_val_accuracy"],
-        test_accuracy=metrics["test_accuracy"],
-        epochs=int(metrics["epochs_run"]),
-        seconds=round(metrics["train_seconds"], 1),
-        reused=reused,
+        run_id=result.run_id,
+        val_accuracy=result.val_accuracy,
+        test_accuracy=result.test_accuracy,
+        epochs=result.epochs,
+        seconds=round(result.seconds, 1),
+        reused=result.reused,
     )
+    return result.val_accuracy
+
+
+def write_row(job: Job, status: str, **fields: Any) -> None:
+    """Write a job's row of the sweep summary (status, run id, accuracies) to its folder."""
+    row = {"job": job.number, "overrides": " ".join(job.overrides), "status": status, **fields}
+    (job.output_dir / RESULT_FILE).write_text(json.dumps(row, indent=2) + "\n")
 
 
 def read_rows(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -89,7 +102,8 @@ def csv_table(rows: list[dict[str, Any]]) -> str:
 
 
 class SweepRun(Callback):
-    """Hydra callback: one parent run per multirun, every job a child, a summary at the end."""
+    """Hydra callback: one parent run per multirun, every job a child, a summary at the end; the
+    command exits with 1 if a job did not finish."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         import mlflow
@@ -120,20 +134,22 @@ class SweepRun(Callback):
         print(f"Sweep parent run {self.run_id}; jobs in {self.sweep_dir}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self.close("FINISHED")
+        if self.close("FINISHED"):
+            raise SystemExit(1)  # the sweep ran to its end, but not every job finished
 
-    def close(self, status: str) -> None:
-        global failed_jobs
+    def close(self, status: str) -> int:
+        """Summarise the sweep and end its parent run; return how many jobs did not finish."""
         if os.environ.pop(PARENT_ENV, None) is None:  # already closed
-            return
+            return 0
         rows = read_rows(self.sweep_dir)
-        failed_jobs = sum(row["status"] != "FINISHED" for row in rows)
+        unfinished = sum(row["status"] != "FINISHED" for row in rows)
         summarise(self.run_id, rows)
         from mlflow import MlflowClient
 
         MlflowClient().set_terminated(self.run_id, status)
-        if failed_jobs or status != "FINISHED":
+        if unfinished or status != "FINISHED":
             print("To finish the sweep, rerun the same command with skip_finished=true.")
+        return unfinished
 
 
 def summarise(run_id: str, rows: list[dict[str, Any]]) -> None:

@@ -15,12 +15,12 @@ from urllib.parse import urlparse
 import keras
 import mlflow
 import numpy as np
-from hydra.core.hydra_config import HydraConfig
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_exp.compose import Job
 from mnist_exp.config import BEST_FILE, STATE_FILE, MlflowConfig, flatten
 from mnist_exp.errors import MnistExpError
 from mnist_exp.evaluate import (
@@ -50,22 +50,35 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     return (Path(urlparse(uri).path).resolve().parent / "mlruns" / experiment).as_uri()
 
 
-def hydra_tags() -> dict[str, str]:
-    """The Hydra overrides, group choices and (in a multirun) sweep directory of this job."""
-    if not HydraConfig.initialized():
-        return {}
-    hydra = HydraConfig.get()
-    tags = {"overrides": " ".join(hydra.overrides.task), "output_dir": hydra.runtime.output_dir}
-    tags.update(
-        {
-            f"choice.{group}": str(option)
-            for group, option in hydra.runtime.choices.items()
-            if not group.startswith(("hydra", "schema"))
-        }
-    )
-    if hydra.mode is not None and hydra.mode.name == "MULTIRUN":
-        tags.update(sweep_dir=hydra.sweep.dir, job_num=str(hydra.job.num))
+def job_tags(job: Job) -> dict[str, str]:
+    """A job's overrides, group choices and output dir; in a sweep, its directory and number."""
+    tags = {"overrides": " ".join(job.overrides), "output_dir": str(job.output_dir)}
+    tags.update({f"choice.{group}": option for group, option in job.choices.items()})
+    if job.sweep_dir is not None:
+        tags.update(sweep_dir=job.sweep_dir, job_num=str(job.number))
     return tags
+
+
+def run_name(cfg: DictConfig, job: Job) -> str:
+    """What ran: `cnn_bn adam lr=0.001`, after the experiment's name if one was chosen; a sweep's
+    job is named by its overrides."""
+    if job.sweep_dir is not None:
+        return " ".join(job.overrides) or "defaults"
+    learning_rate = cfg.optimizer.get("learning_rate")
+    words = [
+        f"{job.choices['experiment']}:" if "experiment" in job.choices else "",
+        job.choices.get("model", "model"),
+        job.choices.get("optimizer", "optimizer"),
+        f"lr={learning_rate:g}" if isinstance(learning_rate, int | float) else "",
+    ]
+    return " ".join(word for word in words if word)
+
+
+def registered_name(cfg: MlflowConfig, job: Job) -> str | None:
+    """The registered model's name, `{model}` filled in with the architecture; None: don't."""
+    if cfg.registered_model is None:
+        return None
+    return cfg.registered_model.format(model=job.choices.get("model", "model"))
 
 
 def check_reachable(uri: str) -> None:
@@ -129,16 +142,15 @@ def resume_dir(run_id: str) -> Path:
     return work_dir
 
 
-def resume_command(run_id: str) -> str:
-    overrides = [
-        o for o in hydra_tags().get("overrides", "").split() if not o.startswith("resume=")
-    ]
+def resume_command(run_id: str, job: Job) -> str:
+    overrides = [o for o in job.overrides if not o.startswith("resume=")]
     return " ".join(["python -m mnist_exp.run", *overrides, f"resume={run_id}"])
 
 
 @contextmanager
 def start_run(
     cfg: DictConfig,
+    job: Job,
     work_dir: Path,
     run_id: str | None,
     parent_id: str | None,
@@ -147,12 +159,11 @@ def start_run(
     """Open an MLflow run (in the store `use_store` chose; a child of `parent_id` in a sweep), or
     reopen `run_id` to resume it. It ends FAILED with the reason, or KILLED on Ctrl-C/SIGTERM with
     the best checkpoint logged."""
-    tags = hydra_tags()
-    name = tags.get("overrides") if parent_id else None
-    with mlflow.start_run(run_id=run_id, run_name=name or None) as run:
+    name = None if run_id else run_name(cfg, job)
+    with mlflow.start_run(run_id=run_id, run_name=name) as run:
         try:
             if run_id is None:
-                mlflow.set_tags({**tags, "config_hash": config_hash(cfg)})
+                mlflow.set_tags({**job_tags(job), "config_hash": config_hash(cfg)})
                 if parent_id:
                     mlflow.set_tag("mlflow.parentRunId", parent_id)
                 params = flatten(OmegaConf.to_container(cfg, resolve=True))
@@ -168,7 +179,7 @@ def start_run(
                     mlflow.log_artifact(str(work_dir / BEST_FILE), "checkpoint")
                 print(
                     f"\nInterrupted: run {run.info.run_id} saved up to its last finished epoch. "
-                    f"Resume with:\n  {resume_command(run.info.run_id)}",
+                    f"Resume with:\n  {resume_command(run.info.run_id, job)}",
                     file=sys.stderr,
                 )
             mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
@@ -217,23 +228,25 @@ def log_evaluation(
     mlflow.log_figure(misclassified_figure(x_test, report.test), "test/misclassified.png")
 
 
-def log_model(model: keras.Model, output_dir: Path, val_accuracy: float, cfg: MlflowConfig) -> None:
-    """The MLflow Keras model (with signature, registered), plus mnist.h5 and mnist.keras files."""
+def log_model(model: keras.Model, job: Job, val_accuracy: float, cfg: MlflowConfig) -> None:
+    """The MLflow Keras model (with signature, registered per architecture), plus mnist.h5 and
+    mnist.keras files."""
     for filename in ("mnist.h5", "mnist.keras"):
-        model.save(output_dir / filename)
-        mlflow.log_artifact(str(output_dir / filename))
-    sample = np.zeros((1, 28, 28, 1), np.float32)
+        model.save(job.output_dir / filename)
+        mlflow.log_artifact(str(job.output_dir / filename))
+    sample = np.zeros((1, *model.input_shape[1:]), np.float32)
     signature = infer_signature(sample, model(sample, training=False).numpy())
+    name = registered_name(cfg, job)
     info = mlflow.keras.log_model(
         model,
         name="model",
         signature=signature,
-        registered_model_name=cfg.registered_model,
+        registered_model_name=name,
         # Stated, not inferred: inference re-imports the model in a subprocess (~6 s a run).
         pip_requirements=[f"{p}=={version(p)}" for p in ("tensorflow", "keras")],
     )
-    if cfg.registered_model:
-        promote(cfg.registered_model, cfg.alias, info.registered_model_version, val_accuracy)
+    if name:
+        promote(name, cfg.alias, info.registered_model_version, val_accuracy)
 
 
 def promote(name: str, alias: str, version: int, val_accuracy: float) -> None:

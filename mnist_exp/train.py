@@ -5,7 +5,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import keras
@@ -19,7 +18,6 @@ from mnist_exp.config import (
     CallbacksConfig,
     CheckpointConfig,
     Config,
-    OptimizerConfig,
 )
 from mnist_exp.data import Mnist
 from mnist_exp.errors import DivergedError
@@ -63,10 +61,6 @@ def set_precision(precision: str) -> str:
     chosen = resolve_precision(precision, cpuinfo, gpus)
     keras.mixed_precision.set_global_policy(POLICIES[chosen])
     return chosen
-
-
-def build_optimizer(cfg: OptimizerConfig) -> keras.optimizers.Optimizer:
-    return getattr(keras.optimizers, cfg.keras_class)(**asdict(cfg))
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -182,21 +176,17 @@ def fit(model: keras.Model, data: Mnist, cfg: Config, initial_epoch: int, callba
 
 def train(
     model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
     data: Mnist,
     cfg: Config,
     work_dir: Path,
     extra_callbacks: list[keras.callbacks.Callback],
-    resume: bool,
 ) -> dict[str, list[float]]:
-    """Compile and fit (with `resume`, from the state saved in `work_dir`); return the per-epoch
-    history. Afterwards `model` holds the best checkpoint's weights."""
-    model.compile(
-        loss="categorical_crossentropy",
-        optimizer=build_optimizer(cfg.optimizer),
-        metrics=["accuracy"],
-    )
+    """Compile and fit (with `cfg.resume`, from the state saved in `work_dir`); return the
+    per-epoch history. Afterwards `model` holds the best checkpoint's weights."""
+    model.compile(loss="categorical_crossentropy", optimizer=optimizer, metrics=["accuracy"])
     state = {"epoch": 0, "history": {}}
-    if resume:
+    if cfg.resume:
         state = json.loads((work_dir / STATE_FILE).read_text())
         model.optimizer.build(model.trainable_variables)  # so its saved state is loaded too
         model.load_weights(work_dir / LAST_FILE)
@@ -217,9 +207,10 @@ def train(
             signal.signal(signum, signal.default_int_handler)
     losses = state["history"].get("loss", [])
     if not losses or not np.all(np.isfinite(losses)):
+        learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         raise DivergedError(
             f"Training diverged: the loss became {losses[-1] if losses else 'NaN'} in epoch "
-            f"{len(losses)}. The learning rate ({cfg.optimizer.learning_rate}) is probably too "
+            f"{len(losses)}. The learning rate ({learning_rate:g}) is probably too "
             "high for this optimizer; lower optimizer.learning_rate."
         )
     model.load_weights(work_dir / BEST_FILE)

@@ -27,6 +27,9 @@ def test_a_short_run_trains_logs_and_serves_a_98_percent_model(trained_run, mnis
     assert run.info.status == "FINISHED"
     assert run.data.metrics["test_accuracy"] >= 0.98
     assert run.data.params["optimizer.learning_rate"] == "1.0"
+    assert run.info.run_name == "cnn adadelta lr=1"
+    champion = MlflowClient(tracking_uri).get_model_version_by_alias("mnist-cnn", "champion")
+    assert champion.run_id == run.info.run_id
     native_bf16 = cpu_has_bf16(Path("/proc/cpuinfo").read_text())
     assert run.data.params["precision_used"] == ("bf16" if native_bf16 else "fp32")  # auto
     client = MlflowClient(tracking_uri)

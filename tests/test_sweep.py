@@ -86,6 +86,20 @@ def test_grid_is_one_parent_run_with_a_child_per_job_and_a_summary(tmp_path, tra
     assert "Best: val" in done.stdout
 
 
+def test_one_sweep_compares_every_architecture(tmp_path, tracking_uri):
+    done = sweep(tmp_path, tracking_uri, "model=mlp,lenet5,cnn,cnn_bn")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Sweep summary: 4 of 4 jobs finished" in done.stdout
+    parent, children = parent_and_children(tracking_uri)
+    names = sorted(c.info.run_name for c in children)  # a job is named by its overrides
+    assert [name.split()[:2] for name in names] == [
+        [f"model={model}", "epochs=1"] for model in ("cnn", "cnn_bn", "lenet5", "mlp")
+    ]
+    params = {c.data.tags["choice.model"]: int(c.data.params["model_params"]) for c in children}
+    assert params == {"mlp": 669_706, "lenet5": 61_706, "cnn": 2_380_938, "cnn_bn": 346_026}
+    assert {r["status"] for r in summary_rows(tracking_uri, parent)} == {"FINISHED"}
+
+
 def test_jobs_sharing_a_process_start_from_fresh_weights(tmp_path, tracking_uri):
     """The basic launcher runs every job in one process: identical jobs must train identically."""
     done = sweep(tmp_path, tracking_uri, "seed=7,7", "deterministic=true")
