@@ -1,8 +1,8 @@
 """Objects from `_target_` configs: check a node's knobs against its builder, then build it."""
 
+import importlib
 import inspect
 import re
-import typing
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -13,21 +13,36 @@ from mnist_exp.errors import ConfigError
 SUPPLIED = {"model": ("input_shape", "num_classes")}
 
 
-def target_of(key: str, node: DictConfig) -> Any:
-    """Import the callable a node names with `_target_`; a ConfigError if it cannot be."""
-    from hydra.utils import get_object
-
-    target = node.get("_target_")
-    if not isinstance(target, str):
-        raise ConfigError(f"{key} has no _target_: name the function or class that builds it.")
+def target_of(key: str, target: Any) -> Any:
+    """Import the callable `key._target_` names (`package.module.name`); a ConfigError if not."""
+    if not isinstance(target, str) or "." not in target:
+        raise ConfigError(f"{key}._target_={target!r} is not allowed: name a module.function.")
+    module_name, _, name = target.rpartition(".")
+    problem = f"{key}._target_={target} cannot be imported"
     try:
-        return get_object(target)
-    except Exception as error:
-        cause = error.__cause__ or error
-        raise ConfigError(
-            f"{key}._target_={target} cannot be imported ({str(cause).splitlines()[0]}); "
-            "check the name, and that its module is on PYTHONPATH."
-        ) from None
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"{problem} ({error}); is its module on PYTHONPATH?") from None
+    if not hasattr(module, name):
+        raise ConfigError(f"{problem}: module {module_name} has no {name}.")
+    return getattr(module, name)
+
+
+def annotations(target: Any) -> dict[str, Any]:
+    """Each parameter's annotation, resolved one by one: a name that only type checkers import
+    (a return type, say) leaves the others checked. A class is described by its __init__."""
+    function = target.__init__ if inspect.isclass(target) else target
+    hints = {}
+    for name, parameter in inspect.signature(target).parameters.items():
+        hint = parameter.annotation
+        if isinstance(hint, str):  # `from __future__ import annotations`
+            try:
+                hint = eval(hint, getattr(function, "__globals__", {}))
+            except Exception:
+                continue
+        if hint is not parameter.empty:
+            hints[name] = hint
+    return hints
 
 
 def check(key: str, node: DictConfig) -> None:
@@ -35,31 +50,25 @@ def check(key: str, node: DictConfig) -> None:
     annotations declare, strictly ("3" is not 3: the builder gets the values as they are)."""
     import pydantic
 
-    target = target_of(key, node)
+    target = target_of(key, node._target_)
     knobs = {
         name: value
         for name, value in OmegaConf.to_container(node, resolve=True).items()
         if not name.startswith("_")
     }
+    parameters = inspect.signature(target).parameters
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     supplied = SUPPLIED.get(key, ())
     if given := sorted(set(knobs) & set(supplied)):
         raise ConfigError(f"{key}.{given[0]} is set by the runner from the data; remove it.")
-    signature = inspect.signature(target)
-    try:
-        hints = typing.get_type_hints(target, include_extras=True)
-    except Exception:  # one name does not resolve (e.g. a return type imported for type checkers)
-        hints = {
-            name: hint
-            for name, parameter in signature.parameters.items()
-            if not isinstance(hint := parameter.annotation, str) and hint is not parameter.empty
-        }
-    fields, open_ended = {}, False
-    for name, parameter in signature.parameters.items():
-        if parameter.kind is parameter.VAR_KEYWORD:
-            open_ended = True
-        elif name not in supplied and parameter.kind is not parameter.VAR_POSITIONAL:
-            default = ... if parameter.default is parameter.empty else parameter.default
-            fields[name] = (hints.get(name, Any), default)
+    if not open_ended and (missing := [name for name in supplied if name not in parameters]):
+        raise ConfigError(f"{key}: {node._target_} must take {' and '.join(missing)} arguments.")
+    hints = annotations(target)
+    fields = {
+        name: (hints.get(name, Any), ... if p.default is p.empty else p.default)
+        for name, p in parameters.items()
+        if name not in supplied and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
     schema = pydantic.create_model(
         node._target_,
         __config__=pydantic.ConfigDict(
@@ -70,26 +79,28 @@ def check(key: str, node: DictConfig) -> None:
     try:
         schema.model_validate(knobs)
     except pydantic.ValidationError as error:
-        raise ConfigError(explain(key, node._target_, signature, error.errors()[0])) from None
+        raise ConfigError(explain(key, node._target_, list(fields), error.errors()[0])) from None
 
 
-def explain(key: str, target: str, signature: inspect.Signature, error: dict) -> str:
+def explain(key: str, target: str, knobs: list[str], error: dict) -> str:
     """One line for pydantic's first complaint, naming the knob, the builder and the fix."""
     name = str(error["loc"][0])
     where = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
-        return f"{key}.{name} is not an argument of {target}{signature}; remove it or rename it."
+        takes = ", ".join(knobs) or "no knobs"
+        return f"{key}.{name} is not an argument of {target} (it takes {takes}); fix the name."
     if error["type"] == "missing":
         return f"{key}.{name} is missing: {target} needs it; add it to the {key} config."
     return f"{key}.{where}={error['input']!r} is not allowed: {error['msg'].lower()} ({target})."
 
 
 def build(key: str, node: DictConfig, **supplied: Any) -> Any:
-    """Call the node's `_target_` with its knobs and `supplied`; a builder's ValueError (knobs that
-    do not fit together or the data) becomes a one-line ConfigError."""
+    """Call the node's `_target_` with its knobs and `supplied`. What a config can get wrong (a
+    name that does not import, knobs that do not fit together or the data) is a ConfigError."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
+    target_of(key, node._target_)  # a one-line error for a name that does not import
     try:
         return instantiate(node, **supplied, _convert_="all")
     except InstantiationException as error:
@@ -100,7 +111,5 @@ def build(key: str, node: DictConfig, **supplied: Any) -> Any:
         reason = re.sub(r"\x1b\[[0-9;]*m", "", str(cause)).split("Arguments received by")[0]
         reason = " ".join(reason.split())[:300]
         raise ConfigError(
-            f"{key}: {node._target_} cannot build a model of these knobs ({reason}); change them."
-            if key == "model"
-            else f"{key}: {node._target_} cannot be built ({reason}); change its knobs."
+            f"{key}: {node._target_} cannot be built with these knobs ({reason}); change them."
         ) from None

@@ -1,9 +1,7 @@
 """From command-line overrides to a checked config, alike for the CLI and `run_experiment`."""
 
 import difflib
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,32 +11,30 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mnist_exp.config import flatten, register_configs, validate
 from mnist_exp.errors import ConfigError, exit_with
+from mnist_exp.job import Job
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 register_configs()
 
 
-@dataclass(frozen=True)
-class Job:
-    """What Hydra knows of one run: where it writes, how it was asked for, which sweep it is in."""
-
-    output_dir: Path
-    overrides: tuple[str, ...]
-    choices: dict[str, str]  # config group -> option, e.g. {"model": "cnn_bn"}
-    sweep_dir: str | None = None  # set for a job of a multirun
-    number: int = 0  # the job's number in its sweep
-
-
-def job_of(hydra: DictConfig, output_dir: str | Path) -> Job:
+def job_of(hydra: DictConfig, output_dir: str | Path, in_sweep: bool) -> Job:
     """The Job of a `hydra` node: Hydra's runtime config, or the one `compose_config` returns."""
-    multirun = hydra.mode is not None and str(hydra.mode).endswith("MULTIRUN")
     return Job(
         output_dir=Path(output_dir).resolve(),
         overrides=tuple(hydra.overrides.task),
         choices=dict(chosen(hydra)),
-        sweep_dir=hydra.sweep.dir if multirun else None,
-        number=hydra.job.num if multirun else 0,
+        sweep_dir=hydra.sweep.dir if in_sweep else None,
+        number=hydra.job.num if in_sweep else 0,
     )
+
+
+def chosen(hydra: DictConfig) -> list[tuple[str, str]]:
+    """(group, option) of each of the project's config groups that has one."""
+    return [
+        (group, str(option))
+        for group, option in hydra.runtime.choices.items()
+        if option is not None and not group.startswith(("hydra", "schema")) and "@" not in group
+    ]
 
 
 def compose_config(overrides: Sequence[str]) -> tuple[DictConfig, DictConfig]:
@@ -111,8 +107,10 @@ def given(overrides: Sequence[str], key: str) -> str:
 
 def check_overrides(overrides: Sequence[str]) -> None:
     """Compose and validate what these overrides ask for, before Hydra starts anything. In a
-    sweep, each value a swept key takes is checked once (beside the fixed overrides); a search's
-    intervals are left to the search."""
+    sweep: every combination of the swept config groups (model=mlp,cnn_bn), each with every value
+    of each other swept key; a search's intervals are left to the search."""
+    from itertools import product
+
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Glob
     from hydra.errors import OverrideParseException
@@ -122,69 +120,25 @@ def check_overrides(overrides: Sequence[str]) -> None:
     except OverrideParseException as error:
         raise unparsable(overrides, error) from None
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    variants = [fixed]
-    for override in parsed:
-        if override.is_discrete_sweep() and not isinstance(override.value(), Glob):
-            key = override.get_key_element()
-            variants += [[*fixed, f"{key}={value}"] for value in override.sweep_string_iterator()]
-    for variant in variants:
-        validate(compose_config(variant)[0])
+    swept = {
+        o.get_key_element(): [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+        for o in parsed
+        if o.is_discrete_sweep() and not isinstance(o.value(), Glob)
+    }
+    if "model" in swept and any(o.startswith("hparams_search=") for o in fixed):
+        raise ConfigError(
+            "model is swept, but a search explores one architecture's space "
+            "(conf/hparams_search/space/): run one search per model=."
+        )
+    knobs = [value for key, values in swept.items() if not is_group(key) for value in values]
+    for combination in product(*(values for key, values in swept.items() if is_group(key))):
+        for knob in [None, *knobs]:
+            validate(compose_config([*fixed, *combination, *([knob] if knob else [])])[0])
 
 
-def describe(overrides: Sequence[str], resolve: bool = False) -> str:
-    """`--cfg job`: the composed config as YAML, each knob with its config file's comment."""
-    cfg, hydra = compose_config(overrides)
-    comments: dict[str, str] = {}
-    sources = [Path(s.path) for s in hydra.runtime.config_sources if s.schema == "file"]
-    files = [("", "config")] + [(group, f"{group}/{option}") for group, option in chosen(hydra)]
-    for package, name in files:
-        path = next((s / f"{name}.yaml" for s in sources if (s / f"{name}.yaml").is_file()), None)
-        if path is not None:
-            text = path.read_text()
-            prefix = "" if "@package _global_" in text else f"{package}." if package else ""
-            comments.update(yaml_comments(text, prefix))
-    lines = []
-    for path, line in yaml_paths(OmegaConf.to_yaml(cfg, resolve=resolve)):
-        lines.append(f"{line:<40}  # {comments[path]}" if path in comments else line)
-    return "\n".join(lines) + "\n"
-
-
-def chosen(hydra: DictConfig) -> list[tuple[str, str]]:
-    """(group, option) of each of the project's config groups, in the order Hydra composed them."""
-    return [
-        (group, str(option))
-        for group, option in hydra.runtime.choices.items()
-        if option is not None and not group.startswith(("hydra", "schema")) and "@" not in group
-    ]
-
-
-KEY_LINE = re.compile(r"^(\s*)([\w.]+):")
-
-
-def yaml_paths(text: str) -> list[tuple[str | None, str]]:
-    """Each line of block YAML with the dotted path of the key it sets (None for other lines)."""
-    stack: list[tuple[int, str]] = []
-    out = []
-    for line in text.splitlines():
-        match = KEY_LINE.match(line)
-        if not match or line.lstrip().startswith("#"):
-            out.append((None, line))
-            continue
-        indent = len(match.group(1))
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        stack.append((indent, match.group(2)))
-        out.append((".".join(key for _, key in stack), line))
-    return out
-
-
-def yaml_comments(text: str, prefix: str) -> dict[str, str]:
-    """{"model.dropout": "after each stage"} from the `key: value  # comment` lines of a file."""
-    comments = {}
-    for path, line in yaml_paths(text):
-        if path is not None and path != "defaults" and " # " in line:
-            comments[prefix + path] = line.split(" # ", 1)[1].strip()
-    return comments
+def is_group(key: str) -> bool:
+    """Whether an override's key selects a config group option (model=...) rather than a value."""
+    return (CONF_DIR / key).is_dir() or "/" in key
 
 
 class CheckOutputDir(Callback):

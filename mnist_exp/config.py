@@ -146,8 +146,12 @@ class MlflowConfig:
 
     def __post_init__(self) -> None:
         name = self.registered_model
+        try:
+            ok = name is None or bool(name.format(model="cnn"))
+        except (ValueError, KeyError, IndexError):
+            ok = False
         require(
-            name is None or (name != "" and "{" not in name.replace("{model}", "")),
+            ok,
             "mlflow.registered_model",
             name,
             "use a name, where {model} stands for the architecture (model=...), or null",

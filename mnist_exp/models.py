@@ -41,9 +41,8 @@ def lenet5(
     f6_units: Count = 84,
     activation: str = "tanh",
 ) -> "keras.Model":
-    """LeCun et al. (1998), layers named as in the paper. Adapted: C1 pads 28x28 by 2 ('same'),
-    which is the paper's 32x32 input; C3 sees every C1 map (the paper wired each to a subset);
-    pooling has no trainable scale; the output is a softmax, not the paper's RBF units."""
+    """LeNet-5 (LeCun et al. 1998), layers named as in the paper; how it is adapted to 28x28
+    images and a softmax output: conf/model/lenet5.yaml."""
     import keras
 
     return keras.Sequential(

@@ -7,52 +7,38 @@ around the same `experiment`, for single runs and for each job of a sweep.
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mnist_exp import sweep
 from mnist_exp.compose import (
     CONF_DIR,
-    Job,
     check_overrides,
     check_writable,
     compose_config,
-    describe,
     job_of,
 )
 from mnist_exp.config import validate
+from mnist_exp.describe import describe
 from mnist_exp.errors import MnistExpError, exit_with
-
-
-@dataclass(frozen=True)
-class Result:
-    """A finished run: its MLflow run id and its best checkpoint's figures."""
-
-    run_id: str
-    val_accuracy: float
-    test_accuracy: float
-    epochs: int  # epochs trained
-    seconds: float  # training time
-    output_dir: Path
-    reused: bool = False  # an identical FINISHED run was reused (skip_finished=true)
+from mnist_exp.job import Job, Result
 
 
 def run_experiment(overrides: Sequence[str] = ()) -> Result:
     """Run one experiment in this process, exactly as `python -m mnist_exp.run *overrides`, without
     Hydra's runtime. A user's mistake raises a MnistExpError carrying the CLI's one-line message."""
     cfg, hydra_node = compose_config(overrides)
-    job = job_of(hydra_node, hydra_node.run.dir)
-    check_writable("hydra.run.dir", job.output_dir)
-    return experiment(cfg, job)
+    return experiment(cfg, job_of(hydra_node, hydra_node.run.dir, in_sweep=False))
 
 
 def experiment(cfg: DictConfig, job: Job) -> Result:
     """The story of one run."""
     config = validate(cfg)
+    check_writable("hydra.run.dir", job.output_dir)
     # Heavy imports only now, so `--help` and `--cfg job` answer at once.
     from mnist_exp import tracking
     from mnist_exp.build import build
@@ -60,9 +46,6 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
     from mnist_exp.evaluate import evaluate
     from mnist_exp.train import best_epoch, seed_everything, set_precision, train
 
-    # Ctrl-C and SIGTERM stop cleanly, even where a parent shell ignored SIGINT (nohup, `&`).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     tracking.use_store(config.mlflow)  # an unreachable store fails now, not after training
     if config.skip_finished and (twin := tracking.finished_twin(cfg)):
         print(f"Skipped: this exact config already finished as run {twin.info.run_id}.")
@@ -105,7 +88,7 @@ def reused(run) -> Result:
         test_accuracy=metrics["test_accuracy"],
         epochs=int(metrics["epochs_run"]),
         seconds=metrics["train_seconds"],
-        output_dir=Path(run.data.tags.get("output_dir", "")),
+        output_dir=Path(run.data.tags["output_dir"]) if "output_dir" in run.data.tags else None,
         reused=True,
     )
 
@@ -114,8 +97,12 @@ def reused(run) -> Result:
 def main(cfg: DictConfig) -> float | None:
     """Hydra's task, one run or one job of a sweep; returns the best validation accuracy."""
     hydra_node = HydraConfig.get()
-    job = job_of(hydra_node, hydra_node.runtime.output_dir)
-    if job.sweep_dir is not None:
+    in_sweep = hydra_node.mode == RunMode.MULTIRUN
+    job = job_of(hydra_node, hydra_node.runtime.output_dir, in_sweep)
+    # Ctrl-C and SIGTERM stop cleanly, even where a parent shell ignored SIGINT (nohup, `&`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if in_sweep:
         return sweep.run_job(lambda: experiment(cfg, job), job)
     try:
         return experiment(cfg, job).val_accuracy

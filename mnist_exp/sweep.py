@@ -9,16 +9,13 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mnist_exp.compose import Job
 from mnist_exp.errors import MnistExpError, exit_with
-
-if TYPE_CHECKING:
-    from mnist_exp.run import Result
+from mnist_exp.job import Job, Result
 
 PARENT_ENV = "MNIST_EXP_SWEEP_RUN_ID"  # how jobs, in any launcher's process, find their parent
 RESULT_FILE = "result.json"  # one per job directory: what the sweep summary is made of
@@ -30,7 +27,7 @@ def parent_run_id(job: Job) -> str | None:
     return os.environ.get(PARENT_ENV) if job.sweep_dir is not None else None
 
 
-def run_job(experiment: "Callable[[], Result]", job: Job) -> float | None:
+def run_job(experiment: Callable[[], Result], job: Job) -> float | None:
     """Run one job of a sweep and write its row of the summary. A failed job is recorded and
     returns None, so the sweep goes on; Ctrl-C ends the sweep."""
     try:

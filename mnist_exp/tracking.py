@@ -20,7 +20,6 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.compose import Job
 from mnist_exp.config import BEST_FILE, STATE_FILE, MlflowConfig, flatten
 from mnist_exp.errors import MnistExpError
 from mnist_exp.evaluate import (
@@ -30,6 +29,7 @@ from mnist_exp.evaluate import (
     curves_figure,
     misclassified_figure,
 )
+from mnist_exp.job import Job
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

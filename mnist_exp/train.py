@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -108,13 +109,21 @@ def build_callbacks(
 
 class StopOnSignal(keras.callbacks.Callback):
     """The first Ctrl-C or SIGTERM stops training at the end of the current batch, a safe point
-    for TensorFlow (an exception raised mid-step can crash it); a second one exits at once."""
+    for TensorFlow (an exception raised mid-step can crash it); a second one exits at once.
+    Only the main thread can take signals: elsewhere (a server's worker) this does nothing."""
 
     def __init__(self):
         super().__init__()
         self.requested = False
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self.request)
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self.request)
+
+    def restore(self) -> None:
+        """Give the signals back to the handlers they had before training."""
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
     def request(self, signum, frame):
         if self.requested:
@@ -191,8 +200,9 @@ def train(
         model.optimizer.build(model.trainable_variables)  # so its saved state is loaded too
         model.load_weights(work_dir / LAST_FILE)
     checkpoint, stopping = build_callbacks(cfg.callbacks, work_dir / BEST_FILE)
+    stop = StopOnSignal()
     callbacks = [
-        StopOnSignal(),
+        stop,
         keras.callbacks.TerminateOnNaN(),
         EpochTimer(len(data.x_train)),
         checkpoint,
@@ -202,9 +212,8 @@ def train(
     ]
     try:
         fit(model, data, cfg, state["epoch"], callbacks)
-    finally:  # outside training, a signal raises KeyboardInterrupt right away again
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, signal.default_int_handler)
+    finally:  # outside training, a signal does what it did before (the CLI: KeyboardInterrupt)
+        stop.restore()
     losses = state["history"].get("loss", [])
     if not losses or not np.all(np.isfinite(losses)):
         learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))

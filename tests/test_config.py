@@ -5,8 +5,11 @@ import re
 import keras
 import numpy as np
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from hydra_plugins.mnist_exp_optuna import distribution
+from hydra_plugins.mnist_exp_optuna import override as trial_override
 from mnist_exp.build import build
 from mnist_exp.compose import check_overrides, compose_config
 from mnist_exp.config import AdadeltaConfig, Config, flatten, validate
@@ -39,15 +42,34 @@ def test_every_group_option_composes_and_builds(option):
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_the_search_space_fits_every_architecture(name):
     """hparams_search=optuna searches the shared knobs plus the architecture's own, and every
-    dimension is a knob of this config whose listed values pass its checks."""
-    cfg, hydra = compose_config(["hparams_search=optuna", f"model={name}"])
+    value the sweeper can suggest, written as it writes a trial's override, passes the checks."""
+    search = ["hparams_search=optuna", f"model={name}"]
+    cfg, hydra = compose_config(search)
     space = OmegaConf.to_container(hydra.sweeper.params)
     assert {"optimizer.learning_rate", "batch_size"} < set(space)
     assert any(key.startswith("model.") for key in space)
     assert set(space) <= set(flatten(OmegaConf.to_container(cfg)))
-    check_overrides(
-        ["hparams_search=optuna", f"model={name}", *(f"{k}={v}" for k, v in space.items())]
-    )
+    for dimension in OverridesParser.create().parse_overrides(
+        [f"{k}={v}" for k, v in space.items()]
+    ):
+        found = distribution(dimension)
+        values = getattr(found, "choices", None) or (found.low, found.high)
+        for value in values:
+            trial = trial_override(dimension.get_key_element(), value)
+            validate(compose_config([*search, trial])[0])
+
+
+def test_a_sweep_is_checked_for_each_architecture_it_names():
+    check_overrides(["model=mlp,cnn_bn", "model.dropout=0.1,0.3"])  # a knob both of them have
+    with pytest.raises(ConfigError, match=r"^model.dropout is not a config key"):
+        check_overrides(["model=mlp,cnn", "model.dropout=0.3"])  # the seed CNN has two rates
+    with pytest.raises(ConfigError, match=r"^model.dropout=1.5 is not allowed"):
+        check_overrides(["model=mlp,cnn_bn", "model.dropout=0.1,1.5"])  # each value is checked
+
+
+def test_a_search_over_several_architectures_is_refused():
+    with pytest.raises(ConfigError, match="run one search per model="):
+        check_overrides(["hparams_search=optuna", "model=mlp,cnn_bn"])
 
 
 def test_a_run_that_does_not_search_has_no_search_space():
@@ -124,6 +146,11 @@ CLI_MISTAKES = [
     ("-m optimizer=adam,adamm", "optimizer=adamm is not an option: choose one of adadelta,"),
     ("-m model=mlp,cnn optimizer.learning_rate=0", "optimizer.learning_rate=0.0 is not allowed"),
     ("mlflow.registered_model='{arch}'", "mlflow.registered_model='{arch}' is not allowed: use"),
+    ("mlflow.registered_model='mnist}'", "mlflow.registered_model='mnist}' is not allowed: use"),
+    (
+        "model._target_=mnist_exp.models.nope",
+        "model._target_=mnist_exp.models.nope cannot be imported: module mnist_exp.models has no",
+    ),
     ("optimizer.learning_rate=0", "optimizer.learning_rate=0.0 is not allowed: use > 0."),
     ("optimizer.learning_rate=-0.1", "optimizer.learning_rate=-0.1 is not allowed: use > 0."),
     ("dataset.val_size=60000", "dataset.val_size=60000 is not allowed: use 1..59999."),

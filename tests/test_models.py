@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from mnist_exp import models, run_experiment
-from mnist_exp.build import build
+from mnist_exp.build import build, check
 from mnist_exp.compose import compose_config
 from mnist_exp.config import validate
 from mnist_exp.errors import ConfigError
@@ -77,7 +77,9 @@ def test_sizes_are_config_knobs():
 
 
 def test_knobs_that_do_not_fit_the_image_are_one_config_error():
-    with pytest.raises(ConfigError, match=r"^model: mnist_exp.models.cnn cannot build a model"):
+    with pytest.raises(
+        ConfigError, match=r"^model: mnist_exp.models.cnn cannot be built with these knobs"
+    ):
         built("model.pool_size=30")  # 24x24 maps cannot be pooled 30x30
 
 
@@ -139,6 +141,64 @@ def test_each_architecture_learns_in_one_short_epoch_in_process(name, tmp_path, 
     assert champion.run_id == result.run_id
 
 
+USER_ZOO = """\
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from annotated_types import Ge
+
+if TYPE_CHECKING:
+    import keras
+
+
+def wide(input_shape, num_classes, width: Annotated[int, Ge(1)] = 8) -> keras.Model:
+    raise AssertionError("checking a config never builds")
+
+
+class Narrow:
+    def __init__(self, input_shape, num_classes, width: Annotated[int, Ge(1)] = 8) -> None:
+        raise AssertionError("checking a config never builds")
+
+
+def no_shape(num_classes, width: int = 8) -> keras.Model:
+    raise AssertionError("checking a config never builds")
+"""
+
+
+@pytest.fixture
+def user_zoo(tmp_path, monkeypatch):
+    """A user's module of builders, importable as `user_zoo`."""
+    (tmp_path / "user_zoo.py").write_text(USER_ZOO)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+@pytest.mark.parametrize("target", ["user_zoo.wide", "user_zoo.Narrow"])
+def test_a_users_annotations_are_checked_in_any_style(target, user_zoo):
+    check("model", OmegaConf.create({"_target_": target, "width": 3}))
+    with pytest.raises(ConfigError) as error:
+        check("model", OmegaConf.create({"_target_": target, "width": 0}))
+    assert str(error.value) == (
+        f"model.width=0 is not allowed: input should be greater than or equal to 1 ({target})."
+    )
+    with pytest.raises(ConfigError, match=r"model.width='3' is not allowed: input should be a"):
+        check("model", OmegaConf.create({"_target_": target, "width": "3"}))
+
+
+def test_a_builder_must_take_what_the_runner_passes(user_zoo):
+    with pytest.raises(ConfigError, match=r"^model: user_zoo.no_shape must take input_shape "):
+        check("model", OmegaConf.create({"_target_": "user_zoo.no_shape"}))
+
+
+def test_an_optimizer_target_that_does_not_exist_is_one_config_error():
+    with pytest.raises(ConfigError) as error:
+        build("optimizer", OmegaConf.create({"_target_": "keras.optimizers.Adamm"}))
+    assert str(error.value) == (
+        "optimizer._target_=keras.optimizers.Adamm cannot be imported: "
+        "module keras.optimizers has no Adamm."
+    )
+
+
 def test_run_experiment_refuses_a_bad_knob_before_anything_is_tracked(tmp_path):
     store = tmp_path / "mlflow.db"
     with pytest.raises(ConfigError, match=r"model.dropout=1.5 is not allowed"):
@@ -197,7 +257,6 @@ def test_a_users_architecture_is_one_function_and_one_yaml_outside_the_package(t
     typo = run_module("mnist_exp.run", *common, "model=typo", cwd=tmp_path, env=user, timeout=120)
     assert typo.returncode == 2
     assert typo.stderr.strip().splitlines()[-1] == (
-        "error: model.widht is not an argument of my_models.tiny(input_shape, num_classes, "
-        "width=8); remove it or rename it."
+        "error: model.widht is not an argument of my_models.tiny (it takes width); fix the name."
     )
     assert "Traceback" not in typo.stderr

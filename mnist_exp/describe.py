@@ -1,0 +1,59 @@
+"""`--cfg job`: the composed config as YAML, each knob with the comment of the file that set it."""
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from mnist_exp.compose import chosen, compose_config
+
+
+def describe(overrides: Sequence[str], resolve: bool = False) -> str:
+    """`--cfg job`: the composed config as YAML, each knob with its config file's comment."""
+    cfg, hydra = compose_config(overrides)
+    sources = [Path(s.path) for s in hydra.runtime.config_sources if s.schema == "file"]
+    files = [("", "config")] + [(group, f"{group}/{option}") for group, option in chosen(hydra)]
+    texts = []
+    for package, name in files:
+        path = next((s / f"{name}.yaml" for s in sources if (s / f"{name}.yaml").is_file()), None)
+        if path is not None:
+            text = path.read_text()
+            texts.append(("", text) if "@package _global_" in text else (package, text))
+    comments: dict[str, str] = {}
+    # Global files (experiment=...) override the groups' values, so their comments win too.
+    for package, text in sorted(texts, key=lambda item: "@package _global_" in item[1]):
+        comments.update(yaml_comments(text, f"{package}." if package else ""))
+    lines = []
+    for path, line in yaml_paths(OmegaConf.to_yaml(cfg, resolve=resolve)):
+        lines.append(f"{line:<40}  # {comments[path]}" if path in comments else line)
+    return "\n".join(lines) + "\n"
+
+
+KEY_LINE = re.compile(r"^(\s*)([\w.]+):")
+
+
+def yaml_paths(text: str) -> list[tuple[str | None, str]]:
+    """Each line of block YAML with the dotted path of the key it sets (None for other lines)."""
+    stack: list[tuple[int, str]] = []
+    out = []
+    for line in text.splitlines():
+        match = KEY_LINE.match(line)
+        if not match or line.lstrip().startswith("#"):
+            out.append((None, line))
+            continue
+        indent = len(match.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, match.group(2)))
+        out.append((".".join(key for _, key in stack), line))
+    return out
+
+
+def yaml_comments(text: str, prefix: str) -> dict[str, str]:
+    """{"model.dropout": "after each stage"} from the `key: value  # comment` lines of a file."""
+    comments = {}
+    for path, line in yaml_paths(text):
+        if path is not None and path != "defaults" and " # " in line:
+            comments[prefix + path] = line.split(" # ", 1)[1].strip()
+    return comments
