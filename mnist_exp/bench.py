@@ -135,15 +135,22 @@ def in_subprocess(function: str, *args) -> dict:
 def bench_training(
     limit: int | None, epochs: int, repeats: int, workdir: Path, deterministic: bool
 ) -> tuple:
-    """Plain Keras fp32 vs the project in fp32, at its default precision (`auto`: bf16 on CPUs with
-    native bfloat16) and, if asked, fp32 deterministic, alternating, on the same data; the first
-    epoch of each run is warm-up. Returns table rows and the accuracies."""
+    """Plain Keras in fp32 and mixed_bfloat16 vs the project in fp32, at its default precision
+    (`auto`: bf16 on CPUs with native bfloat16), with system metrics off and, if asked, fp32
+    deterministic, alternating, on the same data; the first epoch of each run is warm-up. Returns
+    table rows and the accuracies."""
     contenders = {
         "plain Keras model.fit, fp32": lambda: in_subprocess(
             "plain_keras", limit, epochs, "float32"
         ),
+        "plain Keras model.fit, mixed_bfloat16": lambda: in_subprocess(
+            "plain_keras", limit, epochs, "mixed_bfloat16"
+        ),
         "project run, fp32": lambda: project_run(limit, epochs, ["precision=fp32"], workdir),
         "project run, default": lambda: project_run(limit, epochs, [], workdir),
+        "project run, default, system metrics off": lambda: project_run(
+            limit, epochs, ["mlflow.system_metrics=false"], workdir
+        ),
     }
     if deterministic:
         contenders["project run, fp32, deterministic"] = lambda: project_run(
@@ -158,6 +165,28 @@ def bench_training(
             accuracy[name].append(result["test_accuracy"])
     rows = [row(f"training, {name}", rates[name], "samples/s") for name in contenders]
     return rows, {name: statistics.median(a) for name, a in accuracy.items()}
+
+
+def bench_system_metrics(seconds: float, repeats: int, workdir: Path) -> dict:
+    """CPU time of MLflow's system-metrics sampler (one sample a second) as a share of the
+    machine's CPU time: what it can take from training, which keeps every core busy."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'system.db'}")
+    mlflow.set_system_metrics_sampling_interval(1)
+    for sampled in (False, True):  # warm-up: the store's creation, the sampler's imports
+        with mlflow.start_run(log_system_metrics=sampled):
+            time.sleep(1.5)
+    shares = []
+    for _ in range(repeats):
+        cpu = {}
+        for sampled in (False, True):
+            start = time.process_time()
+            with mlflow.start_run(log_system_metrics=sampled):
+                time.sleep(seconds)
+            cpu[sampled] = time.process_time() - start
+        shares.append((cpu[True] - cpu[False]) / (seconds * os.cpu_count()))
+    return row("system metrics sampler CPU / machine CPU", shares, "%", 100)
 
 
 def bench_logging(epoch_seconds: float, repeats: int, workdir: Path) -> dict:
@@ -301,8 +330,12 @@ def main() -> None:
     test_images = fetch_mnist(DatasetConfig())["x_test"]
     with tempfile.TemporaryDirectory() as workdir:
         rows, accuracy = bench_training(limit, epochs, repeats, Path(workdir), not args.quick)
-        epoch_seconds = (limit or 55000) / rows[1]["median"]
+        project_fp32 = next(r for r in rows if r["name"] == "training, project run, fp32")
+        epoch_seconds = (limit or 55000) / project_fp32["median"]
         rows.append(bench_logging(epoch_seconds, calls, Path(workdir)))
+        rows.append(
+            bench_system_metrics(3 if args.quick else 10, 1 if args.quick else 3, Path(workdir))
+        )
         rows += bench_prediction(test_images, calls)
         model_path = untrained_model(Path(workdir))
         rows.append(
@@ -313,9 +346,14 @@ def main() -> None:
 
     by_name = {r["name"]: r["median"] for r in rows}
     plain = by_name["training, plain Keras model.fit, fp32"]
+    default = by_name["training, project run, default"]
     ratios = {
         "project fp32 / plain Keras fp32": by_name["training, project run, fp32"] / plain,
-        "project default / plain Keras fp32": by_name["training, project run, default"] / plain,
+        "project default / plain Keras fp32": default / plain,
+        "project default / plain Keras mixed_bfloat16": default
+        / by_name["training, plain Keras model.fit, mixed_bfloat16"],
+        "project default / same, system metrics off": default
+        / by_name["training, project run, default, system metrics off"],
         "model.predict / predict_digit (1 image)": by_name["model.predict, 1 image"]
         / by_name["predict_digit, 1 image"],
     }

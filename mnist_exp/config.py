@@ -143,6 +143,8 @@ class MlflowConfig:
     experiment_name: str = "mnist_exp"
     registered_model: str | None = "mnist-{model}"
     alias: str = "champion"
+    system_metrics: bool = True
+    system_metrics_interval: float = 1.0
 
     def __post_init__(self) -> None:
         name = self.registered_model
@@ -155,6 +157,12 @@ class MlflowConfig:
             "mlflow.registered_model",
             name,
             "use a name, where {model} stands for the architecture (model=...), or null",
+        )
+        require(
+            self.system_metrics_interval > 0,
+            "mlflow.system_metrics_interval",
+            self.system_metrics_interval,
+            "use > 0 (seconds)",
         )
 
 

@@ -53,6 +53,7 @@ class Mnist:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    source: str = ""  # the file or directory the verified arrays were read from
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -61,6 +62,21 @@ class Mnist:
     @property
     def num_classes(self) -> int:
         return self.y_train.shape[1]
+
+    def splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """(images, labels) of each split, named as MLflow's dataset contexts name them."""
+        return {
+            "training": (self.x_train, self.y_train),
+            "validation": (self.x_val, self.y_val),
+            "test": (self.x_test, self.y_test),
+        }
+
+
+def digest(images: np.ndarray, labels: np.ndarray) -> str:
+    """Identifies a split by its exact images and labels: the same data, the same digest."""
+    sha = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    sha.update(np.ascontiguousarray(labels).tobytes())
+    return sha.hexdigest()[:12]
 
 
 def parse_idx(raw: bytes, name: str) -> np.ndarray:
@@ -213,10 +229,12 @@ def load_mnist(cfg: DatasetConfig) -> Mnist:
     raw = fetch_mnist(cfg)
     split = len(raw["x_train"]) - cfg.val_size
     train_end = split if cfg.limit is None else cfg.limit
+    source = Path(cfg.source_dir or Path(cfg.cache_dir) / CACHE_FILE).expanduser().resolve()
     return Mnist(
         *preprocess(raw["x_train"][:train_end], raw["y_train"][:train_end]),
         *preprocess(raw["x_train"][split:], raw["y_train"][split:]),
         *preprocess(raw["x_test"], raw["y_test"]),
+        source=str(source),
     )
 
 

@@ -140,3 +140,24 @@ def sweep_figure(rows: list[dict], curves: dict[str, list[float]]) -> Figure:
         lines.legend(fontsize=7)
     figure.tight_layout()
     return figure
+
+
+def architecture_figure(model: keras.Model) -> Figure:
+    """The model layer by layer, input at the top: each layer's type and output shape, and a bar
+    for its parameters (log scale), so one sees where the weights are."""
+    layers = model.layers
+    labels = [f"{type(layer).__name__} {tuple(layer.output.shape[1:])}" for layer in layers]
+    counts = [layer.count_params() for layer in layers]
+    figure = Figure(figsize=(8, 0.28 * len(layers) + 1.2))
+    axes = figure.subplots()
+    axes.barh(range(len(layers)), [max(c, 0.8) for c in counts], color="tab:blue")
+    for y, count in enumerate(counts):
+        axes.text(max(count, 1), y, f" {count:,}" if count else "", va="center", fontsize=7)
+    axes.set_yticks(range(len(layers)), labels, fontsize=7)
+    axes.invert_yaxis()
+    axes.set_xscale("log")
+    axes.set_xlim(0.8, max(counts) * 20)
+    axes.set_xlabel("parameters")
+    axes.set_title(f"{model.name}: {model.count_params():,} parameters", fontsize=9)
+    figure.tight_layout()
+    return figure

@@ -59,11 +59,15 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
     extra_params = {"precision_used": precision, "model_params": model.count_params()}
     parent = sweep.parent_run_id(job)
     with tracking.start_run(cfg, job, work_dir, config.resume, parent, extra_params) as run:
+        if not config.resume:
+            tracking.log_datasets(data)
+            tracking.log_model_card(model)
         history = train(model, optimizer, data, config, work_dir, [tracking.MlflowMetrics()])
         report = evaluate(model, data)
         best = best_epoch(history, config.callbacks.checkpoint)
         tracking.log_evaluation(history, best, report, data.x_test)
         tracking.log_model(model, job, report.val.accuracy, config.mlflow)
+        tracking.describe_run(job)
     print(
         f"\nval accuracy {report.val.accuracy:.4f} | test accuracy {report.test.accuracy:.4f} | "
         f"{len(history['loss'])} epochs (best {best + 1}) | run {run.info.run_id}\n"

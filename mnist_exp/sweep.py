@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from mnist_exp.errors import MnistExpError, exit_with
 from mnist_exp.job import Job, Result
+from mnist_exp.notes import sweep_note
 
 PARENT_ENV = "MNIST_EXP_SWEEP_RUN_ID"  # how jobs, in any launcher's process, find their parent
 RESULT_FILE = "result.json"  # one per job directory: what the sweep summary is made of
@@ -175,9 +176,11 @@ def summarise(run_id: str, rows: list[dict[str, Any]]) -> None:
         f"\nSweep summary: {len(finished)} of {len(rows)} jobs finished "
         f"(shared overrides: {shared or 'none'})\n{table}"
     )
-    if not finished:
+    best = max(finished, key=lambda row: row["val_accuracy"]) if finished else None
+    overrides = client.get_run(run_id).data.tags.get("overrides", "").split()
+    client.set_tag(run_id, "mlflow.note.content", sweep_note(overrides, rows, best))
+    if best is None:
         return
-    best = max(finished, key=lambda row: row["val_accuracy"])
     client.log_metric(run_id, "best_job_val_accuracy", best["val_accuracy"])
     client.log_metric(run_id, "best_job_test_accuracy", best["test_accuracy"])
     client.set_tag(run_id, "best_run_id", best["run_id"])

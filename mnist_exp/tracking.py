@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
@@ -20,11 +21,14 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_exp import notes
 from mnist_exp.config import BEST_FILE, STATE_FILE, MlflowConfig, flatten
+from mnist_exp.data import Mnist, digest
 from mnist_exp.errors import MnistExpError
 from mnist_exp.evaluate import (
     Report,
     SplitReport,
+    architecture_figure,
     confusion_figure,
     curves_figure,
     misclassified_figure,
@@ -143,8 +147,7 @@ def resume_dir(run_id: str) -> Path:
 
 
 def resume_command(run_id: str, job: Job) -> str:
-    overrides = [o for o in job.overrides if not o.startswith("resume=")]
-    return " ".join(["python -m mnist_exp.run", *overrides, f"resume={run_id}"])
+    return f"{notes.command(job.overrides)} resume={run_id}"
 
 
 @contextmanager
@@ -160,7 +163,9 @@ def start_run(
     reopen `run_id` to resume it. It ends FAILED with the reason, or KILLED on Ctrl-C/SIGTERM with
     the best checkpoint logged."""
     name = None if run_id else run_name(cfg, job)
-    with mlflow.start_run(run_id=run_id, run_name=name) as run:
+    mlflow.set_system_metrics_sampling_interval(cfg.mlflow.system_metrics_interval)
+    system_metrics = cfg.mlflow.system_metrics
+    with mlflow.start_run(run_id=run_id, run_name=name, log_system_metrics=system_metrics) as run:
         try:
             if run_id is None:
                 mlflow.set_tags({**job_tags(job), "config_hash": config_hash(cfg)})
@@ -169,6 +174,7 @@ def start_run(
                 params = flatten(OmegaConf.to_container(cfg, resolve=True))
                 mlflow.log_params({**params, **extra_params})
                 mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+                describe_run(job)
             yield run
         except BaseException as error:
             status = "FAILED"
@@ -183,8 +189,41 @@ def start_run(
                     file=sys.stderr,
                 )
             mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
+            describe_run(job, ending=f"Ended {status}: {type(error).__name__}: {error}"[:1000])
             mlflow.end_run(status)
             raise
+
+
+def describe_run(job: Job, ending: str | None = None) -> None:
+    """The run's description in the UI (its note), written from what it has logged so far."""
+    run = mlflow.get_run(mlflow.active_run().info.run_id)
+    mlflow.set_tag("mlflow.note.content", notes.run_note(run, job.overrides, ending))
+
+
+def log_datasets(data: Mnist) -> None:
+    """The splits as the run's dataset inputs (UI: Datasets), each digested by its exact data."""
+    import mlflow.data
+
+    source = Path(data.source).as_uri()
+    for context, (images, labels) in data.splits().items():
+        with warnings.catch_warnings():  # MLflow registers its local-file source twice, and says so
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_numpy(
+                images,
+                targets=labels,
+                source=source,
+                name=f"mnist-{context}",
+                digest=digest(images, labels),
+            )
+        mlflow.log_input(dataset, context=context)
+
+
+def log_model_card(model: keras.Model) -> None:
+    """The model's layer table with parameter counts, and a figure of where its parameters are."""
+    lines = []
+    model.summary(print_fn=lambda text, line_break=True: lines.append(text))
+    mlflow.log_text("\n".join(lines) + "\n", "model_summary.txt")
+    mlflow.log_figure(architecture_figure(model), "architecture.png")
 
 
 class MlflowMetrics(keras.callbacks.Callback):
@@ -246,6 +285,10 @@ def log_model(model: keras.Model, job: Job, val_accuracy: float, cfg: MlflowConf
         pip_requirements=[f"{p}=={version(p)}" for p in ("tensorflow", "keras")],
     )
     if name:
+        run = mlflow.get_run(mlflow.active_run().info.run_id)
+        MlflowClient().update_model_version(
+            name, info.registered_model_version, notes.version_note(run)
+        )
         promote(name, cfg.alias, info.registered_model_version, val_accuracy)
 
 

@@ -1,6 +1,7 @@
 """Helpers shared by the tests."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,3 +72,23 @@ def user_style_image(digit: np.ndarray, rng: np.random.Generator, kind: str) -> 
     canvas[top : top + side, left : left + side] = patch * (1 - ink) + pen * ink
     image = Image.fromarray(canvas.clip(0, 255).astype(np.uint8), "RGB")
     return image.convert("L") if kind == "png-grey" else image
+
+
+# Chromium as root in a closed network: no sandbox, no calls home.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium() -> str:
+    """Debian's chromium, or the test is skipped saying why."""
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.skip("Debian's chromium is not installed and `make browser` could not install it")
+    return path

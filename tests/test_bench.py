@@ -18,8 +18,11 @@ def test_bench_quick_mode_writes_a_complete_table(tmp_path):
     names = [row["name"] for row in result["rows"]]
     for expected in (
         "training, plain Keras model.fit, fp32",
+        "training, plain Keras model.fit, mixed_bfloat16",
         "training, project run, fp32",
         "training, project run, default",
+        "training, project run, default, system metrics off",
+        "system metrics sampler CPU / machine CPU",
         "MLflow logging per epoch / epoch time",
         "predict_digit, 1 image",
         "model.predict, 1 image",

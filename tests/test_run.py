@@ -102,6 +102,7 @@ def test_divergence_stops_training_and_fails_the_run(tmp_path, tracking_uri):
     [run] = finished_runs(tracking_uri)
     assert run.info.status == "FAILED"
     assert "DivergedError" in run.data.tags["error"]
+    assert "Ended FAILED: DivergedError: Training diverged" in run.data.tags["mlflow.note.content"]
     assert MlflowClient(tracking_uri).search_model_versions("name='mnist-cnn'") == []
 
 

@@ -5,7 +5,6 @@ import io
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import urllib.error
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .helpers import ROOT, free_port, user_style_image, wait_until_up
+from .helpers import CHROMIUM_FLAGS, ROOT, chromium, free_port, user_style_image, wait_until_up
 
 pytestmark = pytest.mark.slow
 
@@ -125,27 +124,11 @@ def test_bad_requests_get_a_one_line_4xx_and_the_server_keeps_serving(server, mn
     assert post(server, png, "image/png")[1]["digit"] == mnist_raw["y_test"][0]
 
 
-def chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.skip("Debian's chromium is not installed and `make browser` could not install it")
-    return path
-
-
 def test_a_digit_drawn_with_the_mouse_in_chromium_is_read(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    flags = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ]
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium(), args=flags)
+        browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 900, "height": 800})
         page.goto(server)
         page.wait_for_function("document.getElementById('model').textContent.includes('runs:/')")

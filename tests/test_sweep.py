@@ -76,6 +76,10 @@ def check_grid(uri: str, tmp_path) -> None:
     assert parent.data.tags["best_run_id"] == best.info.run_id
     assert parent.data.params["best.optimizer"] == best.data.tags["choice.optimizer"]
     assert parent.data.params["best.batch_size"] == best.data.params["batch_size"]
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("Sweep of 4 jobs: 4 finished, 0 did not.")
+    assert "python -m mnist_exp.run -m optimizer=adam,sgd batch_size=64,128" in note
+    assert f"Best on validation: **{best.data.metrics['best_val_accuracy']:.2%}**" in note
 
 
 def test_grid_is_one_parent_run_with_a_child_per_job_and_a_summary(tmp_path, tracking_uri):

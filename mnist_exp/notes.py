@@ -1,0 +1,102 @@
+"""What a person reads in the MLflow UI: a run's description, a sweep's, a model version's."""
+
+import json
+import os
+import platform
+from collections.abc import Sequence
+from functools import cache
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+
+def command(overrides: Sequence[str], multirun: bool = False) -> str:
+    """The command line that runs these overrides again (without `resume=`)."""
+    kept = [o for o in overrides if not o.startswith("resume=")]
+    return " ".join(["python -m mnist_exp.run", *(["-m"] if multirun else []), *kept])
+
+
+@cache
+def machine() -> str:
+    """Host, CPU, cores and the TensorFlow/Keras versions: what a run's speed depends on."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    models = [
+        line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line
+    ]
+    cpu = models[0] if models else platform.processor() or platform.machine()
+    return (
+        f"{platform.node()}: {cpu}, {os.cpu_count()} cores; "
+        f"TensorFlow {version('tensorflow')}, Keras {version('keras')}"
+    )
+
+
+def datasets(run: Any) -> dict[str, tuple[str, str, int]]:
+    """{context: (name, digest, images)} of a run's dataset inputs."""
+    found = {}
+    for item in run.inputs.dataset_inputs:
+        context = next((t.value for t in item.tags if t.key == "mlflow.data.context"), "")
+        rows = json.loads(item.dataset.profile or "{}").get("features_shape", [0])[0]
+        found[context] = (item.dataset.name, item.dataset.digest, rows)
+    return found
+
+
+def run_note(run: Any, overrides: Sequence[str], ending: str | None = None) -> str:
+    """A run's description: what ran, how it did, how to repeat it, on what data and machine."""
+    metrics, params = run.data.metrics, run.data.params
+    if "test_accuracy" in metrics:
+        outcome = (
+            f"Validation accuracy **{metrics['best_val_accuracy']:.2%}**, test accuracy "
+            f"**{metrics['test_accuracy']:.2%}**: the checkpoint of epoch "
+            f"{metrics['best_epoch']:.0f} of {metrics['epochs_run']:.0f}, chosen on validation."
+        )
+    else:
+        outcome = ending or "Training; the figures appear here when the run finishes."
+    data = ", ".join(
+        f"{context} {rows:,} images (`{name}`, digest `{digest}`)"
+        for context, (name, digest, rows) in datasets(run).items()
+    )
+    table = {
+        "architecture": f"`{params.get('model._target_')}`, "
+        f"{int(params.get('model_params', 0)):,} parameters",
+        "optimizer": f"`{params.get('optimizer._target_')}`, learning rate "
+        f"{params.get('optimizer.learning_rate', '?')}, batch {params.get('batch_size')}",
+        "precision": params.get("precision_used", "?"),
+        "training time": f"{metrics['train_seconds'] / 60:.1f} min"
+        if "train_seconds" in metrics
+        else "",
+        "data": data,
+        "machine": machine(),
+    }
+    rows = "\n".join(f"| {key} | {value} |" for key, value in table.items() if value)
+    return (
+        f"**{run.info.run_name}**\n\n{outcome}\n\nRun it again:\n\n"
+        f"```\n{command(overrides)}\n```\n\n| | |\n| --- | --- |\n{rows}\n"
+    )
+
+
+def version_note(run: Any) -> str:
+    """A registered model version's description: which run, data and accuracy it came from."""
+    metrics = run.data.metrics
+    name, digest, rows = datasets(run).get("training", ("?", "?", 0))
+    return (
+        f"From run {run.info.run_id} ({run.info.run_name}): validation accuracy "
+        f"{metrics['best_val_accuracy']:.2%}, test accuracy {metrics['test_accuracy']:.2%}. "
+        f"Trained on {name} (digest {digest}, {rows:,} images)."
+    )
+
+
+def sweep_note(overrides: Sequence[str], rows: list[dict], best: dict | None) -> str:
+    """A sweep's description: the command, how many jobs finished, the best configuration."""
+    finished = sum(row["status"] == "FINISHED" for row in rows)
+    text = (
+        f"Sweep of {len(rows)} jobs: {finished} finished, {len(rows) - finished} did not.\n\n"
+        f"```\n{command(overrides, multirun=True)}\n```\n"
+    )
+    if best is not None:
+        text += (
+            f"\nBest on validation: **{best['val_accuracy']:.2%}** "
+            f"(test {best['test_accuracy']:.2%}, run {best['run_id']}), `{best['overrides']}`. "
+            "Run it alone:\n\n"
+            f"```\n{command(best['overrides'].split())}\n```\n"
+        )
+    return text
