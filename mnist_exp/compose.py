@@ -1,6 +1,7 @@
 """From command-line overrides to a checked config, alike for the CLI and `run_experiment`."""
 
 import difflib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from mnist_exp.job import Job
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 register_configs()
+OmegaConf.register_new_resolver("pid", os.getpid, use_cache=True)  # ${pid:} in hydra.run.dir
 
 
 def job_of(hydra: DictConfig, output_dir: str | Path, in_sweep: bool) -> Job:
@@ -155,6 +157,21 @@ class CheckOutputDir(Callback):
             check_writable("hydra.sweep.dir", config.hydra.sweep.dir)
         except ConfigError as error:
             exit_with(error)
+
+
+def claim_dir(directory: Path) -> Path:
+    """`directory`, or `directory-2`, `-3`, ...: the first that does not exist yet, created now.
+    mkdir is atomic, so two runs never get the same one."""
+    for attempt in range(1, 1000):
+        candidate = (
+            directory if attempt == 1 else directory.with_name(f"{directory.name}-{attempt}")
+        )
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            continue
+    raise ConfigError(f"hydra.run.dir={directory}: 999 runs already use it; choose another.")
 
 
 def check_writable(key: str, directory: str | Path) -> None:

@@ -19,6 +19,7 @@ from mnist_exp.compose import (
     CONF_DIR,
     check_overrides,
     check_writable,
+    claim_dir,
     compose_config,
     job_of,
 )
@@ -32,7 +33,12 @@ def run_experiment(overrides: Sequence[str] = ()) -> Result:
     """Run one experiment in this process, exactly as `python -m mnist_exp.run *overrides`, without
     Hydra's runtime. A user's mistake raises a MnistExpError carrying the CLI's one-line message."""
     cfg, hydra_node = compose_config(overrides)
-    return experiment(cfg, job_of(hydra_node, hydra_node.run.dir, in_sweep=False))
+    output_dir = Path(hydra_node.run.dir)
+    if not any(o.startswith("hydra.run.dir=") for o in overrides):
+        validate(cfg)  # before a directory is made for it
+        # Hydra's ${now:} is fixed for the life of a process: each call claims its own directory.
+        output_dir = claim_dir(output_dir)
+    return experiment(cfg, job_of(hydra_node, output_dir, in_sweep=False))
 
 
 def experiment(cfg: DictConfig, job: Job) -> Result:
@@ -44,13 +50,21 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
     from mnist_exp.build import build
     from mnist_exp.data import load_mnist
     from mnist_exp.evaluate import evaluate
-    from mnist_exp.train import best_epoch, seed_everything, set_precision, train
+    from mnist_exp.train import (
+        best_epoch,
+        check_resumable,
+        seed_everything,
+        set_precision,
+        train,
+    )
 
     tracking.use_store(config.mlflow)  # an unreachable store fails now, not after training
     if config.skip_finished and (twin := tracking.finished_twin(cfg)):
         print(f"Skipped: this exact config already finished as run {twin.info.run_id}.")
         return reused(twin)
     work_dir = tracking.resume_dir(config.resume) if config.resume else job.output_dir
+    if config.resume:
+        check_resumable(work_dir)  # before the run is reopened: it stays as it was
     seed_everything(config.seed, config.deterministic)  # also clears what earlier jobs left
     precision = set_precision(config.precision)  # before the model is built
     data = load_mnist(config.dataset)

@@ -124,6 +124,7 @@ class SweepRun(Callback):
                 "overrides": " ".join(config.hydra.overrides.task),
                 "sweeper": config.hydra.sweeper._target_.rsplit(".", 1)[-1],
                 "launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1],
+                **tracking.process_tags(),
             },
         )
         self.run_id = parent.info.run_id

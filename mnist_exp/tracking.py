@@ -1,9 +1,11 @@
 """Everything MLflow: where runs are stored, the run lifecycle, and what each run logs."""
 
+import fcntl
 import hashlib
 import json
 import os
 import signal
+import socket
 import sys
 import urllib.request
 import warnings
@@ -104,10 +106,67 @@ def use_store(cfg: MlflowConfig) -> str:
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     name = cfg.experiment_name
-    if mlflow.get_experiment_by_name(name) is None:
-        mlflow.create_experiment(name, artifact_location=artifact_location(uri, name))
-    mlflow.set_experiment(name)
+    with store_lock(uri):  # the first access creates (migrates) the store: one process at a time
+        if mlflow.get_experiment_by_name(name) is None:
+            mlflow.create_experiment(name, artifact_location=artifact_location(uri, name))
+    experiment = mlflow.set_experiment(name)
+    close_dead_runs(experiment.experiment_id)
     return uri
+
+
+def process_tags() -> dict[str, str]:
+    """Which process on which host owns a run, so a later one can tell if it died."""
+    import psutil
+
+    return {
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+        "pid_started": str(psutil.Process().create_time()),
+    }
+
+
+def close_dead_runs(experiment_id: str) -> None:
+    """Runs of this host left RUNNING by a process that is gone (SIGKILL, the OOM killer, a power
+    cut) end KILLED, tagged with how to resume them, so the UI tells the truth."""
+    import psutil
+
+    client = MlflowClient()
+    running = client.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.host = '{socket.gethostname()}'",
+    )
+    for run in running:
+        tags = run.data.tags
+        try:
+            alive = psutil.Process(int(tags["pid"])).create_time() == float(tags["pid_started"])
+        except (KeyError, ValueError, psutil.Error):
+            alive = False
+        if alive:
+            continue
+        ended = f"process {tags.get('pid')} ended while the run was RUNNING (killed?)"
+        client.set_tag(run.info.run_id, "error", ended)
+        if "output_dir" in tags:  # a run, not a sweep's parent
+            command = f"{notes.command(tags.get('overrides', '').split())} resume={run.info.run_id}"
+            client.set_tag(run.info.run_id, "resume_command", command)
+        client.set_terminated(run.info.run_id, "KILLED")
+        print(f"Run {run.info.run_id} ({run.info.run_name}) lost its process: marked KILLED.")
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite store (`mlflow.db.lock`): MLflow's schema migration of
+    a new store races when two processes create it at once. Servers serialise this themselves."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(urlparse(uri).path + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -167,6 +226,7 @@ def start_run(
     system_metrics = cfg.mlflow.system_metrics
     with mlflow.start_run(run_id=run_id, run_name=name, log_system_metrics=system_metrics) as run:
         try:
+            mlflow.set_tags(process_tags())  # this process owns it now, a resumed run included
             if run_id is None:
                 mlflow.set_tags({**job_tags(job), "config_hash": config_hash(cfg)})
                 if parent_id:

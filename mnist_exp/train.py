@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import keras
@@ -21,7 +22,7 @@ from mnist_exp.config import (
     Config,
 )
 from mnist_exp.data import Mnist
-from mnist_exp.errors import DivergedError
+from mnist_exp.errors import DivergedError, MnistExpError
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -82,22 +83,51 @@ class EpochTimer(keras.callbacks.Callback):
         logs["samples_per_second"] = self.train_samples / (self.train_end - self.start)
 
 
+def maximises(monitor: str, mode: str) -> bool:
+    """Whether higher is better for `monitor` (mode auto: accuracies are maximised, as in Keras)."""
+    return mode == "max" or (mode == "auto" and "acc" in monitor)
+
+
 def best_epoch(history: dict[str, list[float]], cfg: CheckpointConfig) -> int:
     """Index of the epoch whose model the checkpoint kept."""
     values = np.asarray(history[cfg.monitor])
-    maximise = cfg.mode == "max" or (cfg.mode == "auto" and "acc" in cfg.monitor)
-    return int(np.argmax(values) if maximise else np.argmin(values))
+    return int(np.argmax(values) if maximises(cfg.monitor, cfg.mode) else np.argmin(values))
+
+
+def save_atomically(model: keras.Model, path: Path) -> None:
+    """Write beside `path`, then rename over it: a process killed mid-write leaves the old file
+    whole (or none), never a truncated one."""
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        model.save(partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, path)
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Keeps the model of the best epoch by `monitor` in `path`, written atomically."""
+
+    def __init__(self, path: Path, monitor: str, mode: str):
+        super().__init__()
+        self.path, self.monitor = path, monitor
+        self.better = np.greater if maximises(monitor, mode) else np.less
+        self.best = -np.inf if maximises(monitor, mode) else np.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor in logs and self.better(logs[self.monitor], self.best):
+            self.best = float(logs[self.monitor])
+            save_atomically(self.model, self.path)
 
 
 def build_callbacks(
     cfg: CallbacksConfig, checkpoint_path: Path
-) -> tuple[keras.callbacks.ModelCheckpoint, keras.callbacks.EarlyStopping]:
-    """ModelCheckpoint keeping the best model, and EarlyStopping, as the callbacks group says."""
+) -> tuple[BestCheckpoint, keras.callbacks.EarlyStopping]:
+    """The best-model checkpoint and EarlyStopping, as the callbacks group says."""
     checkpoint, stopping = cfg.checkpoint, cfg.early_stopping
     return (
-        keras.callbacks.ModelCheckpoint(
-            checkpoint_path, monitor=checkpoint.monitor, mode=checkpoint.mode, save_best_only=True
-        ),
+        BestCheckpoint(checkpoint_path, checkpoint.monitor, checkpoint.mode),
         keras.callbacks.EarlyStopping(
             monitor=stopping.monitor,
             mode=stopping.mode,
@@ -163,9 +193,26 @@ class TrainingState(keras.callbacks.Callback):
             best_epoch=self.stopping.best_epoch,
             checkpoint_best=float(self.checkpoint.best),
         )
-        self.model.save(self.work_dir / LAST_FILE)
+        save_atomically(self.model, self.work_dir / LAST_FILE)
         (self.work_dir / f"{STATE_FILE}.tmp").write_text(json.dumps(self.state))
         os.replace(self.work_dir / f"{STATE_FILE}.tmp", self.work_dir / STATE_FILE)
+
+
+def check_resumable(work_dir: Path) -> None:
+    """Refuse, in one line, to resume from a state or model file that cannot be read."""
+    for path in (work_dir / STATE_FILE, work_dir / LAST_FILE):
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text())["epoch"]
+            else:
+                with zipfile.ZipFile(path) as archive:  # a .keras file is a zip archive
+                    if (bad := archive.testzip()) is not None:
+                        raise zipfile.BadZipFile(f"{bad} fails its CRC check")
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            raise MnistExpError(
+                f"{path} cannot be read ({type(error).__name__}: {error}), so this run cannot be "
+                "resumed; run its configuration afresh (the same command without resume=)."
+            ) from None
 
 
 def fit(model: keras.Model, data: Mnist, cfg: Config, initial_epoch: int, callbacks: list) -> None:

@@ -4,14 +4,17 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_exp.data import CACHE_FILE, read_npz
+from mnist_exp.config import DatasetConfig
+from mnist_exp.data import CACHE_FILE, load_mnist, read_npz
 from mnist_exp.predict import ModelError, load_predictor
+from mnist_exp.train import save_atomically
 
 from .helpers import ROOT, run_module
 
@@ -152,3 +155,107 @@ def test_model_with_code_inside_is_refused_by_safe_mode(tmp_path):
     model.save(tmp_path / "lambda.keras")
     with pytest.raises(ModelError, match="Lambda"):
         load_predictor(tmp_path / "lambda.keras")
+
+
+def test_runs_started_together_on_a_new_store_each_finish_in_a_directory_of_their_own(tmp_path):
+    """Three runs at the same moment, from a fresh clone's point of view: a store that does not
+    exist yet and the default output directories (named by the second they start in)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    optimizers = ("adam", "sgd", "rmsprop")
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mnist_exp.run",
+                f"optimizer={name}",
+                "epochs=1",
+                "dataset.limit=300",
+                "mlflow.registered_model=null",
+                f"mlflow.tracking_uri={uri}",
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in optimizers
+    ]
+    ended = [process.communicate(timeout=600) for process in processes]
+    for process, (_, stderr) in zip(processes, ended, strict=True):
+        assert process.returncode == 0, stderr[-3000:]
+        assert "Traceback" not in stderr
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("mnist_exp").experiment_id])
+    assert sorted(run.data.tags["choice.optimizer"] for run in runs) == sorted(optimizers)
+    assert {run.info.status for run in runs} == {"FINISHED"}
+    directories = {Path(run.data.tags["output_dir"]) for run in runs}
+    assert len(directories) == 3 and all(tmp_path / "outputs" in d.parents for d in directories)
+    mnist = load_mnist(DatasetConfig())
+    for run in runs:  # each evaluated the checkpoint in its own directory
+        model = keras.models.load_model(Path(run.data.tags["output_dir"]) / "best.keras")
+        predicted = model.predict(mnist.x_val, verbose=0).argmax(1)
+        accuracy = np.mean(predicted == mnist.y_val.argmax(1))
+        assert abs(accuracy - run.data.metrics["best_val_accuracy"]) <= 0.0004, run.info.run_id
+
+
+def test_a_killed_run_is_marked_killed_by_the_next_run_and_resumes(tmp_path, tracking_uri):
+    args = [*SUBSET, f"mlflow.tracking_uri={tracking_uri}", "mlflow.registered_model=null"]
+    code, output = interrupt_during_epoch_2(
+        [*args, f"hydra.run.dir={tmp_path / 'a'}"], signal.SIGKILL
+    )
+    assert code == -signal.SIGKILL, output[-2000:]
+    killed = only_run(tracking_uri)
+    assert killed.info.status == "RUNNING"  # nobody was left to say otherwise
+
+    other = run_module("mnist_exp.run", "epochs=1", "dataset.limit=300", *args[2:],
+                       f"hydra.run.dir={tmp_path / 'b'}")  # fmt: skip
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert f"Run {killed.info.run_id}" in other.stdout and "marked KILLED" in other.stdout
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(killed.info.run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["resume_command"].endswith(f"resume={killed.info.run_id}")
+    assert not list((tmp_path / "a").glob(".*partial*"))  # no half-written checkpoint left
+
+    done = run_module("mnist_exp.run", *args, f"resume={killed.info.run_id}",
+                      f"hydra.run.dir={tmp_path / 'c'}")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = client.get_run(killed.info.run_id)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")][-1] == 4
+
+
+@pytest.mark.parametrize("damaged", ["state.json", "last.keras"])
+def test_resume_from_an_unreadable_file_is_one_line_and_keeps_the_run(
+    damaged, tmp_path, tracking_uri
+):
+    args = [*SUBSET, f"mlflow.tracking_uri={tracking_uri}", "mlflow.registered_model=null"]
+    code, output = interrupt_during_epoch_2(
+        [*args, f"hydra.run.dir={tmp_path / 'a'}"], signal.SIGINT
+    )
+    assert code == 130, output[-2000:]
+    run = only_run(tracking_uri)
+    path = tmp_path / "a" / damaged
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # as a crash mid-write would
+
+    done = run_module("mnist_exp.run", *args, f"resume={run.info.run_id}", timeout=300)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {path} cannot be read (") and "without resume=" in last
+    assert "Traceback" not in done.stderr
+    assert only_run(tracking_uri).info.status == "KILLED"  # left as it was
+
+
+def test_a_checkpoint_is_replaced_whole_or_not_at_all(tmp_path):
+    class FailsMidWrite:
+        def save(self, path):
+            Path(path).write_bytes(b"half a model")
+            raise OSError(28, "No space left on device")
+
+    target = tmp_path / "best.keras"
+    target.write_bytes(b"the previous checkpoint")
+    with pytest.raises(OSError):
+        save_atomically(FailsMidWrite(), target)
+    assert target.read_bytes() == b"the previous checkpoint"
+    assert list(tmp_path.iterdir()) == [target]  # and the partial file is gone
