@@ -37,8 +37,13 @@ browser: ## install Debian's chromium for the browser test if it is missing (apt
 test: data browser ## run the whole test suite, real-MNIST training included
 	$(BIN)/pytest
 
-test-fast: $(STAMP) ## run the tests that do not train on the full data set
-	$(BIN)/pytest -m "not slow"
+# No download can hide in the fast tests: every connection but to this machine goes to a dead proxy.
+OFFLINE := HTTPS_PROXY=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9 \
+	HTTP_PROXY=http://127.0.0.1:9 http_proxy=http://127.0.0.1:9 \
+	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost PIP_INDEX_URL=http://127.0.0.1:9/simple
+
+test-fast: $(STAMP) ## the tests that neither train on the full data set nor download (offline, after make data)
+	$(OFFLINE) $(BIN)/pytest -m "not slow and not network"
 
 bench: data ## training vs plain Keras, logging, prediction, serving, start-up (ARGS=--quick); writes outputs/bench.json
 	$(BIN)/python -m mnist_exp.bench $(ARGS)

@@ -1,5 +1,6 @@
 """Everything MLflow: where runs are stored, the run lifecycle, and what each run logs."""
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -38,6 +39,10 @@ from mnist_exp.evaluate import (
 from mnist_exp.job import Job
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# A tracking server that stops is waited for: MLflow retries each call with backoff (0, 2, 4, ...,
+# 64 s: about two minutes in all) before it gives up. The environment can change both.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
 
 def tracking_uri(cfg: MlflowConfig) -> str:
@@ -236,7 +241,15 @@ def start_run(
                 mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
                 describe_run(job)
             yield run
-        except BaseException as error:
+        except BaseException as raised:
+            if isinstance(raised, Exception) and server_gone(mlflow.get_tracking_uri()):
+                abandon_run()
+                raise MnistExpError(
+                    f"The tracking server {mlflow.get_tracking_uri()} stopped answering; the "
+                    f"state of the last finished epoch is in {work_dir}. Once the server is back: "
+                    f"{resume_command(run.info.run_id, job)}"
+                ) from None
+            error = disk_full(raised, work_dir) or raised
             status = "FAILED"
             if isinstance(error, KeyboardInterrupt):
                 status = "KILLED"
@@ -251,7 +264,50 @@ def start_run(
             mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
             describe_run(job, ending=f"Ended {status}: {type(error).__name__}: {error}"[:1000])
             mlflow.end_run(status)
-            raise
+            if error is raised:
+                raise
+            raise error from None
+
+
+def disk_full(error: BaseException, work_dir: Path) -> MnistExpError | None:
+    """A full disk as a user's error naming where, or None if `error` is something else. (h5py
+    reports it in its message, without an errno.)"""
+    if not isinstance(error, OSError):
+        return None
+    if error.errno != errno.ENOSPC and "No space left on device" not in str(error):
+        return None
+    where = error.filename or work_dir
+    return MnistExpError(
+        f"No space left on device writing {where}: free some space there, or point "
+        "hydra.run.dir (or the MLflow store) at a disk with room."
+    )
+
+
+def server_gone(uri: str) -> bool:
+    """Whether a tracking server that this run was logging to no longer answers."""
+    try:
+        check_reachable(uri)
+    except MnistExpError:
+        return True
+    return False
+
+
+def abandon_run() -> None:
+    """End the active run in this process without waiting on a server that is gone: MLflow takes
+    it off its stack before it calls the server, and that call fails at once here."""
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    saved = {key: os.environ.get(key) for key in quick}
+    os.environ.update(quick)
+    try:
+        mlflow.end_run("FAILED")
+    except Exception:  # the server is gone, as we know: the run is off the stack, which is enough
+        pass
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def describe_run(job: Job, ending: str | None = None) -> None:

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -92,3 +93,27 @@ def chromium() -> str:
     if path is None:
         pytest.skip("Debian's chromium is not installed and `make browser` could not install it")
     return path
+
+
+def start_tracking_server(root: Path, port: int) -> subprocess.Popen:
+    """`make server` on 127.0.0.1:`port` with its store and artifacts under `root`."""
+    return subprocess.Popen(
+        [
+            "make",
+            "--no-print-directory",
+            "server",
+            f"PORT={port}",
+            f"BACKEND=sqlite:///{root / 'server.db'}",
+            f"ARTIFACTS={root / 'artifacts'}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop(server: subprocess.Popen) -> None:
+    """Stop a server started in its own session, with everything it started."""
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)

@@ -74,6 +74,7 @@ def test_altered_digits_fail_the_checksum(tmp_path, mnist_raw):
         read_npz(tmp_path / CACHE_FILE)
 
 
+@pytest.mark.network
 def test_corrupt_cache_is_refetched(tmp_path, mnist_raw):
     cache = tmp_path / CACHE_FILE
     cache.write_bytes(b"PK\x03\x04 not really a zip file")

