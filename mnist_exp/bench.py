@@ -136,9 +136,9 @@ def bench_training(
     limit: int | None, epochs: int, repeats: int, workdir: Path, deterministic: bool
 ) -> tuple:
     """Plain Keras in fp32 and mixed_bfloat16 vs the project in fp32, at its default precision
-    (`auto`: bf16 on CPUs with native bfloat16), with system metrics off and, if asked, fp32
-    deterministic, alternating, on the same data; the first epoch of each run is warm-up. Returns
-    table rows and the accuracies."""
+    (`auto`: bf16 on CPUs with native bfloat16), with system metrics off, with light
+    augmentation and, if asked, fp32 deterministic, alternating, on the same data; the first
+    epoch of each run is warm-up. Returns table rows and the accuracies."""
     contenders = {
         "plain Keras model.fit, fp32": lambda: in_subprocess(
             "plain_keras", limit, epochs, "float32"
@@ -150,6 +150,9 @@ def bench_training(
         "project run, default": lambda: project_run(limit, epochs, [], workdir),
         "project run, default, system metrics off": lambda: project_run(
             limit, epochs, ["mlflow.system_metrics=false"], workdir
+        ),
+        "project run, default, augment=light": lambda: project_run(
+            limit, epochs, ["augment=light"], workdir
         ),
     }
     if deterministic:
@@ -354,6 +357,10 @@ def main() -> None:
         / by_name["training, plain Keras model.fit, mixed_bfloat16"],
         "project default / same, system metrics off": default
         / by_name["training, project run, default, system metrics off"],
+        "project default, augment=light / project default": by_name[
+            "training, project run, default, augment=light"
+        ]
+        / default,
         "model.predict / predict_digit (1 image)": by_name["model.predict, 1 image"]
         / by_name["predict_digit, 1 image"],
     }

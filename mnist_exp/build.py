@@ -9,8 +9,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.errors import ConfigError
 
-# What the runner passes to a group's builder itself; a config must not set these.
-SUPPLIED = {"model": ("input_shape", "num_classes")}
+# What the runner passes to a group's builders, those of them a builder takes; a config must not
+# set these. A model builder must take both.
+SUPPLIED = {
+    "model": ("input_shape", "num_classes"),
+    "schedule": ("learning_rate", "epochs", "steps_per_epoch"),
+    "callbacks": ("work_dir",),
+}
 
 
 def target_of(key: str, target: Any) -> Any:
@@ -58,10 +63,11 @@ def check(key: str, node: DictConfig) -> None:
     }
     parameters = inspect.signature(target).parameters
     open_ended = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-    supplied = SUPPLIED.get(key, ())
+    supplied = SUPPLIED.get(key.split(".")[0], ())
     if given := sorted(set(knobs) & set(supplied)):
-        raise ConfigError(f"{key}.{given[0]} is set by the runner from the data; remove it.")
-    if not open_ended and (missing := [name for name in supplied if name not in parameters]):
+        raise ConfigError(f"{key}.{given[0]} is set by the runner; remove it.")
+    missing = [name for name in supplied if name not in parameters]
+    if key == "model" and not open_ended and missing:
         raise ConfigError(f"{key}: {node._target_} must take {' and '.join(missing)} arguments.")
     hints = annotations(target)
     fields = {
@@ -95,16 +101,23 @@ def explain(key: str, target: str, knobs: list[str], error: dict) -> str:
 
 
 def build(key: str, node: DictConfig, **supplied: Any) -> Any:
-    """Call the node's `_target_` with its knobs and `supplied`. What a config can get wrong (a
-    name that does not import, knobs that do not fit together or the data) is a ConfigError."""
+    """Call the node's `_target_` with its knobs and those of `supplied` it takes. What a config
+    can get wrong (a name that does not import, knobs that do not fit together or the data) is
+    a ConfigError."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    target_of(key, node._target_)  # a one-line error for a name that does not import
+    parameters = inspect.signature(target_of(key, node._target_)).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        supplied = {name: value for name, value in supplied.items() if name in parameters}
     try:
-        return instantiate(node, **supplied, _convert_="all")
+        # Untyped, so that a supplied object (a schedule for a float learning rate) fits.
+        plain = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+        return instantiate(plain, **supplied, _convert_="all")
     except InstantiationException as error:
         cause = error.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
         if not isinstance(cause, ValueError):
             raise
         # Keras' messages carry colour codes and a dump of the call's arguments: keep the gist.

@@ -31,12 +31,21 @@ def job_of(hydra: DictConfig, output_dir: str | Path, in_sweep: bool) -> Job:
 
 
 def chosen(hydra: DictConfig) -> list[tuple[str, str]]:
-    """(group, option) of each of the project's config groups that has one."""
-    return [
+    """(group, option) of each of the project's config groups that has one; several options of
+    one group (`callbacks=[default,reduce_lr]`, which Hydra leaves out of its choices) are
+    joined by commas."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    pairs = [
         (group, str(option))
         for group, option in hydra.runtime.choices.items()
         if option is not None and not group.startswith(("hydra", "schema")) and "@" not in group
     ]
+    for override in OverridesParser.create().parse_overrides(list(hydra.overrides.task)):
+        options = override.value()
+        if isinstance(options, list) and (CONF_DIR / override.key_or_group).is_dir():
+            pairs.append((override.key_or_group, ",".join(map(str, options))))
+    return pairs
 
 
 def compose_config(overrides: Sequence[str]) -> tuple[DictConfig, DictConfig]:

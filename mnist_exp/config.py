@@ -1,7 +1,7 @@
 """Typed config schemas, registered in Hydra's ConfigStore; `validate` checks ranges and choices.
 
 Groups that build an object name its builder with `_target_`. Built-in optimizers have schemas
-here; a model's schema is its builder's signature (`mnist_exp.build.check`).
+here; any other builder's schema is its signature (`mnist_exp.build.check`).
 """
 
 from dataclasses import dataclass, field
@@ -15,7 +15,8 @@ from omegaconf.errors import OmegaConfBaseException
 from mnist_exp import build
 from mnist_exp.errors import ConfigError
 
-METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+COMPILED_METRICS = ("accuracy",)  # what the model is compiled with, beside its loss
+METRICS = tuple(f"{split}{name}" for split in ("", "val_") for name in ("loss", *COMPILED_METRICS))
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 MNIST_TRAIN_SIZE = 60_000
 # Files in a run's output directory: the best checkpoint, and what `resume=<run_id>` continues from.
@@ -26,11 +27,6 @@ def require(ok: bool, key: str, value: Any, allowed: str) -> None:
     """Raise a ConfigError naming the key, its value and what is allowed, unless `ok`."""
     if not ok:
         raise ConfigError(f"{key}={value!r} is not allowed: {allowed}.")
-
-
-def require_monitor(key: str, monitor: str, mode: str) -> None:
-    require(monitor in METRICS, f"{key}.monitor", monitor, f"choose one of {', '.join(METRICS)}")
-    require(mode in ("min", "max", "auto"), f"{key}.mode", mode, "choose min, max or auto")
 
 
 @dataclass
@@ -108,36 +104,6 @@ OPTIMIZERS = {
 
 
 @dataclass
-class CheckpointConfig:
-    monitor: str = "val_accuracy"
-    mode: str = "max"
-
-    def __post_init__(self) -> None:
-        require_monitor("callbacks.checkpoint", self.monitor, self.mode)
-
-
-@dataclass
-class EarlyStoppingConfig:
-    monitor: str = "val_loss"
-    mode: str = "min"
-    patience: int = 5
-    min_delta: float = 0.0
-
-    def __post_init__(self) -> None:
-        require_monitor("callbacks.early_stopping", self.monitor, self.mode)
-        require(self.patience >= 0, "callbacks.early_stopping.patience", self.patience, "use >= 0")
-        require(
-            self.min_delta >= 0, "callbacks.early_stopping.min_delta", self.min_delta, "use >= 0"
-        )
-
-
-@dataclass
-class CallbacksConfig:
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-
-
-@dataclass
 class MlflowConfig:
     tracking_uri: str | None = None
     experiment_name: str = "mnist_exp"
@@ -171,7 +137,9 @@ class Config:
     dataset: DatasetConfig = MISSING
     model: Any = MISSING  # a builder's _target_ and knobs, checked against its signature
     optimizer: Any = MISSING
-    callbacks: CallbacksConfig = MISSING
+    schedule: Any = MISSING
+    callbacks: Any = MISSING  # {name: a builder's _target_ and knobs}
+    augment: Any = None  # a builder's _target_ and knobs; {} or null: none
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     seed: int = 42
     batch_size: int = 128
@@ -213,14 +181,31 @@ def register_configs() -> None:
         store.store(group="schema/optimizer", name=name, node=node)
 
 
+def built(node: DictConfig, prefix: str = "") -> list[tuple[str, DictConfig]]:
+    """(key, node) of every `_target_` node without a dataclass schema: `model`,
+    `callbacks.checkpoint`, ..."""
+    found = []
+    for key, child in node.items():
+        if not isinstance(child, DictConfig) or OmegaConf.get_type(child) is not dict:
+            continue
+        if "_target_" in child:
+            found.append((f"{prefix}{key}", child))
+        else:
+            found += built(child, f"{prefix}{key}.")
+    return found
+
+
 def validate(cfg: DictConfig) -> Config:
     """Turn the composed config into dataclasses, checking every range, and check each `_target_`
-    node that has no schema against its builder; raise a one-line ConfigError if anything is off."""
+    node that has no schema against its builder (a `monitor` against the compiled metrics);
+    raise a one-line ConfigError if anything is off."""
     try:
         config = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as error:
         raise ConfigError(str(error).splitlines()[0]) from None
-    for key, node in cfg.items():
-        if isinstance(node, DictConfig) and "_target_" in node and OmegaConf.get_type(node) is dict:
-            build.check(str(key), node)
+    for key, node in built(cfg):
+        build.check(key, node)
+        if "monitor" in node:
+            allowed = f"the model compiles {', '.join(METRICS)}; choose one"
+            require(node.monitor in METRICS, f"{key}.monitor", node.monitor, allowed)
     return config

@@ -4,6 +4,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 
 from mnist_exp.compose import chosen, compose_config
@@ -13,13 +14,16 @@ def describe(overrides: Sequence[str], resolve: bool = False) -> str:
     """`--cfg job`: the composed config as YAML, each knob with its config file's comment."""
     cfg, hydra = compose_config(overrides)
     sources = [Path(s.path) for s in hydra.runtime.config_sources if s.schema == "file"]
-    files = [("", "config")] + [(group, f"{group}/{option}") for group, option in chosen(hydra)]
-    texts = []
-    for package, name in files:
+
+    def read(name: str) -> str | None:
         path = next((s / f"{name}.yaml" for s in sources if (s / f"{name}.yaml").is_file()), None)
-        if path is not None:
-            text = path.read_text()
-            texts.append(("", text) if "@package _global_" in text else (package, text))
+        return None if path is None else path.read_text()
+
+    texts = [("", read("config"))]
+    for group, options in chosen(hydra):
+        for option in options.split(","):
+            for text in group_texts(group, option, read):
+                texts.append(("", text) if "@package _global_" in text else (group, text))
     comments: dict[str, str] = {}
     # Global files (experiment=...) override the groups' values, so their comments win too.
     for package, text in sorted(texts, key=lambda item: "@package _global_" in item[1]):
@@ -28,6 +32,20 @@ def describe(overrides: Sequence[str], resolve: bool = False) -> str:
     for path, line in yaml_paths(OmegaConf.to_yaml(cfg, resolve=resolve)):
         lines.append(f"{line:<40}  # {comments[path]}" if path in comments else line)
     return "\n".join(lines) + "\n"
+
+
+def group_texts(group: str, option: str, read) -> list[str]:
+    """The text of a group's option file and of the options its defaults list pulls in
+    (`callbacks/default` -> checkpoint, early_stopping)."""
+    text = read(f"{group}/{option}")
+    if text is None:
+        return []
+    included = [
+        entry
+        for entry in (yaml.safe_load(text) or {}).get("defaults", [])
+        if isinstance(entry, str) and entry != "_self_"
+    ]
+    return [text] + [t for entry in included for t in group_texts(group, entry, read)]
 
 
 KEY_LINE = re.compile(r"^(\s*)([\w.]+):")

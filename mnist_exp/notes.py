@@ -60,6 +60,11 @@ def run_note(run: Any, overrides: Sequence[str], ending: str | None = None) -> s
         f"{int(params.get('model_params', 0)):,} parameters",
         "optimizer": f"`{params.get('optimizer._target_')}`, learning rate "
         f"{params.get('optimizer.learning_rate', '?')}, batch {params.get('batch_size')}",
+        "recipe": ", ".join(
+            f"{group} {run.data.tags[f'choice.{group}']}"
+            for group in ("schedule", "callbacks", "augment")
+            if f"choice.{group}" in run.data.tags
+        ),
         "precision": params.get("precision_used", "?"),
         "training time": f"{metrics['train_seconds'] / 60:.1f} min"
         if "train_seconds" in metrics

@@ -50,13 +50,7 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
     from mnist_exp.build import build
     from mnist_exp.data import load_mnist
     from mnist_exp.evaluate import evaluate
-    from mnist_exp.train import (
-        best_epoch,
-        check_resumable,
-        seed_everything,
-        set_precision,
-        train,
-    )
+    from mnist_exp.train import check_resumable, seed_everything, set_precision, train
 
     tracking.use_store(config.mlflow)  # an unreachable store fails now, not after training
     if config.skip_finished and (twin := tracking.finished_twin(cfg)):
@@ -69,16 +63,37 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
     precision = set_precision(config.precision)  # before the model is built
     data = load_mnist(config.dataset)
     model = build("model", cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
-    optimizer = build("optimizer", cfg.optimizer)
+    steps_per_epoch = -(-len(data.x_train) // config.batch_size)
+    schedule = build(
+        "schedule",
+        cfg.schedule,
+        learning_rate=cfg.optimizer.learning_rate,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+    )
+    optimizer = build("optimizer", cfg.optimizer, learning_rate=schedule)
+    callbacks = {
+        name: build(f"callbacks.{name}", node, work_dir=work_dir)
+        for name, node in cfg.callbacks.items()
+    }
+    transform = build("augment", cfg.augment) if cfg.augment else None
     extra_params = {"precision_used": precision, "model_params": model.count_params()}
     parent = sweep.parent_run_id(job)
     with tracking.start_run(cfg, job, work_dir, config.resume, parent, extra_params) as run:
         if not config.resume:
             tracking.log_datasets(data)
             tracking.log_model_card(model)
-        history = train(model, optimizer, data, config, work_dir, [tracking.MlflowMetrics()])
+        history, best = train(
+            model,
+            optimizer,
+            data,
+            config,
+            work_dir,
+            callbacks,
+            transform,
+            [tracking.MlflowMetrics()],
+        )
         report = evaluate(model, data)
-        best = best_epoch(history, config.callbacks.checkpoint)
         tracking.log_evaluation(history, best, report, data.x_test)
         tracking.log_model(model, job, report.val.accuracy, config.mlflow)
         tracking.describe_run(job)

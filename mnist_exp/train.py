@@ -1,5 +1,7 @@
-"""Seed, compile and fit: the optimizer and callbacks come from their config groups."""
+"""Seed, compile and fit: the optimizer, schedule, callbacks and augmentation come from their
+config groups, built by the runner; a run's state is saved each epoch so `resume=` continues it."""
 
+import inspect
 import json
 import os
 import signal
@@ -13,16 +15,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_exp.config import (
-    BEST_FILE,
-    LAST_FILE,
-    STATE_FILE,
-    CallbacksConfig,
-    CheckpointConfig,
-    Config,
-)
+from mnist_exp.augment import training_batches
+from mnist_exp.config import COMPILED_METRICS, LAST_FILE, STATE_FILE, Config
 from mnist_exp.data import Mnist
-from mnist_exp.errors import DivergedError, MnistExpError
+from mnist_exp.errors import ConfigError, DivergedError, MnistExpError
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -65,8 +61,9 @@ def set_precision(precision: str) -> str:
     return chosen
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Adds `epoch_seconds` and `samples_per_second` (training) to each epoch's logs."""
+class EpochLogs(keras.callbacks.Callback):
+    """Adds `epoch_seconds`, `samples_per_second` (training) and the `learning_rate` the epoch
+    ended with to each epoch's logs."""
 
     def __init__(self, train_samples: int):
         super().__init__()
@@ -81,17 +78,12 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs["epoch_seconds"] = time.perf_counter() - self.start
         logs["samples_per_second"] = self.train_samples / (self.train_end - self.start)
+        logs["learning_rate"] = learning_rate(self.model.optimizer)
 
 
-def maximises(monitor: str, mode: str) -> bool:
-    """Whether higher is better for `monitor` (mode auto: accuracies are maximised, as in Keras)."""
-    return mode == "max" or (mode == "auto" and "acc" in monitor)
-
-
-def best_epoch(history: dict[str, list[float]], cfg: CheckpointConfig) -> int:
-    """Index of the epoch whose model the checkpoint kept."""
-    values = np.asarray(history[cfg.monitor])
-    return int(np.argmax(values) if maximises(cfg.monitor, cfg.mode) else np.argmin(values))
+def learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    """The rate of the optimizer's next step (a schedule's value at its step counter)."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
 def save_atomically(model: keras.Model, path: Path) -> None:
@@ -112,29 +104,45 @@ class BestCheckpoint(keras.callbacks.Callback):
     def __init__(self, path: Path, monitor: str, mode: str):
         super().__init__()
         self.path, self.monitor = path, monitor
-        self.better = np.greater if maximises(monitor, mode) else np.less
-        self.best = -np.inf if maximises(monitor, mode) else np.inf
+        self.maximise = mode == "max" or (mode == "auto" and "acc" in monitor)  # as Keras does
+        self.best = -np.inf if self.maximise else np.inf
+        self.best_epoch = -1
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.monitor in logs and self.better(logs[self.monitor], self.best):
-            self.best = float(logs[self.monitor])
+        value = logs.get(self.monitor)
+        if value is not None and (value > self.best if self.maximise else value < self.best):
+            self.best, self.best_epoch = float(value), epoch
             save_atomically(self.model, self.path)
 
 
-def build_callbacks(
-    cfg: CallbacksConfig, checkpoint_path: Path
-) -> tuple[BestCheckpoint, keras.callbacks.EarlyStopping]:
-    """The best-model checkpoint and EarlyStopping, as the callbacks group says."""
-    checkpoint, stopping = cfg.checkpoint, cfg.early_stopping
-    return (
-        BestCheckpoint(checkpoint_path, checkpoint.monitor, checkpoint.mode),
-        keras.callbacks.EarlyStopping(
-            monitor=stopping.monitor,
-            mode=stopping.mode,
-            patience=stopping.patience,
-            min_delta=stopping.min_delta,
-        ),
+def memory(callback: keras.callbacks.Callback) -> dict:
+    """What a callback learned while training (counters, best values): its plain attributes
+    other than its constructor's arguments, which the resumed run's config sets afresh (and a
+    callback may rework, as Keras negates `min_delta` when minimising)."""
+    settings = inspect.signature(type(callback)).parameters
+    return {
+        name: value.item() if isinstance(value, np.generic) else value
+        for name, value in vars(callback).items()
+        if not name.startswith("_")
+        and name not in settings
+        and isinstance(value, (bool, int, float, str, type(None), np.generic))
+    }
+
+
+def check_learning_rate_owner(
+    optimizer: keras.optimizers.Optimizer, callbacks: dict[str, keras.callbacks.Callback]
+) -> None:
+    """A schedule and a callback that sets the learning rate cannot both own it."""
+    setters = (keras.callbacks.ReduceLROnPlateau, keras.callbacks.LearningRateScheduler)
+    scheduled = isinstance(
+        optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule
     )
+    for name, callback in callbacks.items():
+        if scheduled and isinstance(callback, setters):
+            raise ConfigError(
+                f"callbacks.{name} sets the learning rate, which the schedule already sets each "
+                "step; use schedule=constant with it, or drop it."
+            )
 
 
 class StopOnSignal(keras.callbacks.Callback):
@@ -169,30 +177,22 @@ class StopOnSignal(keras.callbacks.Callback):
 
 class TrainingState(keras.callbacks.Callback):
     """Saves everything a resumed run needs after each epoch: the model with its optimizer state
-    (`last.keras`) and the epoch, history and callback state (`state.json`)."""
+    and step counter (`last.keras`), and the epoch, history and every callback's memory
+    (`state.json`), which it gives back to the callbacks when a resumed run starts."""
 
-    def __init__(self, work_dir: Path, stopping, checkpoint, state: dict):
+    def __init__(self, work_dir: Path, callbacks: dict[str, keras.callbacks.Callback], state: dict):
         super().__init__()
-        self.work_dir, self.stopping, self.checkpoint = work_dir, stopping, checkpoint
-        self.state = state
+        self.work_dir, self.callbacks, self.state = work_dir, callbacks, state
 
-    def on_train_begin(self, logs=None):
-        if self.state["epoch"]:  # EarlyStopping resets itself here; give it back its memory
-            self.stopping.wait = self.state["wait"]
-            self.stopping.best = self.state["best"]
-            self.stopping.best_epoch = self.state["best_epoch"]
-            self.checkpoint.best = self.state["checkpoint_best"]
+    def on_train_begin(self, logs=None):  # after the callbacks' own (resetting) on_train_begin
+        for name, remembered in self.state.get("callbacks", {}).items():
+            vars(self.callbacks[name]).update(remembered)
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in logs.items():
             self.state["history"].setdefault(key, []).append(float(value))
-        self.state.update(
-            epoch=epoch + 1,
-            wait=self.stopping.wait,
-            best=None if self.stopping.best is None else float(self.stopping.best),
-            best_epoch=self.stopping.best_epoch,
-            checkpoint_best=float(self.checkpoint.best),
-        )
+        self.state["epoch"] = epoch + 1
+        self.state["callbacks"] = {name: memory(c) for name, c in self.callbacks.items()}
         save_atomically(self.model, self.work_dir / LAST_FILE)
         (self.work_dir / f"{STATE_FILE}.tmp").write_text(json.dumps(self.state))
         os.replace(self.work_dir / f"{STATE_FILE}.tmp", self.work_dir / STATE_FILE)
@@ -215,16 +215,33 @@ def check_resumable(work_dir: Path) -> None:
             ) from None
 
 
-def fit(model: keras.Model, data: Mnist, cfg: Config, initial_epoch: int, callbacks: list) -> None:
-    """`model.fit` on the training split, validating each epoch; one line per epoch off a TTY."""
+def fit(
+    model: keras.Model,
+    data: Mnist,
+    cfg: Config,
+    transform,
+    initial_epoch: int,
+    callbacks: list,
+) -> None:
+    """`model.fit` on the training split (through `transform` if one is given), validating on
+    the untouched validation split each epoch; one line per epoch off a TTY."""
+    inputs = dict(x=data.x_train, y=data.y_train, batch_size=cfg.batch_size, shuffle=cfg.shuffle)
+    if transform is not None:
+        batches, steps = training_batches(
+            data.x_train,
+            data.y_train,
+            cfg.batch_size,
+            cfg.shuffle,
+            cfg.seed,
+            transform,
+            initial_epoch,
+        )
+        inputs = dict(x=batches, steps_per_epoch=steps, shuffle=False)  # shuffled above
     model.fit(
-        data.x_train,
-        data.y_train,
-        batch_size=cfg.batch_size,
+        **inputs,
         epochs=cfg.epochs,
         initial_epoch=initial_epoch,
         validation_data=(data.x_val, data.y_val),
-        shuffle=cfg.shuffle,
         callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
     )
@@ -236,38 +253,51 @@ def train(
     data: Mnist,
     cfg: Config,
     work_dir: Path,
-    extra_callbacks: list[keras.callbacks.Callback],
-) -> dict[str, list[float]]:
+    callbacks: dict[str, keras.callbacks.Callback],
+    transform=None,
+    extra_callbacks: list[keras.callbacks.Callback] = (),
+) -> tuple[dict[str, list[float]], int]:
     """Compile and fit (with `cfg.resume`, from the state saved in `work_dir`); return the
-    per-epoch history. Afterwards `model` holds the best checkpoint's weights."""
-    model.compile(loss="categorical_crossentropy", optimizer=optimizer, metrics=["accuracy"])
+    per-epoch history and the index of the epoch whose model `model` now holds: the checkpoint's
+    best, or the last without a checkpoint callback."""
+    check_learning_rate_owner(optimizer, callbacks)
+    model.compile(
+        loss="categorical_crossentropy", optimizer=optimizer, metrics=list(COMPILED_METRICS)
+    )
     state = {"epoch": 0, "history": {}}
     if cfg.resume:
         state = json.loads((work_dir / STATE_FILE).read_text())
         model.optimizer.build(model.trainable_variables)  # so its saved state is loaded too
         model.load_weights(work_dir / LAST_FILE)
-    checkpoint, stopping = build_callbacks(cfg.callbacks, work_dir / BEST_FILE)
     stop = StopOnSignal()
-    callbacks = [
-        stop,
-        keras.callbacks.TerminateOnNaN(),
-        EpochTimer(len(data.x_train)),
-        checkpoint,
-        stopping,
-        TrainingState(work_dir, stopping, checkpoint, state),
-        *extra_callbacks,
-    ]
     try:
-        fit(model, data, cfg, state["epoch"], callbacks)
+        fit(
+            model,
+            data,
+            cfg,
+            transform,
+            state["epoch"],
+            [
+                stop,
+                keras.callbacks.TerminateOnNaN(),
+                EpochLogs(len(data.x_train)),
+                *callbacks.values(),
+                TrainingState(work_dir, callbacks, state),
+                *extra_callbacks,
+            ],
+        )
     finally:  # outside training, a signal does what it did before (the CLI: KeyboardInterrupt)
         stop.restore()
-    losses = state["history"].get("loss", [])
+    history = state["history"]
+    losses = history.get("loss", [])
     if not losses or not np.all(np.isfinite(losses)):
-        learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         raise DivergedError(
             f"Training diverged: the loss became {losses[-1] if losses else 'NaN'} in epoch "
-            f"{len(losses)}. The learning rate ({learning_rate:g}) is probably too "
+            f"{len(losses)}. The learning rate ({learning_rate(optimizer):g}) is probably too "
             "high for this optimizer; lower optimizer.learning_rate."
         )
-    model.load_weights(work_dir / BEST_FILE)
-    return state["history"]
+    checkpoints = [c for c in callbacks.values() if isinstance(c, BestCheckpoint)]
+    if not checkpoints or checkpoints[0].best_epoch < 0:
+        return history, len(losses) - 1
+    model.load_weights(checkpoints[0].path)
+    return history, checkpoints[0].best_epoch

@@ -31,6 +31,25 @@ def run_module(
     )
 
 
+def interrupt_at_epoch(epoch: int, args: list[str], sig: int) -> tuple[int, str]:
+    """Start `python -m mnist_exp.run args`, send `sig` once `epoch` has begun (watching the
+    output), return its exit code and output."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnist_exp.run", *args],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith(f"Epoch {epoch}/"):
+            process.send_signal(sig)
+    return process.wait(timeout=300), "".join(output)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

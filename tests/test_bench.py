@@ -22,6 +22,7 @@ def test_bench_quick_mode_writes_a_complete_table(tmp_path):
         "training, project run, fp32",
         "training, project run, default",
         "training, project run, default, system metrics off",
+        "training, project run, default, augment=light",
         "system metrics sampler CPU / machine CPU",
         "MLflow logging per epoch / epoch time",
         "predict_digit, 1 image",
@@ -40,6 +41,10 @@ def test_bench_quick_mode_writes_a_complete_table(tmp_path):
     assert ratios["project default / same, system metrics off"] == pytest.approx(
         median["training, project run, default"]
         / median["training, project run, default, system metrics off"]
+    )
+    assert ratios["project default, augment=light / project default"] == pytest.approx(
+        median["training, project run, default, augment=light"]
+        / median["training, project run, default"]
     )
     assert 0 < median["system metrics sampler CPU / machine CPU"] < 5  # percent
     for accuracy in result["test_accuracy"].values():

@@ -27,16 +27,25 @@ def composed(*overrides: str) -> Config:
 
 
 @pytest.mark.parametrize("option", GROUP_OPTIONS)
-def test_every_group_option_composes_and_builds(option):
+def test_every_group_option_composes_and_builds(option, tmp_path):
     cfg, _ = compose_config([option])
     config = validate(cfg)
     model = build("model", cfg.model, input_shape=(28, 28, 1), num_classes=10)
-    optimizer = build("optimizer", cfg.optimizer)
+    schedule = build("schedule", cfg.schedule, learning_rate=config.optimizer.learning_rate,
+                     epochs=config.epochs, steps_per_epoch=430)  # fmt: skip
+    optimizer = build("optimizer", cfg.optimizer, learning_rate=schedule)
+    callbacks = [build(f"callbacks.{name}", node, work_dir=tmp_path)
+                 for name, node in cfg.callbacks.items()]  # fmt: skip
     assert model(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
     assert model.count_params() > 10_000
     assert isinstance(optimizer, keras.optimizers.Optimizer)
     learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-    assert learning_rate == pytest.approx(config.optimizer.learning_rate)
+    assert 0 <= learning_rate <= config.optimizer.learning_rate * (1 + 1e-6)  # peak or warm-up
+    assert callbacks and all(isinstance(c, keras.callbacks.Callback) for c in callbacks)
+    if cfg.augment:
+        images = np.random.default_rng(0).random((4, 28, 28, 1), np.float32)
+        moved = build("augment", cfg.augment)(images, np.array([1, 2]))
+        assert moved.shape == images.shape and not np.allclose(moved, images)
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -80,12 +89,11 @@ def test_defaults_reproduce_the_seed_except_adadelta_learning_rate():
     cfg = composed()
     assert (cfg.batch_size, cfg.epochs, cfg.shuffle) == (128, 50, True)
     assert cfg.optimizer == AdadeltaConfig(_target_="keras.optimizers.Adadelta", learning_rate=1.0)
-    assert (cfg.callbacks.checkpoint.monitor, cfg.callbacks.checkpoint.mode) == (
-        "val_accuracy",
-        "max",
-    )
-    stopping = cfg.callbacks.early_stopping
-    assert (stopping.monitor, stopping.patience) == ("val_loss", 5)
+    assert set(cfg.callbacks) == {"checkpoint", "early_stopping"}
+    checkpoint, stopping = cfg.callbacks["checkpoint"], cfg.callbacks["early_stopping"]
+    assert (checkpoint["monitor"], checkpoint["mode"]) == ("val_accuracy", "max")
+    assert (stopping["monitor"], stopping["patience"]) == ("val_loss", 5)
+    assert cfg.schedule == {"_target_": "mnist_exp.schedules.constant"} and not cfg.augment
     assert cfg.dataset.val_size == 5000
 
 
@@ -160,7 +168,14 @@ CLI_MISTAKES = [
         "optimizer=adamm is not an option: choose one of adadelta, adam, rmsprop, sgd.",
     ),
     ("bach_size=64", "bach_size is not a config key; did you mean batch_size?"),
-    ("callbacks.early_stopping.monitor=val_los", "monitor='val_los' is not allowed: choose one of"),
+    ("callbacks.early_stopping.monitor=val_los", "monitor='val_los' is not allowed: the model com"),
+    ("callbacks.checkpoint.monitor=test_accuracy", "monitor='test_accuracy' is not allowed: the"),
+    ("callbacks=[default,reduce_lr] callbacks.reduce_lr.factor=2", "reduce_lr.factor=2 is not all"),
+    ("callbacks=earlystop", "callbacks=earlystop is not an option: choose one of checkpoint,"),
+    ("schedule=cosine schedule.final_fraction=2", "schedule.final_fraction=2 is not allowed"),
+    ("schedule=linear", "schedule=linear is not an option: choose one of constant, cosine,"),
+    ("augment=light augment.rotation=200", "augment.rotation=200 is not allowed: input should"),
+    ("augment=medium", "augment=medium is not an option: choose one of light, none, strong."),
     ("callbacks.checkpoint.mode=best", "callbacks.checkpoint.mode='best' is not allowed"),
     ("dataset.source_dir=/no/such/dir", "dataset.source_dir='/no/such/dir' is not allowed"),
     ("dataset.limit=0", "dataset.limit=0 is not allowed: use null (all) or 1..55000."),
@@ -170,7 +185,7 @@ CLI_MISTAKES = [
     ("seed=-1", "seed=-1 is not allowed: use >= 0."),
     (
         "experiment=sead",
-        "experiment=sead is not an option: choose one of adam, keras_example, seed.",
+        "experiment=sead is not an option: choose one of adam, best, keras_example, seed.",
     ),
     ("hydra.run.dir=/etc/hostname/out", "hydra.run.dir=/etc/hostname/out cannot be written"),
 ]

@@ -17,7 +17,15 @@ from mnist_exp.data import CACHE_FILE, load_mnist, read_npz
 from mnist_exp.predict import ModelError, load_predictor
 from mnist_exp.train import save_atomically
 
-from .helpers import ROOT, free_port, run_module, start_tracking_server, stop, wait_until_up
+from .helpers import (
+    ROOT,
+    free_port,
+    interrupt_at_epoch,
+    run_module,
+    start_tracking_server,
+    stop,
+    wait_until_up,
+)
 
 pytestmark = pytest.mark.slow
 SUBSET = ["epochs=4", "dataset.limit=2000"]
@@ -29,28 +37,10 @@ def only_run(uri: str):
     return run
 
 
-def interrupt_during_epoch_2(args: list[str], sig: int) -> tuple[int, str]:
-    """Start a run, send `sig` once epoch 2 has begun (watching the output), return its end."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mnist_exp.run", *args],
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    output = []
-    for line in process.stdout:
-        output.append(line)
-        if line.startswith("Epoch 2/"):
-            process.send_signal(sig)
-    return process.wait(timeout=300), "".join(output)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_run_ends_killed_and_resumes_to_the_end(sig, tmp_path, tracking_uri):
     args = [*SUBSET, f"mlflow.tracking_uri={tracking_uri}"]
-    code, output = interrupt_during_epoch_2([*args, f"hydra.run.dir={tmp_path / 'a'}"], sig)
+    code, output = interrupt_at_epoch(2, [*args, f"hydra.run.dir={tmp_path / 'a'}"], sig)
     assert code == 130, output[-2000:]
     assert "Traceback" not in output
     run = only_run(tracking_uri)
@@ -211,9 +201,7 @@ def test_runs_started_together_on_a_new_store_each_finish_in_a_directory_of_thei
 
 def test_a_killed_run_is_marked_killed_by_the_next_run_and_resumes(tmp_path, tracking_uri):
     args = [*SUBSET, f"mlflow.tracking_uri={tracking_uri}", "mlflow.registered_model=null"]
-    code, output = interrupt_during_epoch_2(
-        [*args, f"hydra.run.dir={tmp_path / 'a'}"], signal.SIGKILL
-    )
+    code, output = interrupt_at_epoch(2, [*args, f"hydra.run.dir={tmp_path / 'a'}"], signal.SIGKILL)
     assert code == -signal.SIGKILL, output[-2000:]
     killed = only_run(tracking_uri)
     assert killed.info.status == "RUNNING"  # nobody was left to say otherwise
@@ -241,9 +229,7 @@ def test_resume_from_an_unreadable_file_is_one_line_and_keeps_the_run(
     damaged, tmp_path, tracking_uri
 ):
     args = [*SUBSET, f"mlflow.tracking_uri={tracking_uri}", "mlflow.registered_model=null"]
-    code, output = interrupt_during_epoch_2(
-        [*args, f"hydra.run.dir={tmp_path / 'a'}"], signal.SIGINT
-    )
+    code, output = interrupt_at_epoch(2, [*args, f"hydra.run.dir={tmp_path / 'a'}"], signal.SIGINT)
     assert code == 130, output[-2000:]
     run = only_run(tracking_uri)
     path = tmp_path / "a" / damaged

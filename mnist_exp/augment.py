@@ -1,0 +1,105 @@
+"""The augment group: random affine distortions (and erasing) of training batches, never of
+validation or test images, seeded and run by tf.data beside the training step."""
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
+
+from annotated_types import Interval
+
+if TYPE_CHECKING:
+    import numpy as np
+    import tensorflow as tf
+
+Fraction = Annotated[float, Interval(ge=0, lt=1)]
+
+
+def affine(
+    rotation: Annotated[float, Interval(ge=0, le=180)] = 10.0,
+    shift: Fraction = 0.1,
+    zoom: Fraction = 0.1,
+    erase: Annotated[float, Interval(ge=0, le=1)] = 0.0,
+    erase_size: Fraction = 0.3,
+) -> Callable[["tf.Tensor", "tf.Tensor"], "tf.Tensor"]:
+    """A function (images, seed) -> images that rotates each image by up to `rotation` degrees,
+    shifts it by up to `shift` of its side, scales it by 1 +- `zoom` (one bilinear resampling for
+    all three), then with probability `erase` blanks a random square of up to `erase_size`."""
+    import tensorflow as tf
+
+    def transform(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        batch = tf.shape(images)[0]
+        height, width = images.shape[1], images.shape[2]
+
+        def uniform(index: int, low: float, high: float) -> tf.Tensor:
+            return tf.random.stateless_uniform([batch], seed + index, low, high)
+
+        angle = uniform(1, -rotation, rotation) * (math.pi / 180)
+        scale = uniform(2, 1 - zoom, 1 + zoom)
+        dx, dy = uniform(3, -shift, shift) * width, uniform(4, -shift, shift) * height
+        # The output pixel (x, y) samples the input at M (x, y) + b: M = R(-angle) / scale.
+        cx, cy = (width - 1) / 2, (height - 1) / 2
+        a0, a1 = tf.cos(angle) / scale, tf.sin(angle) / scale
+        b0, b1 = -a1, a0
+        a2 = cx - a0 * (cx + dx) - a1 * (cy + dy)
+        b2 = cy - b0 * (cx + dx) - b1 * (cy + dy)
+        zeros = tf.zeros_like(a0)
+        matrices = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+        images = tf.raw_ops.ImageProjectiveTransformV3(
+            images=images,
+            transforms=matrices,
+            output_shape=[height, width],
+            fill_value=0.0,
+            interpolation="BILINEAR",
+            fill_mode="CONSTANT",
+        )
+        if erase > 0:
+            images *= 1 - erase_mask(batch, height, width, seed, erase, erase_size)
+        return images
+
+    return transform
+
+
+def erase_mask(batch, height: int, width: int, seed, probability: float, size: float):
+    """1 inside a random square (side up to `size` of the image) of each image chosen with
+    `probability`, else 0; shape (batch, height, width, 1)."""
+    import tensorflow as tf
+
+    chosen = tf.random.stateless_uniform([batch], seed + 5) < probability
+    half = tf.random.stateless_uniform([batch], seed + 6, 0.1, size) * (height / 2)
+    centre_y = tf.random.stateless_uniform([batch], seed + 7, 0, height)
+    centre_x = tf.random.stateless_uniform([batch], seed + 8, 0, width)
+    rows = tf.abs(tf.range(height, dtype=tf.float32)[None, :] - centre_y[:, None]) < half[:, None]
+    cols = tf.abs(tf.range(width, dtype=tf.float32)[None, :] - centre_x[:, None]) < half[:, None]
+    inside = rows[:, :, None] & cols[:, None, :] & chosen[:, None, None]
+    return tf.cast(inside, tf.float32)[..., None]
+
+
+def training_batches(
+    x: "np.ndarray",
+    y: "np.ndarray",
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    transform: Callable,
+    initial_epoch: int = 0,
+) -> tuple["tf.data.Dataset", int]:
+    """Endless shuffled batches of (transformed images, labels), each batch with its own seed
+    (a resumed run continues the seed sequence), and the number of batches in an epoch."""
+    import tensorflow as tf
+
+    steps = math.ceil(len(x) / batch_size)
+    order = tf.data.Dataset.range(len(x))
+    if shuffle:
+        order = order.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    order = order.batch(batch_size).repeat()
+    arrays = tf.data.Dataset.from_tensors((x, y)).repeat()
+    seeds = tf.data.Dataset.random(seed=seed).batch(2).skip(initial_epoch * steps)
+
+    def batch_of(indices, data, batch_seed):
+        images, labels = data
+        return transform(tf.gather(images, indices), batch_seed), tf.gather(labels, indices)
+
+    batches = tf.data.Dataset.zip(order, arrays, seeds).map(
+        batch_of, num_parallel_calls=tf.data.AUTOTUNE
+    )
+    return batches.prefetch(tf.data.AUTOTUNE), steps

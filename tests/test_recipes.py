@@ -1,0 +1,177 @@
+"""Training recipes: schedules, composable callbacks and augmentation, on real MNIST subsets."""
+
+import dataclasses
+import itertools
+import signal
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from mlflow.tracking import MlflowClient
+
+from mnist_exp import run_experiment
+from mnist_exp.augment import affine, training_batches
+from mnist_exp.compose import compose_config
+from mnist_exp.config import DatasetConfig, validate
+from mnist_exp.data import load_mnist
+from mnist_exp.errors import ConfigError
+from mnist_exp.schedules import constant, cosine, exponential, one_cycle
+from mnist_exp.train import train
+
+from .helpers import interrupt_at_epoch, run_module
+
+SMALL = ["model=mlp", "dataset.limit=1000", "dataset.val_size=1000"]
+
+
+def rates(schedule, steps: list[int]) -> list[float]:
+    return [float(keras.ops.convert_to_numpy(schedule(step))) for step in steps]
+
+
+def test_each_schedule_has_the_shape_its_name_promises():
+    assert constant(0.5) == 0.5
+    assert rates(exponential(1.0, 10, 0.9), [0, 10, 20]) == pytest.approx([1, 0.9, 0.81])
+    assert rates(cosine(1.0, 4, 10), [0, 20, 40]) == pytest.approx([1, 0.5, 0], abs=1e-6)
+    warm = rates(cosine(1.0, 4, 10, warmup_epochs=1), [0, 5, 10, 40])
+    assert warm == pytest.approx([0, 0.5, 1, 0], abs=1e-6)
+    cycle = rates(one_cycle(1.0, 10, 10, 0.3, 0.04, 0.001), [0, 30, 100])
+    assert cycle == pytest.approx([0.04, 1, 0.001], rel=1e-3)
+
+
+def test_a_warm_up_longer_than_training_is_one_line():
+    with pytest.raises(ConfigError, match="leaves nothing of epochs=2 to decay over"):
+        cosine(1.0, 2, 10, warmup_epochs=3)
+
+
+def test_affine_augmentation_moves_ink_deterministically_and_identity_keeps_it():
+    images = tf.constant(load_mnist(DatasetConfig(limit=64)).x_train[:64])
+    seed = tf.constant([7, 0], tf.int64)
+    moved = affine(rotation=15, shift=0.1, zoom=0.1)(images, seed)
+    assert moved.shape == images.shape and moved.dtype == images.dtype
+    assert np.array_equal(moved, affine(rotation=15, shift=0.1, zoom=0.1)(images, seed))
+    assert not np.allclose(moved, affine(15, 0.1, 0.1)(images, seed + 1))
+    changed = np.abs(moved.numpy() - images.numpy()).mean(axis=(1, 2, 3)) > 0.01
+    assert changed.mean() > 0.9
+    kept = affine(rotation=0, shift=0, zoom=0)(images, seed)
+    np.testing.assert_allclose(kept, images, atol=1e-6)
+    erased = affine(0, 0, 0, erase=1.0, erase_size=0.5)(tf.ones_like(images), seed)
+    blank = (erased.numpy() == 0).mean(axis=(1, 2, 3))
+    assert np.all(blank > 0) and np.all(blank < 0.3)
+
+
+def test_augmentation_touches_training_batches_only(tmp_path):
+    """Training images carry a mark (a top-left pixel of 0.5; MNIST's corners are 0): every
+    image the augmentation sees has it, so validation and test images never pass through it."""
+    data = load_mnist(DatasetConfig(limit=512, val_size=256))
+    marked = data.x_train.copy()
+    marked[:, 0, 0, 0] = 0.5
+    data = dataclasses.replace(data, x_train=marked)
+    val_before, test_before = data.x_val.copy(), data.x_test.copy()
+    seen, unmarked = tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64)
+    light = affine()
+
+    def watched(images, seed):
+        seen.assign_add(tf.cast(tf.shape(images)[0], tf.int64))
+        unmarked.assign_add(tf.math.count_nonzero(images[:, 0, 0, 0] != 0.5))
+        return light(images, seed)
+
+    cfg = validate(compose_config([*SMALL, "epochs=2", f"hydra.run.dir={tmp_path}"])[0])
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")])  # fmt: skip
+    train(model, keras.optimizers.Adam(), data, cfg, tmp_path, {}, watched)
+    model.evaluate(data.x_test, data.y_test, verbose=0)
+    assert int(seen.numpy()) >= 2 * len(data.x_train)  # (and what tf.data prefetched)
+    assert int(unmarked.numpy()) == 0
+    assert np.array_equal(data.x_val, val_before) and np.array_equal(data.x_test, test_before)
+
+
+def test_training_batches_cover_each_image_once_per_epoch():
+    x = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1) * np.ones((1, 2, 2, 1), np.float32)
+    y = np.arange(10)
+    batches, steps = training_batches(x, y, 4, True, 3, lambda images, seed: images)
+    assert steps == 3
+    epochs = [
+        np.concatenate([labels.numpy() for _, labels in batches.skip(e * 3).take(3)])
+        for e in range(2)
+    ]
+    assert all(sorted(epoch) == list(range(10)) for epoch in epochs)
+    assert list(epochs[0]) != list(epochs[1])  # reshuffled every epoch
+
+
+@pytest.mark.parametrize(
+    ("recipe", "shape"),
+    [
+        (["schedule=exponential", "augment=light"], "falls"),
+        (["schedule=cosine", "augment=strong"], "falls"),
+        (["schedule=one_cycle", "optimizer=adam"], "rises then falls"),
+        (
+            [
+                "callbacks=[checkpoint,reduce_lr]",
+                "callbacks.reduce_lr.min_delta=10",
+                "callbacks.reduce_lr.patience=0",
+            ],
+            "halves",
+        ),
+    ],
+    ids=["exponential+light", "cosine+strong", "one_cycle", "reduce_lr"],
+)
+def test_each_recipe_trains_on_real_mnist_and_logs_the_learning_rate(recipe, shape, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_experiment([*SMALL, *recipe, "epochs=4", f"mlflow.tracking_uri={uri}"])
+    assert result.val_accuracy > 0.5
+    history = MlflowClient(uri).get_metric_history(result.run_id, "learning_rate")
+    lr = [m.value for m in sorted(history, key=lambda m: m.step)]
+    assert len(lr) == 4
+    if shape == "falls":
+        assert all(a > b for a, b in itertools.pairwise(lr))
+    elif shape == "rises then falls":
+        assert lr[0] < lr[1] and lr[1] > lr[2] > lr[3]
+    else:  # the first epoch improves on nothing; every later one is a plateau
+        assert lr == pytest.approx([1.0, 1.0, 0.5, 0.25])
+
+
+def test_reduce_lr_with_a_schedule_is_refused_in_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"callbacks\.reduce_lr sets the learning rate"):
+        run_experiment(
+            [
+                *SMALL,
+                "schedule=cosine",
+                "callbacks=[default,reduce_lr]",
+                "epochs=1",
+                f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            ]
+        )
+
+
+def learning_rates(uri: str, tmp_path, args: list[str]) -> list[float]:
+    """Run `args` until epoch 4 begins, interrupt it, resume it to the end; its learning rates."""
+    code, output = interrupt_at_epoch(4, [*args, f"hydra.run.dir={tmp_path / 'a'}"], signal.SIGINT)
+    assert code == 130, output[-2000:]
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("mnist_exp").experiment_id])
+    done = run_module("mnist_exp.run", *args, f"resume={run.info.run_id}", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Epoch 4/6" in done.stdout and "Epoch 3/6" not in done.stdout
+    history = client.get_metric_history(run.info.run_id, "learning_rate")
+    return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+
+@pytest.mark.slow
+def test_resume_continues_the_schedule_where_it_stopped(tmp_path, tracking_uri):
+    args = [*SMALL, "schedule=cosine", "epochs=6", "callbacks=checkpoint",
+            f"mlflow.tracking_uri={tracking_uri}"]  # fmt: skip
+    steps = 1000 // 128 + 1
+    expected = rates(cosine(1.0, 6, steps), [steps * epoch for epoch in range(1, 7)])
+    assert learning_rates(tracking_uri, tmp_path, args) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_resume_keeps_reduce_on_plateau_counting_where_it_stopped(tmp_path, tracking_uri):
+    """With min_delta 10 no epoch after the first improves enough: the rate halves after the
+    3rd and the 5th. Had the resumed run forgotten the plateau's memory, epoch 4 would count as
+    an improvement again and the 6th epoch would still run at 0.5."""
+    args = [*SMALL, "epochs=6", "callbacks=[checkpoint,reduce_lr]",
+            "callbacks.reduce_lr.min_delta=10", "callbacks.reduce_lr.patience=2",
+            f"mlflow.tracking_uri={tracking_uri}"]  # fmt: skip
+    lr = learning_rates(tracking_uri, tmp_path, args)
+    assert lr == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.5, 0.25])
