@@ -31,23 +31,30 @@ def run_module(
     )
 
 
-def interrupt_at_epoch(epoch: int, args: list[str], sig: int) -> tuple[int, str]:
-    """Start `python -m mnist_exp.run args`, send `sig` once `epoch` has begun (watching the
-    output), return its exit code and output."""
+def run_during_epoch(
+    epoch: int, args: list[str], action, env: dict | None = None
+) -> tuple[int, str]:
+    """Start `python -m mnist_exp.run args`, call `action(process)` once `epoch` has begun
+    (watching the output); return its exit code and output."""
     process = subprocess.Popen(
         [sys.executable, "-m", "mnist_exp.run", *args],
         cwd=ROOT,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     output = []
     for line in process.stdout:
         output.append(line)
         if line.startswith(f"Epoch {epoch}/"):
-            process.send_signal(sig)
-    return process.wait(timeout=300), "".join(output)
+            action(process)
+    return process.wait(timeout=600), "".join(output)
+
+
+def interrupt_at_epoch(epoch: int, args: list[str], sig: int) -> tuple[int, str]:
+    """Send `sig` to a run once `epoch` has begun; its exit code and output."""
+    return run_during_epoch(epoch, args, lambda process: process.send_signal(sig))
 
 
 def free_port() -> int:

@@ -21,6 +21,7 @@ from .helpers import (
     ROOT,
     free_port,
     interrupt_at_epoch,
+    run_during_epoch,
     run_module,
     start_tracking_server,
     stop,
@@ -285,24 +286,6 @@ def test_a_full_disk_fails_the_run_in_one_line_naming_the_cause(small_disk, trac
     assert "No space left on device" in run.data.tags["error"]
 
 
-def run_while(args: list[str], env: dict, on_epoch_2) -> tuple[int, str]:
-    """Run `python -m mnist_exp.run args`, calling `on_epoch_2()` when epoch 2 begins."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mnist_exp.run", *args],
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-    )
-    output = []
-    for line in process.stdout:
-        output.append(line)
-        if line.startswith("Epoch 2/"):
-            on_epoch_2()
-    return process.wait(timeout=600), "".join(output)
-
-
 def test_training_outlives_a_tracking_server_restart(tmp_path):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
@@ -316,7 +299,7 @@ def test_training_outlives_a_tracking_server_restart(tmp_path):
     try:
         wait_until_up(f"{uri}/health", servers[0], 120)
         args = [*SUBSET, "mlflow.registered_model=null", f"hydra.run.dir={tmp_path / 'run'}"]
-        code, output = run_while(args, {"MLFLOW_TRACKING_URI": uri}, restart)
+        code, output = run_during_epoch(2, args, lambda _: restart(), {"MLFLOW_TRACKING_URI": uri})
         assert code == 0, output[-3000:]
         assert len(servers) == 2  # it did go down
         run = MlflowClient(uri).search_runs(
@@ -340,8 +323,8 @@ def test_a_server_that_stays_down_ends_the_run_in_one_line_with_the_resume_comma
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     }
     args = [*SUBSET, "mlflow.registered_model=null", f"hydra.run.dir={tmp_path / 'run'}"]
-    code, output = run_while(
-        args, {"MLFLOW_TRACKING_URI": uri, **quick_giving_up}, lambda: stop(server)
+    code, output = run_during_epoch(
+        2, args, lambda _: stop(server), {"MLFLOW_TRACKING_URI": uri, **quick_giving_up}
     )
     assert code == 2, output[-3000:]
     assert "Traceback" not in output

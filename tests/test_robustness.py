@@ -1,6 +1,7 @@
 """The robustness set: printed digits that are not MNIST, and a trained model's accuracy on them."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from mnist_exp.robustness import accuracy, fonts, label, make_set
@@ -20,6 +21,7 @@ def test_the_set_is_seeded_labelled_and_covers_every_font_and_digit(tmp_path):
     assert image.mean() > 150  # dark ink on light paper
 
 
+@pytest.mark.slow
 def test_a_trained_model_reads_most_printed_digits(trained_run, tmp_path):
     """Two epochs of the default CNN on MNIST read 89.1% of this 340-image set (measured
     2026-11-24; 90.9% on two other seeds' sets); chance is 10%, so the bar (85%) fails a broken
@@ -29,6 +31,7 @@ def test_a_trained_model_reads_most_printed_digits(trained_run, tmp_path):
     assert share >= 0.85, [p.name for p in wrong]
 
 
+@pytest.mark.slow
 def test_the_cli_writes_the_set_and_prints_its_accuracy(trained_run, tmp_path):
     model = str(trained_run.output_dir / "mnist.keras")
     done = run_module("mnist_exp.robustness", "--folder", str(tmp_path), "--per-font", "1",
