@@ -10,8 +10,9 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_exp.errors import ConfigError
 
 # What the runner passes to a group's builders, those of them a builder takes; a config must not
-# set these. A model builder must take both.
+# set these. Model and split builders must take theirs.
 SUPPLIED = {
+    "split": ("labels",),
     "model": ("input_shape", "num_classes"),
     "schedule": ("learning_rate", "epochs", "steps_per_epoch"),
     "callbacks": ("work_dir",),
@@ -67,7 +68,7 @@ def check(key: str, node: DictConfig) -> None:
     if given := sorted(set(knobs) & set(supplied)):
         raise ConfigError(f"{key}.{given[0]} is set by the runner; remove it.")
     missing = [name for name in supplied if name not in parameters]
-    if key == "model" and not open_ended and missing:
+    if key in ("model", "split") and not open_ended and missing:
         raise ConfigError(f"{key}: {node._target_} must take {' and '.join(missing)} arguments.")
     hints = annotations(target)
     fields = {

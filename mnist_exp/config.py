@@ -21,6 +21,8 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 MNIST_TRAIN_SIZE = 60_000
 # Files in a run's output directory: the best checkpoint, and what `resume=<run_id>` continues from.
 BEST_FILE, LAST_FILE, STATE_FILE = "best.keras", "last.keras", "state.json"
+# Each run's label, prediction and probabilities for every test digit: what runs are paired by.
+PREDICTIONS = "test/predictions.npz"
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -33,7 +35,6 @@ def require(ok: bool, key: str, value: Any, allowed: str) -> None:
 class DatasetConfig:
     source_dir: str | None = None
     cache_dir: str = "~/.cache/mnist_exp"
-    val_size: int = 5000
     limit: int | None = None
 
     def __post_init__(self) -> None:
@@ -44,17 +45,10 @@ class DatasetConfig:
             "use a directory holding mnist.npz or the four IDX files, or null",
         )
         require(
-            0 < self.val_size < MNIST_TRAIN_SIZE,
-            "dataset.val_size",
-            self.val_size,
-            f"use 1..{MNIST_TRAIN_SIZE - 1}",
-        )
-        train_size = MNIST_TRAIN_SIZE - self.val_size
-        require(
-            self.limit is None or 0 < self.limit <= train_size,
+            self.limit is None or self.limit > 0,
             "dataset.limit",
             self.limit,
-            f"use null (all) or 1..{train_size}",
+            "use null (all training images of the split) or a positive number",
         )
 
 
@@ -135,6 +129,7 @@ class MlflowConfig:
 @dataclass
 class Config:
     dataset: DatasetConfig = MISSING
+    split: Any = MISSING  # a builder's _target_ and knobs: which images validate
     model: Any = MISSING  # a builder's _target_ and knobs, checked against its signature
     optimizer: Any = MISSING
     schedule: Any = MISSING

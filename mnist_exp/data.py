@@ -7,13 +7,15 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mnist_exp.config import DatasetConfig
-from mnist_exp.errors import DataError, exit_with
+from mnist_exp.errors import ConfigError, DataError, exit_with
+from mnist_exp.splits import Indices, holdout
 
 # SHA-256 of each decoded array's bytes (uint8, C order): the same whatever file it came from.
 CHECKSUMS = {
@@ -54,6 +56,7 @@ class Mnist:
     x_test: np.ndarray
     y_test: np.ndarray
     source: str = ""  # the file or directory the verified arrays were read from
+    split_digest: str = ""  # identifies which of the 60,000 images validate (`index_digest`)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -77,6 +80,11 @@ def digest(images: np.ndarray, labels: np.ndarray) -> str:
     sha = hashlib.sha256(np.ascontiguousarray(images).tobytes())
     sha.update(np.ascontiguousarray(labels).tobytes())
     return sha.hexdigest()[:12]
+
+
+def index_digest(indices: np.ndarray) -> str:
+    """Identifies a split by the positions of its validation images among the 60,000."""
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:12]
 
 
 def parse_idx(raw: bytes, name: str) -> np.ndarray:
@@ -224,17 +232,24 @@ def preprocess(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
     return x, np.eye(10, dtype=np.float32)[labels]
 
 
-def load_mnist(cfg: DatasetConfig) -> Mnist:
-    """Verified MNIST split into train (first 55,000), validation (last val_size) and test."""
+def load_mnist(cfg: DatasetConfig, split: Callable[[np.ndarray], Indices] = holdout) -> Mnist:
+    """Verified MNIST: `split(labels)` picks the training and validation images among the 60,000
+    (by default the seed's: the last 5,000 validate); the 10,000 test images stay the test set."""
     raw = fetch_mnist(cfg)
-    split = len(raw["x_train"]) - cfg.val_size
-    train_end = split if cfg.limit is None else cfg.limit
+    train, val = split(raw["y_train"])
+    if cfg.limit is not None and cfg.limit > len(train):
+        raise ConfigError(
+            f"dataset.limit={cfg.limit} is not allowed: this split trains on {len(train)} images; "
+            "use at most that, or null."
+        )
+    train = train[: cfg.limit]
     source = Path(cfg.source_dir or Path(cfg.cache_dir) / CACHE_FILE).expanduser().resolve()
     return Mnist(
-        *preprocess(raw["x_train"][:train_end], raw["y_train"][:train_end]),
-        *preprocess(raw["x_train"][split:], raw["y_train"][split:]),
+        *preprocess(raw["x_train"][train], raw["y_train"][train]),
+        *preprocess(raw["x_train"][val], raw["y_train"][val]),
         *preprocess(raw["x_test"], raw["y_test"]),
         source=str(source),
+        split_digest=index_digest(val),
     )
 
 

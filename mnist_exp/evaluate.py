@@ -22,6 +22,7 @@ class SplitReport:
     accuracy: float
     labels: np.ndarray  # true digits
     predicted: np.ndarray  # predicted digits
+    probabilities: np.ndarray  # (N, 10): the model's softmax output
     confusion: np.ndarray  # (10, 10): rows true, columns predicted
     report_text: str
     report_dict: dict
@@ -43,6 +44,7 @@ def evaluate_split(model: keras.Model, images: np.ndarray, onehot: np.ndarray) -
         accuracy=float(np.mean(labels == predicted)),
         labels=labels,
         predicted=predicted,
+        probabilities=probabilities,
         confusion=confusion_matrix(labels, predicted, labels=range(10)),
         report_text=classification_report(
             labels, predicted, target_names=DIGITS, digits=4, zero_division=0
@@ -138,6 +140,28 @@ def sweep_figure(rows: list[dict], curves: dict[str, list[float]]) -> Figure:
     lines.grid(alpha=0.3)
     if curves:
         lines.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def config_figure(grouped: list[dict]) -> Figure:
+    """Configurations repeated over seeds or folds: validation and test accuracy as the mean and
+    its 95% interval (a bare dot where n < 2 gives none)."""
+    labels = [f"{textwrap.fill(row['overrides'], 40)}\n(n={row['n']})" for row in grouped]
+    height = sum(label.count("\n") + 1 for label in labels)
+    figure = Figure(figsize=(10, max(3.0, 0.35 * height + 1.5)))
+    axes = figure.subplots()
+    for shift, split, colour in ((-0.15, "val", "tab:blue"), (0.15, "test", "tab:orange")):
+        for y, row in enumerate(grouped):
+            mean, low, high = (row[f"{split}_{s}"] for s in ("mean", "ci_low", "ci_high"))
+            error = [[mean - low], [high - mean]] if high == high else None
+            name = ("validation" if split == "val" else "test") if y == 0 else None
+            axes.errorbar(mean, y + shift, xerr=error, fmt="o", color=colour, capsize=3, label=name)
+    axes.set_yticks(range(len(grouped)), labels, fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlabel("accuracy: mean and 95% t interval over seeds and folds")
+    axes.grid(axis="x", alpha=0.3)
+    axes.legend(fontsize=8)
     figure.tight_layout()
     return figure
 

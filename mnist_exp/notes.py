@@ -40,6 +40,22 @@ def datasets(run: Any) -> dict[str, tuple[str, str, int]]:
     return found
 
 
+def split(run: Any) -> str:
+    """Which training images validated: the split option, its knobs and the digest of its picks."""
+    params = run.data.params
+    if "split_digest" not in params:
+        return ""
+    knobs = ", ".join(
+        f"{key.removeprefix('split.')} {value}"
+        for key, value in sorted(params.items())
+        if key.startswith("split.") and key != "split._target_"
+    )
+    return (
+        f"{run.data.tags.get('choice.split', params.get('split._target_'))} ({knobs}), "
+        f"validation images digest `{params['split_digest']}`"
+    )
+
+
 def run_note(run: Any, overrides: Sequence[str], ending: str | None = None) -> str:
     """A run's description: what ran, how it did, how to repeat it, on what data and machine."""
     metrics, params = run.data.metrics, run.data.params
@@ -60,6 +76,7 @@ def run_note(run: Any, overrides: Sequence[str], ending: str | None = None) -> s
         f"{int(params.get('model_params', 0)):,} parameters",
         "optimizer": f"`{params.get('optimizer._target_')}`, learning rate "
         f"{params.get('optimizer.learning_rate', '?')}, batch {params.get('batch_size')}",
+        "split": split(run),
         "recipe": ", ".join(
             f"{group} {run.data.tags[f'choice.{group}']}"
             for group in ("schedule", "callbacks", "augment")
@@ -90,18 +107,23 @@ def version_note(run: Any) -> str:
     )
 
 
-def sweep_note(overrides: Sequence[str], rows: list[dict], best: dict | None) -> str:
-    """A sweep's description: the command, how many jobs finished, the best configuration."""
+def sweep_note(
+    overrides: Sequence[str], rows: list[dict], best: dict | None, paired: str | None
+) -> str:
+    """A sweep's description: the command, how many jobs finished, the best configuration (on
+    mean validation accuracy, `best` being its row by configuration) and its paired test."""
     finished = sum(row["status"] == "FINISHED" for row in rows)
     text = (
         f"Sweep of {len(rows)} jobs: {finished} finished, {len(rows) - finished} did not.\n\n"
         f"```\n{command(overrides, multirun=True)}\n```\n"
     )
     if best is not None:
+        runs = f"mean of {best['n']} runs, " if best["n"] > 1 else ""
         text += (
-            f"\nBest on validation: **{best['val_accuracy']:.2%}** "
-            f"(test {best['test_accuracy']:.2%}, run {best['run_id']}), `{best['overrides']}`. "
-            "Run it alone:\n\n"
+            f"\nBest on validation: **{best['val_mean']:.2%}** ({runs}test {best['test_mean']:.2%}"
+            f"; best run {best['best_run_id']}), `{best['overrides']}`. Run it alone:\n\n"
             f"```\n{command(best['overrides'].split())}\n```\n"
         )
+    if paired is not None:
+        text += f"\nAgainst the runner-up, on the test set:\n\n```\n{paired}```\n"
     return text

@@ -61,7 +61,7 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
         check_resumable(work_dir)  # before the run is reopened: it stays as it was
     seed_everything(config.seed, config.deterministic)  # also clears what earlier jobs left
     precision = set_precision(config.precision)  # before the model is built
-    data = load_mnist(config.dataset)
+    data = load_mnist(config.dataset, lambda labels: build("split", cfg.split, labels=labels))
     model = build("model", cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
     steps_per_epoch = -(-len(data.x_train) // config.batch_size)
     schedule = build(
@@ -77,7 +77,11 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
         for name, node in cfg.callbacks.items()
     }
     transform = build("augment", cfg.augment) if cfg.augment else None
-    extra_params = {"precision_used": precision, "model_params": model.count_params()}
+    extra_params = {
+        "precision_used": precision,
+        "model_params": model.count_params(),
+        "split_digest": data.split_digest,
+    }
     parent = sweep.parent_run_id(job)
     with tracking.start_run(cfg, job, work_dir, config.resume, parent, extra_params) as run:
         if not config.resume:

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import urllib.request
 import warnings
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp import notes
-from mnist_exp.config import BEST_FILE, STATE_FILE, MlflowConfig, flatten
+from mnist_exp.config import BEST_FILE, PREDICTIONS, STATE_FILE, MlflowConfig, flatten
 from mnist_exp.data import Mnist, digest
 from mnist_exp.errors import MnistExpError
 from mnist_exp.evaluate import (
@@ -43,6 +44,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # 64 s: about two minutes in all) before it gives up. The environment can change both.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+# Artifacts read back (predictions, checkpoints) are small: progress bars would only be noise.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def tracking_uri(cfg: MlflowConfig) -> str:
@@ -381,6 +384,37 @@ def log_evaluation(
     log_split(report.test, "test", "test")
     mlflow.log_figure(curves_figure(history), "training_curves.png")
     mlflow.log_figure(misclassified_figure(x_test, report.test), "test/misclassified.png")
+    log_predictions(report.test)
+
+
+def log_predictions(split: SplitReport) -> None:
+    """Every test digit's label, predicted digit and probabilities (float16), in test-set order."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / Path(PREDICTIONS).name
+        np.savez_compressed(
+            path,
+            labels=split.labels.astype(np.uint8),
+            predicted=split.predicted.astype(np.uint8),
+            probabilities=split.probabilities.astype(np.float16),
+        )
+        mlflow.log_artifact(str(path), str(Path(PREDICTIONS).parent))
+
+
+def load_predictions(run_id: str, uri: str) -> dict[str, np.ndarray]:
+    """A run's test predictions (`log_predictions`); a MnistExpError if it has none."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=PREDICTIONS, dst_path=folder, tracking_uri=uri
+            )
+        except (MlflowException, OSError) as error:
+            raise MnistExpError(
+                f"Run {run_id} has no {PREDICTIONS} in {uri} ({str(error).splitlines()[0][:150]})"
+                ": is the id right, and did the run finish? Runs older than this artifact cannot "
+                "be compared; run them again."
+            ) from None
+        with np.load(path) as arrays:
+            return dict(arrays)
 
 
 def log_model(model: keras.Model, job: Job, val_accuracy: float, cfg: MlflowConfig) -> None:

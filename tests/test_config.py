@@ -94,7 +94,7 @@ def test_defaults_reproduce_the_seed_except_adadelta_learning_rate():
     assert (checkpoint["monitor"], checkpoint["mode"]) == ("val_accuracy", "max")
     assert (stopping["monitor"], stopping["patience"]) == ("val_loss", 5)
     assert cfg.schedule == {"_target_": "mnist_exp.schedules.constant"} and not cfg.augment
-    assert cfg.dataset.val_size == 5000
+    assert cfg.split == {"_target_": "mnist_exp.splits.holdout", "size": 5000}
 
 
 def test_experiment_seed_uses_tensorflow_default_adadelta_rate():
@@ -109,14 +109,15 @@ def test_experiment_seed_uses_tensorflow_default_adadelta_rate():
         ("model.dropout_conv=1.0", "model.dropout_conv=1.0"),
         ("model.dropout_dense=1.5", "model.dropout_dense=1.5"),
         ("optimizer.learning_rate=0", "optimizer.learning_rate=0.0"),
-        ("dataset.val_size=60000", "dataset.val_size=60000"),
+        ("split.size=60000", "split.size=60000"),
+        ("split=kfold split.k=1", "split.k=1"),
         ("callbacks.early_stopping.patience=-1", "callbacks.early_stopping.patience=-1"),
         ("callbacks.early_stopping.monitor=val_los", "callbacks.early_stopping.monitor='val_los'"),
     ],
 )
 def test_schema_rejects_out_of_range_values(override, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
-        composed(override)
+        composed(*override.split())
 
 
 @pytest.mark.parametrize(
@@ -161,7 +162,11 @@ CLI_MISTAKES = [
     ),
     ("optimizer.learning_rate=0", "optimizer.learning_rate=0.0 is not allowed: use > 0."),
     ("optimizer.learning_rate=-0.1", "optimizer.learning_rate=-0.1 is not allowed: use > 0."),
-    ("dataset.val_size=60000", "dataset.val_size=60000 is not allowed: use 1..59999."),
+    ("split.size=60000", "split.size=60000 is not allowed: input should be less than 60000"),
+    ("split=kfold split.fold=-1", "split.fold=-1 is not allowed: input should be greater than"),
+    ("split=stratified split.k=5", "split.k is not a config key; did you mean split.size?"),
+    ("split=random", "split=random is not an option: choose one of holdout, kfold, stratified."),
+    ("dataset.limit=0", "dataset.limit=0 is not allowed: use null (all training images of the"),
     ("callbacks.early_stopping.patience=-1", "callbacks.early_stopping.patience=-1 is not allowed"),
     (
         "optimizer=adamm",
@@ -178,7 +183,6 @@ CLI_MISTAKES = [
     ("augment=medium", "augment=medium is not an option: choose one of light, none, strong."),
     ("callbacks.checkpoint.mode=best", "callbacks.checkpoint.mode='best' is not allowed"),
     ("dataset.source_dir=/no/such/dir", "dataset.source_dir='/no/such/dir' is not allowed"),
-    ("dataset.limit=0", "dataset.limit=0 is not allowed: use null (all) or 1..55000."),
     ("model.kernel_size=20", "model.kernel_size=20 is not allowed: input should be less than or"),
     ("model.dense_units=0", "model.dense_units=0 is not allowed: input should be greater than"),
     ("shuffle=maybe", "shuffle=maybe is not allowed: Value 'maybe' is not a valid bool"),

@@ -3,6 +3,7 @@
 import dataclasses
 import itertools
 import signal
+from functools import partial
 
 import keras
 import numpy as np
@@ -17,11 +18,12 @@ from mnist_exp.config import DatasetConfig, validate
 from mnist_exp.data import load_mnist
 from mnist_exp.errors import ConfigError
 from mnist_exp.schedules import constant, cosine, exponential, one_cycle
+from mnist_exp.splits import holdout
 from mnist_exp.train import train
 
 from .helpers import interrupt_at_epoch, run_module
 
-SMALL = ["model=mlp", "dataset.limit=1000", "dataset.val_size=1000"]
+SMALL = ["model=mlp", "dataset.limit=1000", "split.size=1000"]
 
 
 def rates(schedule, steps: list[int]) -> list[float]:
@@ -62,7 +64,7 @@ def test_affine_augmentation_moves_ink_deterministically_and_identity_keeps_it()
 def test_augmentation_touches_training_batches_only(tmp_path):
     """Training images carry a mark (a top-left pixel of 0.5; MNIST's corners are 0): every
     image the augmentation sees has it, so validation and test images never pass through it."""
-    data = load_mnist(DatasetConfig(limit=512, val_size=256))
+    data = load_mnist(DatasetConfig(limit=512), partial(holdout, size=256))
     marked = data.x_train.copy()
     marked[:, 0, 0, 0] = 0.5
     data = dataclasses.replace(data, x_train=marked)

@@ -87,6 +87,64 @@ def test_grid_is_one_parent_run_with_a_child_per_job_and_a_summary(tmp_path, tra
     assert "Best: val" in done.stdout
 
 
+def test_seeds_repeat_a_configuration_summarised_with_intervals_and_a_paired_test(
+    tmp_path, tracking_uri
+):
+    """2 configs x 2 seeds: the parent gets the table by configuration, the best configuration on
+    mean validation accuracy and McNemar's test against the runner-up; `compare` pairs two runs."""
+    done = sweep(tmp_path, tracking_uri, "optimizer=adam,sgd", "seed=1,2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    parent, children = parent_and_children(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    text = client.download_artifacts(parent.info.run_id, "summary_by_config.csv")
+    rows = list(csv.DictReader(io.StringIO(Path(text).read_text())))
+    configs = {row["overrides"].split()[0]: row for row in rows}  # full overrides, seed dropped
+    assert all("seed=" not in row["overrides"] and "epochs=1" in row["overrides"] for row in rows)
+    assert set(configs) == {"optimizer=adam", "optimizer=sgd"}
+    for name, row in configs.items():
+        runs = [c for c in children if c.data.tags["choice.optimizer"] == name.split("=")[1]]
+        val = [c.data.metrics["best_val_accuracy"] for c in runs]
+        assert (row["n"], row["failed"]) == ("2", "0")
+        assert float(row["val_mean"]) == pytest.approx(np.mean(val))
+        assert float(row["val_std"]) == pytest.approx(np.std(val, ddof=1))
+        assert float(row["val_ci_low"]) < float(row["val_mean"]) < float(row["val_ci_high"])
+        best_run = max(runs, key=lambda c: c.data.metrics["best_val_accuracy"])
+        assert row["best_run_id"] == best_run.info.run_id
+    best, second = sorted(configs.values(), key=lambda row: -float(row["val_mean"]))
+    assert parent.data.tags["best_run_id"] == best["best_run_id"]
+    assert parent.data.metrics["best_config_val_mean"] == pytest.approx(float(best["val_mean"]))
+    assert parent.data.params["best.optimizer"] == best["overrides"].split()[0].split("=")[1]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"summary_by_config.md", "summary.png", "comparison.txt", "comparison.png"} <= artifacts
+    assert "By configuration" in done.stdout and "McNemar's exact test: p" in done.stdout
+    assert "mean of 2 runs" in parent.data.tags["mlflow.note.content"]
+
+    env = {"MLFLOW_TRACKING_URI": tracking_uri}
+    out = tmp_path / "flips.png"
+    pair = [best["best_run_id"], second["best_run_id"]]
+    compared = run_module("mnist_exp.compare", *pair, "--out", str(out), env=env)
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    predictions = [
+        np.load(client.download_artifacts(run, "test/predictions.npz", str(tmp_path / run)))
+        for run in pair
+    ]
+    right = [p["predicted"] == p["labels"] for p in predictions]
+    only_a, only_b = int(np.sum(right[0] & ~right[1])), int(np.sum(right[1] & ~right[0]))
+    assert f"only A got {only_a} right, only B {only_b}." in compared.stdout
+    assert f"test accuracy {right[0].mean():.2%}" in compared.stdout
+    p_value = float(parent.data.metrics["mcnemar_p_value"])
+    logged = Path(client.download_artifacts(parent.info.run_id, "comparison.txt")).read_text()
+    verdict = logged.splitlines()[2:]  # the counts and the p-value: the CLI's, the sweep's
+    assert len(verdict) == 2 and all(line in compared.stdout for line in verdict)
+    assert f"p = {p_value:.3g}" in logged or p_value == 0
+    assert out.stat().st_size > 10_000
+    assert predictions[0]["probabilities"].shape == (10_000, 10)
+    missing = run_module("mnist_exp.compare", pair[0], "0" * 32, env=env)
+    last = missing.stderr.strip().splitlines()[-1]  # after TensorFlow's import messages
+    assert missing.returncode == 2 and last.startswith(f"error: Run {'0' * 32} has no test/")
+    assert "Traceback" not in missing.stderr
+
+
 def test_one_sweep_compares_every_architecture(tmp_path, tracking_uri):
     done = sweep(tmp_path, tracking_uri, "model=mlp,lenet5,cnn,cnn_bn")
     assert done.returncode == 0, done.stderr[-3000:]

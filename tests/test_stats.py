@@ -1,0 +1,90 @@
+"""Statistics against hand computations: spread and t intervals, grouping a sweep's jobs into
+configurations (n = 1, failed jobs), and McNemar's exact test on known tables."""
+
+import math
+
+import numpy as np
+import pytest
+
+from mnist_exp.stats import mcnemar, spread
+from mnist_exp.sweep import configuration, group_rows, grouped_markdown
+
+T_975 = {
+    1: 12.706205,
+    2: 4.302653,
+}  # Student t quantiles from a printed table, by degrees of freedom
+
+
+def job(number, overrides, status="FINISHED", val=None, test=None, epochs=None, seconds=None):
+    row = {"job": number, "overrides": overrides, "status": status}
+    if status == "FINISHED":
+        row |= dict(val_accuracy=val, test_accuracy=test, epochs=epochs, seconds=seconds)
+        row["run_id"] = f"run{number}"
+    return row
+
+
+def test_spread_of_three_values_by_hand():
+    s = spread([0.97, 0.99, 0.98])
+    assert (s.n, s.min, s.max) == (3, 0.97, 0.99)
+    assert s.mean == pytest.approx(0.98) and s.std == pytest.approx(0.01)
+    half = T_975[2] * 0.01 / math.sqrt(3)
+    assert (s.low, s.high) == (pytest.approx(0.98 - half), pytest.approx(0.98 + half))
+
+
+def test_one_value_has_no_spread_and_none_has_no_mean():
+    one = spread([0.9])
+    assert (one.n, one.mean, one.min, one.max) == (1, 0.9, 0.9, 0.9)
+    assert all(math.isnan(v) for v in (one.std, one.low, one.high))
+    assert spread([]).n == 0 and math.isnan(spread([]).mean)
+
+
+def test_seeds_and_folds_are_repeats_and_everything_else_a_configuration():
+    assert configuration("optimizer=adam seed=3 split.fold=2 epochs=3") == "optimizer=adam epochs=3"
+    assert configuration("+seed=1 model=mlp") == "model=mlp"
+    assert configuration("split=kfold split.k=5") == "split=kfold split.k=5"
+
+
+def test_jobs_group_into_configurations_with_failures_counted_apart():
+    rows = [
+        job(0, "optimizer=adam seed=1", val=0.98, test=0.97, epochs=3, seconds=10.0),
+        job(1, "optimizer=adam seed=2", val=0.99, test=0.985, epochs=5, seconds=20.0),
+        job(2, "optimizer=adam seed=3", "FAILED"),
+        job(3, "optimizer=sgd seed=1", val=0.95, test=0.94, epochs=2, seconds=4.0),
+        job(4, "optimizer=sgd seed=2", "FAILED"),
+        job(5, "optimizer=rmsprop seed=1", "KILLED"),
+    ]
+    adam, sgd, rmsprop = group_rows(rows)
+    assert (adam["overrides"], adam["n"], adam["failed"]) == ("optimizer=adam", 2, 1)
+    std = math.sqrt(2 * 0.005**2)  # sample std of 0.98, 0.99
+    half = T_975[1] * std / math.sqrt(2)
+    assert adam["val_mean"] == pytest.approx(0.985) and adam["val_std"] == pytest.approx(std)
+    assert adam["val_ci_low"] == pytest.approx(0.985 - half)
+    assert adam["val_ci_high"] == pytest.approx(0.985 + half)
+    assert (adam["val_min"], adam["val_max"]) == (0.98, 0.99)
+    assert adam["test_mean"] == pytest.approx(0.9775)
+    assert (adam["epochs_mean"], adam["seconds_mean"], adam["best_run_id"]) == (4, 15, "run1")
+    assert (sgd["n"], sgd["failed"], sgd["val_mean"], sgd["best_run_id"]) == (1, 1, 0.95, "run3")
+    assert math.isnan(sgd["val_std"]) and math.isnan(sgd["val_ci_low"])
+    assert (rmsprop["n"], rmsprop["failed"], rmsprop["best_run_id"]) == (0, 1, None)
+    table = grouped_markdown([adam, sgd, rmsprop])
+    assert "| optimizer=adam | 2 (+1 failed) | 0.9850 |" in table
+    assert "| optimizer=sgd | 1 (+1 failed) | 0.9500 |  |  | 0.9500 to 0.9500 |" in table
+    assert "| optimizer=rmsprop | 0 (+1 failed) |  |" in table
+
+
+@pytest.mark.parametrize(
+    ("only_a", "only_b", "p_value"),
+    [
+        (2, 9, 2 * (1 + 11 + 55) / 2**11),  # 2 * P(X <= 2), X ~ Binomial(11, 1/2)
+        (0, 5, 2 / 2**5),
+        (7, 7, 1.0),
+        (0, 0, 1.0),
+        (30, 10, 2 * sum(math.comb(40, i) for i in range(11)) / 2**40),
+    ],
+)
+def test_mcnemar_exact_test_on_known_tables(only_a, only_b, p_value):
+    both_right, both_wrong = 900, 50
+    a = np.array([1] * only_a + [0] * only_b + [1] * both_right + [0] * both_wrong, bool)
+    b = np.array([0] * only_a + [1] * only_b + [1] * both_right + [0] * both_wrong, bool)
+    assert mcnemar(a, b) == (only_a, only_b, pytest.approx(p_value, rel=1e-9))
+    assert mcnemar(b, a) == (only_b, only_a, pytest.approx(p_value, rel=1e-9))
