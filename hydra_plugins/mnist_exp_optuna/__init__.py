@@ -5,11 +5,12 @@ sweepers from the `hydra_plugins` package, hence its home here.
 """
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep, Override, Transformer
+from hydra.core.override_parser.types import Glob, IntervalSweep, Override, RangeSweep, Transformer
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
@@ -35,25 +36,44 @@ ConfigStore.instance().store(
 
 
 def distribution(override: Override) -> "optuna.distributions.BaseDistribution":
-    """choice(a, b) -> categorical; [int(]interval(lo, hi)[)] with tag(log, ...) -> (log) uniform;
-    range(lo, hi, step) -> integers."""
+    """choice(a, b) -> categorical; range(start, stop, step) -> the values Hydra enumerates, stop
+    excluded; [int(]interval(lo, hi)[)], log-scaled if tagged log -> a uniform distribution."""
     import optuna
 
     value = override.value()
-    if override.is_choice_sweep():
+    if override.is_choice_sweep() and not isinstance(value, Glob):
         return optuna.distributions.CategoricalDistribution(
             list(override.sweep_iterator(transformer=Transformer.encode))
         )
-    if override.is_range_sweep():
-        return optuna.distributions.IntDistribution(
-            int(value.start), int(value.stop) - int(value.step), step=int(value.step)
-        )
+    if override.is_range_sweep() and isinstance(value, RangeSweep):
+        return range_distribution(override, value)
     if override.is_interval_sweep() and isinstance(value, IntervalSweep):
         log = "log" in value.tags
         if isinstance(value.start, int) and isinstance(value.end, int):
             return optuna.distributions.IntDistribution(value.start, value.end, log=log)
         return optuna.distributions.FloatDistribution(value.start, value.end, log=log)
     raise ValueError(f"{override.input_line}: use choice(...), range(...) or interval(...)")
+
+
+def range_distribution(
+    override: Override, sweep: RangeSweep
+) -> "optuna.distributions.BaseDistribution":
+    """The evenly spaced values of a range, as many as Hydra yields, each start + k * step written
+    in decimal (0.3, not 0.30000000000000004)."""
+    import optuna
+
+    count = len(list(override.sweep_iterator())) if sweep.step > 0 else 0
+    if count == 0:
+        raise ValueError(
+            f"{override.input_line}: the range has no increasing values; use "
+            "range(start, stop, step) with start < stop and step > 0 (stop is excluded)"
+        )
+    if isinstance(sweep.range(), range):  # Hydra enumerates ints only if all three are ints
+        high = sweep.start + (count - 1) * sweep.step
+        return optuna.distributions.IntDistribution(sweep.start, high, step=sweep.step)
+    start, step = Decimal(str(sweep.start)), Decimal(str(sweep.step))
+    high = float(start + (count - 1) * step)
+    return optuna.distributions.FloatDistribution(float(start), high, step=float(step))
 
 
 def override(key: str, value: object) -> str:

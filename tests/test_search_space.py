@@ -1,0 +1,115 @@
+"""Each Hydra sweep form becomes the Optuna distribution of the values Hydra itself would sweep."""
+
+import optuna
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hydra_plugins.mnist_exp_optuna import distribution, override
+
+FLOAT_RANGES = ["range(0.1,0.5,0.1)", "range(0,1,0.25)", "range(0,0.9,0.3)", "range(1.5,2.5)"]
+
+
+def parse(line: str):
+    return OverridesParser.create().parse_overrides([line])[0]
+
+
+def grid(found: IntDistribution | FloatDistribution) -> list:
+    """Every value a stepped distribution allows, lowest first."""
+    steps = round((found.high - found.low) / found.step)
+    return [found.low + k * found.step for k in range(steps + 1)]
+
+
+def sampled(found, trials: int = 200) -> set:
+    """The values Optuna's random sampler suggests from the distribution."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    return {study.ask({"x": found}).params["x"] for _ in range(trials)}
+
+
+@pytest.mark.parametrize(
+    ("line", "choices"),
+    [
+        ("x=choice(adam,sgd)", ("adam", "sgd")),
+        ("x=relu,gelu", ("relu", "gelu")),
+        ("x=choice(32,64,128)", (32, 64, 128)),
+        ("x=choice(0.1,0.25)", (0.1, 0.25)),
+    ],
+)
+def test_a_choice_is_categorical(line, choices):
+    found = distribution(parse(line))
+    assert isinstance(found, CategoricalDistribution)
+    assert found.choices == choices
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("x=range(1,10,2)", range(1, 10, 2)),
+        ("x=range(0,10,5)", range(0, 10, 5)),
+        ("x=range(1,4)", range(1, 4)),
+        ("x=range(4)", range(4)),
+        ("x=shuffle(range(2,8,3))", range(2, 8, 3)),
+    ],
+)
+@pytest.mark.filterwarnings("error")  # Optuna warns when it has to move high onto the step grid
+def test_an_int_range_excludes_stop_like_python(line, expected):
+    found = distribution(parse(line))
+    assert isinstance(found, IntDistribution)
+    assert (found.low, found.high, found.step) == (expected[0], expected[-1], expected.step)
+    assert grid(found) == list(expected)
+    assert sampled(found) == set(expected)
+
+
+@pytest.mark.parametrize("sweep", FLOAT_RANGES)
+@pytest.mark.filterwarnings("error")
+def test_a_float_range_allows_exactly_what_hydra_sweeps(sweep):
+    line = f"x={sweep}"
+    hydra_values = list(parse(line).sweep_iterator())
+    found = distribution(parse(line))
+    assert isinstance(found, FloatDistribution) and not found.log
+    assert grid(found) == pytest.approx(hydra_values, abs=1e-9)
+    assert sorted(sampled(found)) == pytest.approx(hydra_values, abs=1e-9)
+
+
+def test_a_float_range_ends_on_a_decimal_value():
+    found = distribution(parse("x=range(0.1,0.5,0.1)"))
+    assert (found.low, found.high, found.step) == (0.1, 0.4, 0.1)
+
+
+def test_every_float_range_value_written_as_an_override_parses_back():
+    found = distribution(parse("lr=range(0.1,0.5,0.1)"))
+    for value in grid(found):
+        line = override("lr", value)
+        assert line == f"lr={round(value, 9):g}"
+        again = parse(line)
+        assert again.get_key_element() == "lr" and not again.is_sweep_override()
+        assert again.value() == pytest.approx(value, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("line", "kind", "bounds", "log"),
+    [
+        ("x=interval(0.1,0.5)", FloatDistribution, (0.1, 0.5), False),
+        ("x=interval(1,10)", FloatDistribution, (1.0, 10.0), False),  # Hydra makes them floats
+        ("x=int(interval(16,256))", IntDistribution, (16, 256), False),
+        ("x=tag(log,interval(1e-4,1e-1))", FloatDistribution, (1e-4, 1e-1), True),
+        ("x=tag(log,int(interval(16,256)))", IntDistribution, (16, 256), True),
+    ],
+)
+def test_an_interval_is_uniform_or_log_uniform(line, kind, bounds, log):
+    found = distribution(parse(line))
+    assert type(found) is kind
+    assert (found.low, found.high, found.log) == (*bounds, log)
+    assert all(type(v) is type(bounds[0]) for v in (found.low, found.high))
+
+
+@pytest.mark.parametrize("sweep", ["range(5,1)", "range(3,3)", "range(10,1,-2)", "range(1.0,0.5)"])
+def test_a_range_without_increasing_values_is_one_clear_line(sweep):
+    with pytest.raises(ValueError, match=r"^x=.*: .*start < stop and step > 0[^\n]*$"):
+        distribution(parse(f"x={sweep}"))
+
+
+@pytest.mark.parametrize("line", ["x=3", "x=adam", "x=glob(a*)"])
+def test_a_value_that_is_not_a_search_dimension_is_refused(line):
+    with pytest.raises(ValueError, match=r"use choice\(\.\.\.\), range\(\.\.\.\) or interval"):
+        distribution(parse(line))
