@@ -26,3 +26,4 @@ class Result:
     seconds: float  # training time
     output_dir: Path | None  # None: a reused run that did not record it
     reused: bool = False  # an identical FINISHED run was reused (skip_finished=true)
+    pruned: bool = False  # an Optuna search's pruner stopped its training early

@@ -113,8 +113,11 @@ def sweep_note(
     """A sweep's description: the command, how many jobs finished, the best configuration (on
     mean validation accuracy, `best` being its row by configuration) and its paired test."""
     finished = sum(row["status"] == "FINISHED" for row in rows)
+    pruned = sum(row["status"] == "PRUNED" for row in rows)
+    stopped = f"{pruned} pruned, " if pruned else ""
     text = (
-        f"Sweep of {len(rows)} jobs: {finished} finished, {len(rows) - finished} did not.\n\n"
+        f"Sweep of {len(rows)} jobs: {finished} finished, {stopped}"
+        f"{len(rows) - finished - pruned} did not.\n\n"
         f"```\n{command(overrides, multirun=True)}\n```\n"
     )
     if best is not None:

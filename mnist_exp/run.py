@@ -46,11 +46,17 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
     config = validate(cfg)
     check_writable("hydra.run.dir", job.output_dir)
     # Heavy imports only now, so `--help` and `--cfg job` answer at once.
-    from mnist_exp import tracking
+    from mnist_exp import search, tracking
     from mnist_exp.build import build
     from mnist_exp.data import load_mnist
     from mnist_exp.evaluate import evaluate
-    from mnist_exp.train import check_resumable, seed_everything, set_precision, train
+    from mnist_exp.train import (
+        ReportToTrial,
+        check_resumable,
+        seed_everything,
+        set_precision,
+        train,
+    )
 
     tracking.use_store(config.mlflow)  # an unreachable store fails now, not after training
     if config.skip_finished and (twin := tracking.finished_twin(cfg)):
@@ -83,7 +89,10 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
         "split_digest": data.split_digest,
     }
     parent = sweep.parent_run_id(job)
-    with tracking.start_run(cfg, job, work_dir, config.resume, parent, extra_params) as run:
+    trial = search.job_trial(config.epochs)  # None unless an Optuna search launched this job
+    reporters = [tracking.MlflowMetrics(), *([ReportToTrial(trial)] if trial else [])]
+    tags = search.trial_tags(trial) if trial else {}
+    with tracking.start_run(cfg, job, work_dir, config.resume, parent, extra_params, tags) as run:
         if not config.resume:
             tracking.log_datasets(data)
             tracking.log_model_card(model)
@@ -95,8 +104,11 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
             work_dir,
             callbacks,
             transform,
-            [tracking.MlflowMetrics()],
+            reporters,
         )
+        pruned_at = reporters[-1].pruned_at if trial else None
+        if pruned_at:
+            tracking.log_pruned(pruned_at)
         report = evaluate(model, data)
         tracking.log_evaluation(history, best, report, data.x_test)
         tracking.log_model(model, job, report.val.accuracy, config.mlflow)
@@ -113,6 +125,7 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
         epochs=len(history["loss"]),
         seconds=float(sum(history["epoch_seconds"])),
         output_dir=work_dir,
+        pruned=pruned_at is not None,
     )
 
 

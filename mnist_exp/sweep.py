@@ -58,7 +58,7 @@ def run_job(experiment: Callable[[], Result], job: Job) -> float | None:
         return None
     write_row(
         job,
-        "FINISHED",
+        "PRUNED" if result.pruned else "FINISHED",
         run_id=result.run_id,
         val_accuracy=result.val_accuracy,
         test_accuracy=result.test_accuracy,
@@ -208,7 +208,7 @@ class SweepRun(Callback):
         if os.environ.pop(PARENT_ENV, None) is None:  # already closed
             return 0
         rows = read_rows(self.sweep_dir)
-        unfinished = sum(row["status"] != "FINISHED" for row in rows)
+        unfinished = sum(row["status"] not in ("FINISHED", "PRUNED") for row in rows)
         summarise(self.run_id, rows, self.dataset)
         from mlflow import MlflowClient
 
@@ -234,13 +234,17 @@ def summarise(run_id: str, rows: list[dict[str, Any]], dataset: DatasetConfig) -
     client.log_text(run_id, csv_table(rows, (*COLUMNS, "run_id", "reused", "error")), "summary.csv")
     finished = [row for row in rows if row["status"] == "FINISHED"]
     client.log_metric(run_id, "jobs_finished", len(finished))
-    client.log_metric(run_id, "jobs_failed", len(rows) - len(finished))
+    pruned = sum(row["status"] == "PRUNED" for row in rows)
+    client.log_metric(run_id, "jobs_failed", len(rows) - len(finished) - pruned)
+    if pruned:
+        client.log_metric(run_id, "jobs_pruned", pruned)
     print(
-        f"\nSweep summary: {len(finished)} of {len(rows)} jobs finished "
+        f"\nSweep summary: {len(finished)} of {len(rows)} jobs finished"
+        f"{f', {pruned} pruned' if pruned else ''} "
         f"(shared overrides: {shared or 'none'})\n{table}"
     )
     grouped = group_rows(rows)
-    labelled_groups, _ = label_rows(grouped)
+    labelled_groups = label_rows(grouped)[0] if len(grouped) > 1 else grouped  # one: say it whole
     repeated = len(grouped) < len(rows)
     if repeated:
         by_config = grouped_markdown(labelled_groups)
@@ -275,8 +279,9 @@ def summarise(run_id: str, rows: list[dict[str, Any]], dataset: DatasetConfig) -
         client.log_metric(run_id, "best_config_n", best["n"])
     client.set_tag(run_id, "best_run_id", best["best_run_id"])
     for override in labelled_groups[grouped.index(best)]["overrides"].split():
-        key, _, value = override.partition("=")
-        client.log_param(run_id, f"best.{key.lstrip('+~')}", value)
+        key, assigns, value = override.partition("=")
+        if assigns:  # not "(shared only)": one configuration, nothing to tell it apart
+            client.log_param(run_id, f"best.{key.lstrip('+~')}", value)
     over = f" over {best['n']} runs, test {best['test_mean']:.4f}" if repeated else ""
     print(
         f"Best configuration on validation: val {best['val_mean']:.4f}{over}; its best run "

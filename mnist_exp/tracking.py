@@ -133,11 +133,19 @@ def process_tags() -> dict[str, str]:
     }
 
 
+def process_alive(tags: dict[str, str]) -> bool:
+    """Whether the process `process_tags` described still runs (on this host)."""
+    import psutil
+
+    try:
+        return psutil.Process(int(tags["pid"])).create_time() == float(tags["pid_started"])
+    except (KeyError, ValueError, psutil.Error):
+        return False
+
+
 def close_dead_runs(experiment_id: str) -> None:
     """Runs of this host left RUNNING by a process that is gone (SIGKILL, the OOM killer, a power
     cut) end KILLED, tagged with how to resume them, so the UI tells the truth."""
-    import psutil
-
     client = MlflowClient()
     running = client.search_runs(
         [experiment_id],
@@ -145,11 +153,7 @@ def close_dead_runs(experiment_id: str) -> None:
     )
     for run in running:
         tags = run.data.tags
-        try:
-            alive = psutil.Process(int(tags["pid"])).create_time() == float(tags["pid_started"])
-        except (KeyError, ValueError, psutil.Error):
-            alive = False
-        if alive:
+        if process_alive(tags):
             continue
         ended = f"process {tags.get('pid')} ended while the run was RUNNING (killed?)"
         client.set_tag(run.info.run_id, "error", ended)
@@ -186,14 +190,14 @@ def config_hash(cfg: DictConfig) -> str:
 
 
 def finished_twin(cfg: DictConfig) -> mlflow.entities.Run | None:
-    """The latest FINISHED run of exactly this config in the current experiment, if any."""
+    """The latest FINISHED run of exactly this config in the current experiment, if any; a run
+    that a search's pruner stopped early does not count."""
     runs = mlflow.search_runs(
         filter_string=f"tags.config_hash = '{config_hash(cfg)}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
-        max_results=1,
         output_format="list",
     )
-    return runs[0] if runs else None
+    return next((run for run in runs if "pruned" not in run.data.tags), None)
 
 
 def resume_dir(run_id: str) -> Path:
@@ -225,6 +229,7 @@ def start_run(
     run_id: str | None,
     parent_id: str | None,
     extra_params: dict[str, object],
+    extra_tags: dict[str, str],
 ) -> Iterator[mlflow.ActiveRun]:
     """Open an MLflow run (in the store `use_store` chose; a child of `parent_id` in a sweep), or
     reopen `run_id` to resume it. It ends FAILED with the reason, or KILLED on Ctrl-C/SIGTERM with
@@ -236,7 +241,7 @@ def start_run(
         try:
             mlflow.set_tags(process_tags())  # this process owns it now, a resumed run included
             if run_id is None:
-                mlflow.set_tags({**job_tags(job), "config_hash": config_hash(cfg)})
+                mlflow.set_tags({**job_tags(job), "config_hash": config_hash(cfg), **extra_tags})
                 if parent_id:
                     mlflow.set_tag("mlflow.parentRunId", parent_id)
                 params = flatten(OmegaConf.to_container(cfg, resolve=True))
@@ -385,6 +390,11 @@ def log_evaluation(
     mlflow.log_figure(curves_figure(history), "training_curves.png")
     mlflow.log_figure(misclassified_figure(x_test, report.test), "test/misclassified.png")
     log_predictions(report.test)
+
+
+def log_pruned(epoch: int) -> None:
+    """Mark a search trial that its pruner stopped; its metrics are those of its epochs so far."""
+    mlflow.set_tag("pruned", f"after epoch {epoch}: its search's pruner stopped it")
 
 
 def log_predictions(split: SplitReport) -> None:

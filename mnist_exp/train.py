@@ -19,6 +19,7 @@ from mnist_exp.augment import training_batches
 from mnist_exp.config import COMPILED_METRICS, LAST_FILE, STATE_FILE, Config
 from mnist_exp.data import Mnist
 from mnist_exp.errors import ConfigError, DivergedError, MnistExpError
+from mnist_exp.search import PRUNED_AT
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -79,6 +80,23 @@ class EpochLogs(keras.callbacks.Callback):
         logs["epoch_seconds"] = time.perf_counter() - self.start
         logs["samples_per_second"] = self.train_samples / (self.train_end - self.start)
         logs["learning_rate"] = learning_rate(self.model.optimizer)
+
+
+class ReportToTrial(keras.callbacks.Callback):
+    """Reports each epoch's validation accuracy to an Optuna trial, and stops training like early
+    stopping once the trial's pruner calls it hopeless (`pruned_at`: that epoch)."""
+
+    def __init__(self, trial):
+        super().__init__()
+        self.trial = trial
+        self.pruned_at = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.trial.report(float(logs["val_accuracy"]), epoch + 1)
+        if self.trial.should_prune():
+            self.pruned_at = epoch + 1
+            self.trial.set_user_attr(PRUNED_AT, epoch + 1)
+            self.model.stop_training = True
 
 
 def learning_rate(optimizer: keras.optimizers.Optimizer) -> float:

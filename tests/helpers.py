@@ -32,10 +32,11 @@ def run_module(
 
 
 def run_during_epoch(
-    epoch: int, args: list[str], action, env: dict | None = None
+    epoch: int, args: list[str], action, env: dict | None = None, occurrence: int = 1
 ) -> tuple[int, str]:
-    """Start `python -m mnist_exp.run args`, call `action(process)` once `epoch` has begun
-    (watching the output); return its exit code and output."""
+    """Start `python -m mnist_exp.run args`, call `action(process)` once `epoch` has begun for the
+    `occurrence`-th time (in a sweep: in that job), watching the output; return its exit code and
+    output."""
     process = subprocess.Popen(
         [sys.executable, "-m", "mnist_exp.run", *args],
         cwd=ROOT,
@@ -48,7 +49,9 @@ def run_during_epoch(
     for line in process.stdout:
         output.append(line)
         if line.startswith(f"Epoch {epoch}/"):
-            action(process)
+            occurrence -= 1
+            if occurrence == 0:
+                action(process)
     return process.wait(timeout=600), "".join(output)
 
 

@@ -177,6 +177,7 @@ CLI_MISTAKES = [
     ("callbacks.checkpoint.monitor=test_accuracy", "monitor='test_accuracy' is not allowed: the"),
     ("callbacks=[default,reduce_lr] callbacks.reduce_lr.factor=2", "reduce_lr.factor=2 is not all"),
     ("callbacks=earlystop", "callbacks=earlystop is not an option: choose one of checkpoint,"),
+    ("-m hparams_search=optuna hydra.sweeper.pruner=mediann", "hydra.sweeper.pruner=mediann is"),
     ("schedule=cosine schedule.final_fraction=2", "schedule.final_fraction=2 is not allowed"),
     ("schedule=linear", "schedule=linear is not an option: choose one of constant, cosine,"),
     ("augment=light augment.rotation=200", "augment.rotation=200 is not allowed: input should"),

@@ -5,7 +5,14 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hydra_plugins.mnist_exp_optuna import distribution, override
+from hydra_plugins.mnist_exp_optuna import (
+    OptunaSweeper,
+    counted,
+    distribution,
+    override,
+    study_name,
+)
+from mnist_exp.search import storage
 
 FLOAT_RANGES = ["range(0.1,0.5,0.1)", "range(0,1,0.25)", "range(0,0.9,0.3)", "range(1.5,2.5)"]
 
@@ -113,3 +120,38 @@ def test_a_range_without_increasing_values_is_one_clear_line(sweep):
 def test_a_value_that_is_not_a_search_dimension_is_refused(line):
     with pytest.raises(ValueError, match=r"use choice\(\.\.\.\), range\(\.\.\.\) or interval"):
         distribution(parse(line))
+
+
+def test_a_worker_that_asks_for_one_trial_too_many_does_not_run_it(tmp_path):
+    """Two workers share a study through its storage. If the other worker takes the study's last
+    trial between this one's count and its ask, this one's trial is marked surplus, not run and
+    not counted, so the study still ends with n_trials."""
+    journal = str(tmp_path / "study.journal")
+    space = {"x": distribution(parse("x=interval(0,1)"))}
+    this, other = (
+        optuna.create_study(study_name="s", storage=storage(journal), load_if_exists=True)
+        for _ in range(2)
+    )
+    asked = this.ask
+
+    def ask_after_the_other_worker():
+        other.ask()  # the other worker's trial: the study's only one
+        return asked()
+
+    this.ask = ask_after_the_other_worker
+    assert OptunaSweeper(1, 1, 0, None, journal, "none", {}).ask(this, space) is None
+    trials = other.get_trials()
+    assert [t.state.name for t in trials] == ["RUNNING", "FAIL"]
+    assert trials[1].user_attrs["not_counted"] == "surplus"
+    assert [counted(t) for t in trials] == [True, False]
+
+
+def test_a_search_keeps_its_study_name_however_its_command_is_spelled():
+    """The default study name digests the parsed search, so a rerun finds its study."""
+    space = {"x": distribution(parse("x=choice(32,64)"))}
+    name = study_name("cnn", space, ["epochs=3", "mlflow.tracking_uri=a"], "none")
+    spelled = {"x": distribution(parse("x=choice(32, 64)"))}
+    assert study_name("cnn", spelled, ["model=cnn", "epochs=3"], "none") == name
+    assert study_name("cnn", space, ["epochs=4"], "none") != name
+    assert study_name("cnn", space, ["epochs=3"], "median") != name
+    assert study_name("mlp", space, ["epochs=3"], "none").startswith("mlp-")

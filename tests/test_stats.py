@@ -2,12 +2,16 @@
 configurations (n = 1, failed jobs), and McNemar's exact test on known tables."""
 
 import math
+from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
+from mlflow import MlflowClient
 
+from mnist_exp.config import DatasetConfig
 from mnist_exp.stats import mcnemar, spread
-from mnist_exp.sweep import configuration, group_rows, grouped_markdown
+from mnist_exp.sweep import configuration, group_rows, grouped_markdown, summarise
 
 T_975 = {
     1: 12.706205,
@@ -88,3 +92,25 @@ def test_mcnemar_exact_test_on_known_tables(only_a, only_b, p_value):
     b = np.array([0] * only_a + [1] * only_b + [1] * both_right + [0] * both_wrong, bool)
     assert mcnemar(a, b) == (only_a, only_b, pytest.approx(p_value, rel=1e-9))
     assert mcnemar(b, a) == (only_b, only_a, pytest.approx(p_value, rel=1e-9))
+
+
+def test_the_folds_of_one_configuration_are_summarised_as_one(tmp_path, capsys):
+    """`-m split=kfold split.fold=0,1,2`: every job is the same configuration; the parent gets its
+    row by configuration, named in full."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(client.tracking_uri)
+    parent = client.create_run(client.create_experiment("e")).info.run_id
+    rows = [
+        job(n, f"split=kfold split.fold={n}", val=val, test=0.99, epochs=10, seconds=60.0)
+        for n, val in enumerate((0.990, 0.992, 0.991))
+    ]
+    summarise(parent, rows, DatasetConfig())
+    run = client.get_run(parent)
+    assert run.data.metrics["best_config_val_mean"] == pytest.approx(0.991)
+    assert run.data.metrics["best_config_n"] == 3
+    assert {k: v for k, v in run.data.params.items() if k.startswith("best.")} == {
+        "best.split": "kfold"
+    }
+    table = Path(client.download_artifacts(parent, "summary_by_config.csv")).read_text()
+    assert table.splitlines()[1].startswith("split=kfold,3,0,0.991")
+    assert "| split=kfold | 3 | 0.9910 |" in capsys.readouterr().out

@@ -1,0 +1,149 @@
+"""A persistent Optuna search in real processes on a small MNIST subset: resumed after Ctrl-C,
+shared by two workers, and pruned."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mnist_exp.search import storage
+
+from .helpers import ROOT, run_during_epoch, run_module
+
+pytestmark = pytest.mark.slow
+COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
+SMALL = ["model=mlp", "epochs=2", "dataset.limit=1000", "split.size=1000",
+         "mlflow.registered_model=null", "mlflow.system_metrics=false"]  # fmt: skip
+
+
+def search_args(tmp_path, *args: str, sweep: str = "sweep") -> list[str]:
+    return [
+        "-m",
+        "hparams_search=optuna",
+        *SMALL,
+        *args,
+        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"hydra.sweeper.storage={tmp_path / 'study.journal'}",
+        "hydra.sweeper.study_name=test",
+        f"hydra.sweep.dir={tmp_path / sweep}",
+    ]
+
+
+def study_of(tmp_path) -> optuna.Study:
+    return optuna.load_study(study_name="test", storage=storage(str(tmp_path / "study.journal")))
+
+
+def runs_of(tmp_path) -> list:
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return client.search_runs([client.get_experiment_by_name("mnist_exp").experiment_id])
+
+
+def children(tmp_path) -> list:
+    return [run for run in runs_of(tmp_path) if "mlflow.parentRunId" in run.data.tags]
+
+
+def test_an_interrupted_search_continues_its_study(tmp_path):
+    args = search_args(tmp_path, "hydra.sweeper.n_trials=4")
+    code, output = run_during_epoch(
+        1, args, lambda process: process.send_signal(signal.SIGINT), occurrence=3
+    )
+    assert code == 130, output[-3000:]
+    states = [t.state for t in study_of(tmp_path).trials]
+    assert states == [COMPLETE, COMPLETE, optuna.trial.TrialState.RUNNING]
+
+    again = run_module("mnist_exp.run", *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Trial 2 lost its process: it runs again." in again.stdout
+    assert "test in" in again.stdout and "2 of 4 trials done" in again.stdout
+    trials = study_of(tmp_path).trials
+    complete = [t for t in trials if t.state == COMPLETE]
+    [lost] = [t for t in trials if t.user_attrs.get("not_counted") == "lost"]
+    assert len(complete) == 4 and lost.params in [t.params for t in complete]
+    runs = children(tmp_path)
+    assert sorted(run.info.status for run in runs) == ["FINISHED"] * 4 + ["KILLED"]
+    assert {run.data.tags["optuna_study"] for run in runs} == {"test"}
+    assert sorted(int(run.data.tags["optuna_trial"]) for run in runs) == [0, 1, 2, 3, 4]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [parent] = [r for r in runs_of(tmp_path) if r.info.run_name.startswith("sweep") and
+                r.info.status == "FINISHED"]  # fmt: skip
+    figures = {a.path for a in client.list_artifacts(parent.info.run_id, "optuna")}
+    assert {
+        f"optuna/{name}.png" for name in ("history", "importances", "parallel_coordinates")
+    } <= figures
+    best = study_of(tmp_path).best_trial
+    command = Path(client.download_artifacts(parent.info.run_id, "optuna/best_trial_command.txt"))
+    lr = f"optimizer.learning_rate={best.params['optimizer.learning_rate']:.4g}"
+    assert command.read_text().startswith("python -m mnist_exp.run ") and lr in command.read_text()
+    assert parent.data.tags["optuna_study"] == "test"
+    assert parent.data.tags["optuna_best_trial"] == str(best.number)
+
+
+def test_two_workers_share_one_study_and_never_run_a_trial_twice(tmp_path):
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mnist_exp.run",
+                *search_args(tmp_path, "hydra.sweeper.n_trials=4", sweep=f"sweep{n}"),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for n in range(2)
+    ]
+    outputs = [worker.communicate(timeout=900)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-2000:]
+    trials = study_of(tmp_path).trials
+    complete = [t for t in trials if t.state == COMPLETE]
+    assert len(complete) == 4
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 4  # no parameters twice
+    assert len({t.user_attrs["pid"] for t in complete}) == 2  # both workers took trials
+    runs = children(tmp_path)
+    assert len(runs) == 4 and {run.info.status for run in runs} == {"FINISHED"}
+    assert sorted(int(run.data.tags["optuna_trial"]) for run in runs) == [
+        t.number for t in complete
+    ]
+    assert len({run.data.tags["mlflow.parentRunId"] for run in runs}) == 2
+    assert {run.data.tags["optuna_study"] for run in runs} == {"test"}
+
+
+def test_a_pruner_stops_hopeless_trials_early_and_saves_time(tmp_path):
+    """A learning rate of 1e-7 cannot learn in 4 epochs; once the median pruner has seen 3 trials
+    it stops such trials after their first epoch, so the search trains fewer epochs and takes less
+    time than the same search (the same trials, as the sampler is seeded) without pruning. Batches
+    of 32 on 6,000 images make an epoch long beside a trial's setup."""
+    space = ["optimizer.learning_rate=choice(1e-7,2e-3)", "hydra.sweeper.n_trials=5", "epochs=4",
+             "dataset.limit=6000", "batch_size=32"]  # fmt: skip
+    seconds, epochs = {}, {}
+    for pruner in ("none", "median"):
+        folder = tmp_path / pruner
+        folder.mkdir()
+        start = time.perf_counter()
+        done = run_module(
+            "mnist_exp.run", *search_args(folder, *space, f"hydra.sweeper.pruner={pruner}")
+        )
+        seconds[pruner] = time.perf_counter() - start
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs = children(folder)
+        epochs[pruner] = sum(run.data.metrics["epochs_run"] for run in runs)
+    trials = study_of(tmp_path / "median").trials
+    hopeless = [t for t in trials[3:] if t.params["optimizer.learning_rate"] == 1e-7]
+    assert hopeless and all(t.state == PRUNED and t.last_step == 1 for t in hopeless)
+    pruned = [t for t in trials if t.state == PRUNED]
+    runs = {int(run.data.tags["optuna_trial"]): run for run in children(tmp_path / "median")}
+    assert all(runs[t.number].data.tags["pruned"].startswith("after epoch") for t in pruned)
+    assert all(runs[t.number].data.metrics["epochs_run"] < 4 for t in pruned)
+    [parent] = [r for r in runs_of(tmp_path / "median") if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.data.metrics["jobs_pruned"] == len(pruned)
+    assert epochs["median"] < epochs["none"] and seconds["median"] < seconds["none"], (
+        epochs,
+        seconds,
+    )
