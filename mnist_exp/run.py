@@ -90,7 +90,7 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
     }
     parent = sweep.parent_run_id(job)
     trial = search.job_trial(config.epochs)  # None unless an Optuna search launched this job
-    reporters = [tracking.MlflowMetrics(), *([ReportToTrial(trial)] if trial else [])]
+    reporter = ReportToTrial(trial) if trial else None
     tags = search.trial_tags(trial) if trial else {}
     with tracking.start_run(cfg, job, work_dir, config.resume, parent, extra_params, tags) as run:
         if not config.resume:
@@ -104,9 +104,9 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
             work_dir,
             callbacks,
             transform,
-            reporters,
+            [tracking.MlflowMetrics(), *([reporter] if reporter else [])],
         )
-        pruned_at = reporters[-1].pruned_at if trial else None
+        pruned_at = reporter.pruned_at if reporter else None
         if pruned_at:
             tracking.log_pruned(pruned_at)
         report = evaluate(model, data)
