@@ -1,6 +1,8 @@
 """mnist_exp: config-driven MNIST experiments with Hydra, Keras and MLflow.
 
-`from mnist_exp import run_experiment` runs one experiment in-process (see `mnist_exp.run`).
+The public API: `run_experiment(overrides) -> Result` runs one experiment in-process (as
+`python -m mnist_exp.run` would); `predict_digit`, `load_predictor` and `Predictor` use a
+trained model. Each is imported on first use, so `import mnist_exp` stays light.
 """
 
 import os
@@ -8,11 +10,20 @@ import os
 # Quiet TensorFlow's C++ start-up chatter so users see what matters; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+PUBLIC = {
+    "run_experiment": "mnist_exp.run",
+    "Result": "mnist_exp.config.job",
+    "predict_digit": "mnist_exp.serving.predict",
+    "load_predictor": "mnist_exp.serving.predict",
+    "Predictor": "mnist_exp.serving.predict",
+}
+__all__ = list(PUBLIC)
+
 
 def __getattr__(name: str):
-    """`run_experiment` and `Result` on first use: `import mnist_exp.predict` stays light."""
-    if name in ("run_experiment", "Result"):
-        from mnist_exp import run
+    """The public names on first use."""
+    if name not in PUBLIC:
+        raise AttributeError(f"module 'mnist_exp' has no attribute {name!r}")
+    import importlib
 
-        return getattr(run, name)
-    raise AttributeError(f"module 'mnist_exp' has no attribute {name!r}")
+    return getattr(importlib.import_module(PUBLIC[name]), name)

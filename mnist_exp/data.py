@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_exp.config import DatasetConfig
+from mnist_exp.config.schema import DatasetConfig
 from mnist_exp.errors import ConfigError, DataError, exit_with
-from mnist_exp.splits import Indices, holdout
+from mnist_exp.groups.split import Indices, holdout
 
 # SHA-256 of each decoded array's bytes (uint8, C order): the same whatever file it came from.
 CHECKSUMS = {

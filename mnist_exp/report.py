@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_exp.config import MlflowConfig
+from mnist_exp.config.schema import MlflowConfig
 from mnist_exp.errors import MnistExpError, exit_with
-from mnist_exp.evaluate import confusion_figure, curves_figure
+from mnist_exp.figures import confusion_figure, curves_figure
 
 
 def most_confused(confusion: np.ndarray, count: int = 5) -> list[tuple[int, int, int]]:
@@ -20,12 +20,12 @@ def most_confused(confusion: np.ndarray, count: int = 5) -> list[tuple[int, int,
 
 def write_report(run_id: str, out_dir: Path, cfg: MlflowConfig) -> Path:
     """Write `confusion_matrix.png`, `training_curves.png` and `summary.md` for a run."""
-    from mnist_exp import tracking
+    from mnist_exp.tracking import read
 
-    run, history = tracking.run_record(run_id, cfg)
-    csv = tracking.run_artifact_text(run_id, "test/confusion_matrix.csv", cfg)
+    run, history = read.run_record(run_id, cfg)
+    csv = read.run_artifact_text(run_id, "test/confusion_matrix.csv", cfg)
     confusion = np.loadtxt(io.StringIO(csv), delimiter=",", skiprows=1, dtype=int)[:, 1:]
-    report_text = tracking.run_artifact_text(run_id, "test/classification_report.txt", cfg)
+    report_text = read.run_artifact_text(run_id, "test/classification_report.txt", cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     confusion_figure(confusion, "test confusion matrix").savefig(
         out_dir / "confusion_matrix.png", dpi=72

@@ -14,8 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mnist_exp import sweep
-from mnist_exp.compose import (
+from mnist_exp.config.compose import (
     CONF_DIR,
     check_overrides,
     check_writable,
@@ -23,10 +22,11 @@ from mnist_exp.compose import (
     compose_config,
     job_of,
 )
-from mnist_exp.config import validate
-from mnist_exp.describe import describe
+from mnist_exp.config.describe import describe
+from mnist_exp.config.job import Job, Result
+from mnist_exp.config.schema import validate
 from mnist_exp.errors import MnistExpError, exit_with
-from mnist_exp.job import Job, Result
+from mnist_exp.sweeps import sweep
 
 
 def run_experiment(overrides: Sequence[str] = ()) -> Result:
@@ -46,23 +46,23 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
     config = validate(cfg)
     check_writable("hydra.run.dir", job.output_dir)
     # Heavy imports only now, so `--help` and `--cfg job` answer at once.
-    from mnist_exp import search, tracking
-    from mnist_exp.build import build
+    from mnist_exp.config.build import build
     from mnist_exp.data import load_mnist
     from mnist_exp.evaluate import evaluate
+    from mnist_exp.sweeps import trial as search_trial
+    from mnist_exp.tracking import log, read, store
     from mnist_exp.train import (
-        ReportToTrial,
         check_resumable,
         seed_everything,
         set_precision,
         train,
     )
 
-    tracking.use_store(config.mlflow)  # an unreachable store fails now, not after training
-    if config.skip_finished and (twin := tracking.finished_twin(cfg)):
+    store.use_store(config.mlflow)  # an unreachable store fails now, not after training
+    if config.skip_finished and (twin := read.finished_twin(cfg)):
         print(f"Skipped: this exact config already finished as run {twin.info.run_id}.")
         return reused(twin)
-    work_dir = tracking.resume_dir(config.resume) if config.resume else job.output_dir
+    work_dir = read.resume_dir(config.resume) if config.resume else job.output_dir
     if config.resume:
         check_resumable(work_dir)  # before the run is reopened: it stays as it was
     seed_everything(config.seed, config.deterministic)  # also clears what earlier jobs left
@@ -89,13 +89,13 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
         "split_digest": data.split_digest,
     }
     parent = sweep.parent_run_id(job)
-    trial = search.job_trial(config.epochs)  # None unless an Optuna search launched this job
-    reporter = ReportToTrial(trial) if trial else None
-    tags = search.trial_tags(trial) if trial else {}
-    with tracking.start_run(cfg, job, work_dir, config.resume, parent, extra_params, tags) as run:
+    trial = search_trial.job_trial(config.epochs)  # None unless an Optuna search launched this job
+    reporter = search_trial.ReportToTrial(trial) if trial else None
+    tags = search_trial.trial_tags(trial) if trial else {}
+    with log.start_run(cfg, job, work_dir, config.resume, parent, extra_params, tags) as run:
         if not config.resume:
-            tracking.log_datasets(data)
-            tracking.log_model_card(model)
+            log.log_datasets(data)
+            log.log_model_card(model)
         history, best = train(
             model,
             optimizer,
@@ -104,19 +104,19 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
             work_dir,
             callbacks,
             transform,
-            [tracking.MlflowMetrics(), *([reporter] if reporter else [])],
+            [log.MlflowMetrics(), *([reporter] if reporter else [])],
         )
         pruned_at = reporter.pruned_at if reporter else None
         if pruned_at:
-            tracking.log_pruned(pruned_at)
+            log.log_pruned(pruned_at)
         report = evaluate(model, data)
-        tracking.log_evaluation(history, best, report, data.x_test)
-        tracking.log_model(model, job, report.val.accuracy, config.mlflow)
-        tracking.describe_run(job)
+        log.log_evaluation(history, best, report, data.x_test)
+        log.log_model(model, job, report.val.accuracy, config.mlflow)
+        log.describe_run(job)
     print(
         f"\nval accuracy {report.val.accuracy:.4f} | test accuracy {report.test.accuracy:.4f} | "
         f"{len(history['loss'])} epochs (best {best + 1}) | run {run.info.run_id}\n"
-        f"Browse runs: mlflow ui --backend-store-uri {tracking.tracking_uri(config.mlflow)}"
+        f"Browse runs: mlflow ui --backend-store-uri {store.tracking_uri(config.mlflow)}"
     )
     return Result(
         run_id=run.info.run_id,

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_exp.config import DatasetConfig
+from mnist_exp.config.schema import DatasetConfig
 from mnist_exp.data import fetch_mnist
 
 from .helpers import run_module

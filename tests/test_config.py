@@ -8,16 +8,16 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from hydra_plugins.mnist_exp_optuna import distribution
-from hydra_plugins.mnist_exp_optuna import override as trial_override
-from mnist_exp.build import build
-from mnist_exp.compose import check_overrides, compose_config
-from mnist_exp.config import AdadeltaConfig, Config, flatten, validate
+from mnist_exp.config.build import build
+from mnist_exp.config.compose import CONF_DIR as CONF
+from mnist_exp.config.compose import check_overrides, compose_config
+from mnist_exp.config.schema import AdadeltaConfig, Config, flatten, validate
 from mnist_exp.errors import ConfigError
+from mnist_exp.sweeps.space import distribution
+from mnist_exp.sweeps.space import override as trial_override
 
-from .helpers import ROOT, run_module
+from .helpers import run_module
 
-CONF = ROOT / "conf"
 GROUP_OPTIONS = [f"{path.parent.name}={path.stem}" for path in sorted(CONF.glob("*/*.yaml"))]
 ARCHITECTURES = sorted(path.stem for path in (CONF / "model").glob("*.yaml"))
 
@@ -93,8 +93,8 @@ def test_defaults_reproduce_the_seed_except_adadelta_learning_rate():
     checkpoint, stopping = cfg.callbacks["checkpoint"], cfg.callbacks["early_stopping"]
     assert (checkpoint["monitor"], checkpoint["mode"]) == ("val_accuracy", "max")
     assert (stopping["monitor"], stopping["patience"]) == ("val_loss", 5)
-    assert cfg.schedule == {"_target_": "mnist_exp.schedules.constant"} and not cfg.augment
-    assert cfg.split == {"_target_": "mnist_exp.splits.holdout", "size": 5000}
+    assert cfg.schedule == {"_target_": "mnist_exp.groups.schedule.constant"} and not cfg.augment
+    assert cfg.split == {"_target_": "mnist_exp.groups.split.holdout", "size": 5000}
 
 
 def test_experiment_seed_uses_tensorflow_default_adadelta_rate():
@@ -142,11 +142,13 @@ CLI_MISTAKES = [
     ("epochs=-1", "epochs=-1 is not allowed: use >= 1."),
     (
         "model.dropout_conv=1.5",
-        "model.dropout_conv=1.5 is not allowed: input should be less than 1 (mnist_exp.models.cnn)",
+        "model.dropout_conv=1.5 is not allowed: input should be less than 1 "
+        "(mnist_exp.groups.model.cnn)",
     ),
     (
         "model=cnn_bn model.dropout=1.5",
-        "model.dropout=1.5 is not allowed: input should be less than 1 (mnist_exp.models.cnn_bn).",
+        "model.dropout=1.5 is not allowed: input should be less than 1 "
+        "(mnist_exp.groups.model.cnn_bn).",
     ),
     ("model=cnn_bn model.downsample=max", "model.downsample='max' is not allowed: input should be"),
     ("model=mlp model.units=[512,0]", "model.units.1=0 is not allowed: input should be greater"),
@@ -157,8 +159,9 @@ CLI_MISTAKES = [
     ("mlflow.registered_model='{arch}'", "mlflow.registered_model='{arch}' is not allowed: use"),
     ("mlflow.registered_model='mnist}'", "mlflow.registered_model='mnist}' is not allowed: use"),
     (
-        "model._target_=mnist_exp.models.nope",
-        "model._target_=mnist_exp.models.nope cannot be imported: module mnist_exp.models has no",
+        "model._target_=mnist_exp.groups.model.nope",
+        "model._target_=mnist_exp.groups.model.nope cannot be imported: "
+        "module mnist_exp.groups.model has no",
     ),
     ("optimizer.learning_rate=0", "optimizer.learning_rate=0.0 is not allowed: use > 0."),
     ("optimizer.learning_rate=-0.1", "optimizer.learning_rate=-0.1 is not allowed: use > 0."),

@@ -5,7 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
-from mnist_exp.config import DatasetConfig
+from mnist_exp.config.schema import DatasetConfig
 from mnist_exp.data import (
     CACHE_FILE,
     IDX_NAMES,

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from mnist_exp.config.job import Job, Result
 from mnist_exp.errors import ConfigError
-from mnist_exp.job import Job, Result
-from mnist_exp.sweep import RESULT_FILE, label_rows, run_job
+from mnist_exp.sweeps.summary import label_rows
+from mnist_exp.sweeps.sweep import RESULT_FILE, run_job
 
 
 def job_in(folder: Path) -> Job:

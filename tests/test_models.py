@@ -10,16 +10,17 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from mnist_exp import models, run_experiment
-from mnist_exp.build import build, check
-from mnist_exp.compose import compose_config
-from mnist_exp.config import validate
+from mnist_exp import run_experiment
+from mnist_exp.config.build import build, check
+from mnist_exp.config.compose import CONF_DIR, compose_config
+from mnist_exp.config.schema import validate
 from mnist_exp.errors import ConfigError
+from mnist_exp.groups import model as models
 from mnist_exp.train import resolve_precision, set_precision
 
-from .helpers import ROOT, run_module
+from .helpers import run_module
 
-ARCHITECTURES = sorted(path.stem for path in (ROOT / "conf" / "model").glob("*.yaml"))
+ARCHITECTURES = sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))
 IMAGES = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
 
 
@@ -31,7 +32,7 @@ def built(*overrides: str) -> keras.Model:
 
 def stated_params(name: str) -> int:
     """The parameter count a model YAML's comment states."""
-    text = (ROOT / "conf" / "model" / f"{name}.yaml").read_text()
+    text = (CONF_DIR / "model" / f"{name}.yaml").read_text()
     return int(re.search(r"([\d,]+) parameters", text).group(1).replace(",", ""))
 
 
@@ -78,7 +79,7 @@ def test_sizes_are_config_knobs():
 
 def test_knobs_that_do_not_fit_the_image_are_one_config_error():
     with pytest.raises(
-        ConfigError, match=r"^model: mnist_exp.models.cnn cannot be built with these knobs"
+        ConfigError, match=r"^model: mnist_exp.groups.model.cnn cannot be built with these knobs"
     ):
         built("model.pool_size=30")  # 24x24 maps cannot be pooled 30x30
 
@@ -134,7 +135,7 @@ def test_each_architecture_learns_in_one_short_epoch_in_process(name, tmp_path, 
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == f"{name} adadelta lr=1"
-    assert run.data.params["model._target_"] == f"mnist_exp.models.{name}"
+    assert run.data.params["model._target_"] == f"mnist_exp.groups.model.{name}"
     assert int(run.data.params["model_params"]) == stated_params(name)
     assert run.data.tags["choice.model"] == name
     champion = client.get_model_version_by_alias(f"mnist-{name}", "champion")

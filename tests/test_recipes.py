@@ -12,13 +12,13 @@ import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
 from mnist_exp import run_experiment
-from mnist_exp.augment import affine, training_batches
-from mnist_exp.compose import compose_config
-from mnist_exp.config import DatasetConfig, validate
+from mnist_exp.config.compose import compose_config
+from mnist_exp.config.schema import DatasetConfig, validate
 from mnist_exp.data import load_mnist
 from mnist_exp.errors import ConfigError
-from mnist_exp.schedules import constant, cosine, exponential, one_cycle
-from mnist_exp.splits import holdout
+from mnist_exp.groups.augment import affine, training_batches
+from mnist_exp.groups.schedule import constant, cosine, exponential, one_cycle
+from mnist_exp.groups.split import holdout
 from mnist_exp.train import train
 
 from .helpers import interrupt_at_epoch, run_module

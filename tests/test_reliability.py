@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_exp.config import DatasetConfig
+from mnist_exp.callbacks import save_atomically
+from mnist_exp.config.schema import DatasetConfig
 from mnist_exp.data import CACHE_FILE, load_mnist, read_npz
-from mnist_exp.predict import ModelError, load_predictor
-from mnist_exp.train import save_atomically
+from mnist_exp.serving.predict import ModelError, load_predictor
 
 from .helpers import (
     ROOT,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_exp.robustness import accuracy, fonts, label, make_set
+from mnist_exp.serving.robustness import accuracy, fonts, label, make_set
 
 from .helpers import run_module
 

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_exp.search import storage
+from mnist_exp.sweeps.search import storage
 
 from .helpers import ROOT, run_during_epoch, run_module
 

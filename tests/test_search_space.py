@@ -5,14 +5,9 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hydra_plugins.mnist_exp_optuna import (
-    OptunaSweeper,
-    counted,
-    distribution,
-    override,
-    study_name,
-)
-from mnist_exp.search import storage
+from mnist_exp.sweeps.search import storage
+from mnist_exp.sweeps.space import distribution, override, study_name
+from mnist_exp.sweeps.sweeper import OptunaSweeper, counted
 
 FLOAT_RANGES = ["range(0.1,0.5,0.1)", "range(0,1,0.25)", "range(0,0.9,0.3)", "range(1.5,2.5)"]
 

@@ -6,9 +6,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mnist_exp import run_experiment
-from mnist_exp.build import build
-from mnist_exp.compose import compose_config
-from mnist_exp.config import DatasetConfig, validate
+from mnist_exp.config.build import build
+from mnist_exp.config.compose import compose_config
+from mnist_exp.config.schema import DatasetConfig, validate
 from mnist_exp.data import digest, index_digest, load_mnist, preprocess
 from mnist_exp.errors import ConfigError
 
@@ -100,7 +100,7 @@ def test_a_run_logs_which_split_it_used(tmp_path, mnist_raw):
     _, val = split_of(mnist_raw["y_train"], *overrides[:3])
     params = run.data.params
     assert (params["split.k"], params["split.fold"], params["split.seed"]) == ("10", "3", "0")
-    assert params["split._target_"] == "mnist_exp.splits.kfold"
+    assert params["split._target_"] == "mnist_exp.groups.split.kfold"
     assert params["split_digest"] == index_digest(val)
     assert run.data.tags["choice.split"] == "kfold"
     note = run.data.tags["mlflow.note.content"]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from mnist_exp.config import DatasetConfig
-from mnist_exp.stats import mcnemar, spread
-from mnist_exp.sweep import configuration, group_rows, grouped_markdown, summarise
+from mnist_exp.config.schema import DatasetConfig
+from mnist_exp.sweeps.stats import mcnemar, spread
+from mnist_exp.sweeps.summary import configuration, group_rows, grouped_markdown, summarise
 
 T_975 = {
     1: 12.706205,

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_exp.compare import compare
-from mnist_exp.config import DatasetConfig
+from mnist_exp.config.schema import DatasetConfig
 from mnist_exp.data import CACHE_FILE
 from mnist_exp.errors import MnistExpError
+from mnist_exp.sweeps.compare import compare
 
 from .helpers import free_port, run_module, start_tracking_server, stop, wait_until_up
 

@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mnist_exp import run_experiment
-from mnist_exp.config import DatasetConfig
+from mnist_exp.config.schema import DatasetConfig
 from mnist_exp.data import CACHE_FILE
 
 from .helpers import CHROMIUM_FLAGS, chromium, free_port, wait_until_up
@@ -82,7 +82,7 @@ def test_the_run_is_named_and_described(runs):
     assert f"Validation accuracy **{a.data.metrics['best_val_accuracy']:.2%}**" in note
     assert f"test accuracy **{a.data.metrics['test_accuracy']:.2%}**" in note
     assert "python -m mnist_exp.run model=mlp epochs=1 batch_size=64" in note
-    assert "`mnist_exp.models.mlp`, 669,706 parameters" in note
+    assert "`mnist_exp.groups.model.mlp`, 669,706 parameters" in note
     assert f"| precision | {a.data.params['precision_used']} |" in note
     assert f"digest `{inputs(a)['training'][1]}`" in note
     assert "cores; TensorFlow 2." in note

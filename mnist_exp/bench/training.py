@@ -1,0 +1,182 @@
+"""Training throughput of plain Keras and of project runs, and what MLflow logging costs."""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mnist_exp.bench.table import row, timed
+from mnist_exp.config.schema import DatasetConfig
+from mnist_exp.data import fetch_mnist
+
+
+def plain_keras(limit: int | None, epochs: int, policy: str) -> dict:
+    """The reference: the seed CNN and `model.fit` written minimally, as a Keras user would."""
+    import keras
+
+    keras.utils.set_random_seed(42)
+    keras.mixed_precision.set_global_policy(policy)
+    raw = fetch_mnist(DatasetConfig())
+    x = raw["x_train"].reshape(-1, 28, 28, 1).astype("float32") / 255
+    y = keras.utils.to_categorical(raw["y_train"], 10)
+    x_train, y_train = x[:55000][:limit], y[:55000][:limit]
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Dropout(0.25),
+            keras.layers.Flatten(),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(10, activation="softmax", dtype="float32"),
+        ]
+    )
+    model.compile(
+        loss="categorical_crossentropy",
+        optimizer=keras.optimizers.Adadelta(1.0),
+        metrics=["accuracy"],
+    )
+
+    class TrainTimer(keras.callbacks.Callback):  # training part of each epoch, as the project
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.end = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            rates.append(len(x_train) / (self.end - self.start))
+
+    rates = []
+    model.fit(
+        x_train,
+        y_train,
+        batch_size=128,
+        epochs=epochs,
+        validation_data=(x[55000:], y[55000:]),
+        callbacks=[TrainTimer()],
+        verbose=0,
+    )
+    x_test = raw["x_test"].reshape(-1, 28, 28, 1).astype("float32") / 255
+    accuracy = float(np.mean(model.predict(x_test, verbose=0).argmax(1) == raw["y_test"]))
+    return {"samples_per_second": rates, "test_accuracy": accuracy}
+
+
+def project_run(limit: int | None, epochs: int, overrides: list[str], workdir: Path) -> dict:
+    """The project's own path: `python -m mnist_exp.run`, callbacks and MLflow logging on."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{workdir / 'bench.db'}"
+    command = [
+        sys.executable,
+        "-m",
+        "mnist_exp.run",
+        f"epochs={epochs}",
+        *overrides,
+        f"dataset.limit={'null' if limit is None else limit}",
+        f"mlflow.tracking_uri={uri}",
+        "mlflow.registered_model=null",
+        f"hydra.run.dir={workdir / 'run'}",
+    ]
+    subprocess.run(command, check=True, capture_output=True)
+    client = MlflowClient(uri)
+    run = client.search_runs(
+        [client.get_experiment_by_name("mnist_exp").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
+    history = client.get_metric_history(run.info.run_id, "samples_per_second")
+    return {
+        "samples_per_second": [m.value for m in sorted(history, key=lambda m: m.step)],
+        "test_accuracy": run.data.metrics["test_accuracy"],
+        "precision_used": run.data.params["precision_used"],
+    }
+
+
+def in_subprocess(function: str, *args) -> dict:
+    """Run one training measurement in a fresh process, as a user's run would be."""
+    code = f"import json, mnist_exp.bench.training as b; print(json.dumps(b.{function}(*{args!r})))"
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_training(
+    limit: int | None, epochs: int, repeats: int, workdir: Path, deterministic: bool
+) -> tuple:
+    """Plain Keras in fp32 and mixed_bfloat16 vs the project in fp32, at its default precision
+    (`auto`: bf16 on CPUs with native bfloat16), with system metrics off, with light
+    augmentation and, if asked, fp32 deterministic, alternating, on the same data; the first
+    epoch of each run is warm-up. Returns table rows and the accuracies."""
+    contenders = {
+        "plain Keras model.fit, fp32": lambda: in_subprocess(
+            "plain_keras", limit, epochs, "float32"
+        ),
+        "plain Keras model.fit, mixed_bfloat16": lambda: in_subprocess(
+            "plain_keras", limit, epochs, "mixed_bfloat16"
+        ),
+        "project run, fp32": lambda: project_run(limit, epochs, ["precision=fp32"], workdir),
+        "project run, default": lambda: project_run(limit, epochs, [], workdir),
+        "project run, default, system metrics off": lambda: project_run(
+            limit, epochs, ["mlflow.system_metrics=false"], workdir
+        ),
+        "project run, default, augment=light": lambda: project_run(
+            limit, epochs, ["augment=light"], workdir
+        ),
+    }
+    if deterministic:
+        contenders["project run, fp32, deterministic"] = lambda: project_run(
+            limit, epochs, ["precision=fp32", "deterministic=true"], workdir
+        )
+    rates = {name: [] for name in contenders}
+    accuracy = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, measure in contenders.items():
+            result = measure()
+            rates[name].append(statistics.median(result["samples_per_second"][1:]))
+            accuracy[name].append(result["test_accuracy"])
+    rows = [row(f"training, {name}", rates[name], "samples/s") for name in contenders]
+    return rows, {name: statistics.median(a) for name, a in accuracy.items()}
+
+
+def bench_system_metrics(seconds: float, repeats: int, workdir: Path) -> dict:
+    """CPU time of MLflow's system-metrics sampler (one sample a second) as a share of the
+    machine's CPU time: what it can take from training, which keeps every core busy."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'system.db'}")
+    mlflow.set_system_metrics_sampling_interval(1)
+    for sampled in (False, True):  # warm-up: the store's creation, the sampler's imports
+        with mlflow.start_run(log_system_metrics=sampled):
+            time.sleep(1.5)
+    shares = []
+    for _ in range(repeats):
+        cpu = {}
+        for sampled in (False, True):
+            start = time.process_time()
+            with mlflow.start_run(log_system_metrics=sampled):
+                time.sleep(seconds)
+            cpu[sampled] = time.process_time() - start
+        shares.append((cpu[True] - cpu[False]) / (seconds * os.cpu_count()))
+    return row("system metrics sampler CPU / machine CPU", shares, "%", 100)
+
+
+def bench_logging(epoch_seconds: float, repeats: int, workdir: Path) -> dict:
+    """One epoch's MLflow logging (six metrics to a SQLite store) as a share of an epoch."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'logging.db'}")
+    metrics = dict.fromkeys(
+        ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "samples_per_second"), 0.5
+    )
+    with mlflow.start_run():
+        seconds = timed(lambda: mlflow.log_metrics(metrics, step=1), repeats)
+    return row(
+        "MLflow logging per epoch / epoch time", [s / epoch_seconds for s in seconds], "%", 100
+    )

@@ -1,0 +1,195 @@
+"""From command-line overrides to a checked config, alike for the CLI and `run_experiment`."""
+
+import difflib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from mnist_exp.config.job import Job
+from mnist_exp.config.schema import flatten, register_configs, validate
+from mnist_exp.errors import ConfigError, exit_with
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+register_configs()
+OmegaConf.register_new_resolver("pid", os.getpid, use_cache=True)  # ${pid:} in hydra.run.dir
+
+
+def job_of(hydra: DictConfig, output_dir: str | Path, in_sweep: bool) -> Job:
+    """The Job of a `hydra` node: Hydra's runtime config, or the one `compose_config` returns."""
+    return Job(
+        output_dir=Path(output_dir).resolve(),
+        overrides=tuple(hydra.overrides.task),
+        choices=dict(chosen(hydra)),
+        sweep_dir=hydra.sweep.dir if in_sweep else None,
+        number=hydra.job.num if in_sweep else 0,
+    )
+
+
+def chosen(hydra: DictConfig) -> list[tuple[str, str]]:
+    """(group, option) of each of the project's config groups that has one; several options of
+    one group (`callbacks=[default,reduce_lr]`, which Hydra leaves out of its choices) are
+    joined by commas."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    pairs = [
+        (group, str(option))
+        for group, option in hydra.runtime.choices.items()
+        if option is not None and not group.startswith(("hydra", "schema")) and "@" not in group
+    ]
+    for override in OverridesParser.create().parse_overrides(list(hydra.overrides.task)):
+        options = override.value()
+        if isinstance(options, list) and (CONF_DIR / override.key_or_group).is_dir():
+            pairs.append((override.key_or_group, ",".join(map(str, options))))
+    return pairs
+
+
+def compose_config(overrides: Sequence[str]) -> tuple[DictConfig, DictConfig]:
+    """The config `python -m mnist_exp.run *overrides` would run, and its `hydra` node. Hydra's
+    errors (unknown key, option or type) become one ConfigError line naming the key and value."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+
+    def composed(with_overrides: Sequence[str]) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=list(with_overrides), return_hydra_config=True)
+
+    try:
+        cfg = composed(overrides)
+    except OverrideParseException as error:
+        raise unparsable(overrides, error) from None
+    except MissingConfigException as error:
+        group = (error.missing_cfg_file or "").rsplit("/", 1)[0]
+        choices = ", ".join(error.options or [])
+        value = given(overrides, group)
+        raise ConfigError(f"{group}={value} is not an option: choose one of {choices}.") from None
+    except ConfigCompositionException as error:
+        cause = error.__cause__
+        key = getattr(cause, "full_key", None)
+        if key is None:
+            raise ConfigError(str(error).splitlines()[0]) from None
+        if isinstance(cause, OmegaConfBaseException) and "not in" in str(cause):
+            known = list(flatten(OmegaConf.to_container(composed([]), resolve=False)))
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = (
+                f"did you mean {close[0]}?" if close else "see `python -m mnist_exp.run --cfg job`."
+            )
+            raise ConfigError(f"{key} is not a config key; {hint}") from None
+        reason = str(cause).splitlines()[0]
+        raise ConfigError(f"{key}={given(overrides, key)} is not allowed: {reason}.") from None
+    hydra = cfg.hydra
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, hydra
+
+
+def unparsable(overrides: Sequence[str], error: Exception) -> ConfigError:
+    """Name the override Hydra's grammar refused, and how to quote it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    bad = next(o for o in [*overrides, "?"] if o == "?" or not parses(OverridesParser.create(), o))
+    return ConfigError(
+        f"{bad} cannot be parsed ({str(error).splitlines()[0]}); quote a value with special "
+        "characters, e.g. 'key=\"a{b}\"' (see Hydra's override grammar)."
+    )
+
+
+def parses(parser: Any, override: str) -> bool:
+    try:
+        parser.parse_overrides([override])
+    except Exception:
+        return False
+    return True
+
+
+def given(overrides: Sequence[str], key: str) -> str:
+    """The value an override gave `key`, as typed."""
+    values = (o.split("=", 1)[1] for o in overrides if o.lstrip("+~").startswith(f"{key}="))
+    return next(values, "?")
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Compose and validate what these overrides ask for, before Hydra starts anything. In a
+    sweep: every combination of the swept config groups (model=mlp,cnn_bn), each with every value
+    of each other swept key; a search's intervals are left to the search."""
+    from itertools import product
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except OverrideParseException as error:
+        raise unparsable(overrides, error) from None
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    swept = {
+        o.get_key_element(): [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+        for o in parsed
+        if o.is_discrete_sweep() and not isinstance(o.value(), Glob)
+    }
+    if "model" in swept and any(o.startswith("hparams_search=") for o in fixed):
+        raise ConfigError(
+            "model is swept, but a search explores one architecture's space "
+            "(conf/hparams_search/space/): run one search per model=."
+        )
+    knobs = [value for key, values in swept.items() if not is_group(key) for value in values]
+    for combination in product(*(values for key, values in swept.items() if is_group(key))):
+        for knob in [None, *knobs]:
+            validate(compose_config([*fixed, *combination, *([knob] if knob else [])])[0])
+
+
+def is_group(key: str) -> bool:
+    """Whether an override's key selects a config group option (model=...) rather than a value."""
+    return (CONF_DIR / key).is_dir() or "/" in key
+
+
+class CheckOutputDir(Callback):
+    """Hydra callback: a run or sweep directory that cannot be created is a config error."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_writable("hydra.run.dir", config.hydra.run.dir)
+        except ConfigError as error:
+            exit_with(error)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_writable("hydra.sweep.dir", config.hydra.sweep.dir)
+        except ConfigError as error:
+            exit_with(error)
+
+
+def claim_dir(directory: Path) -> Path:
+    """`directory`, or `directory-2`, `-3`, ...: the first that does not exist yet, created now.
+    mkdir is atomic, so two runs never get the same one."""
+    for attempt in range(1, 1000):
+        candidate = (
+            directory if attempt == 1 else directory.with_name(f"{directory.name}-{attempt}")
+        )
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            continue
+    raise ConfigError(f"hydra.run.dir={directory}: 999 runs already use it; choose another.")
+
+
+def check_writable(key: str, directory: str | Path) -> None:
+    """Create `directory` if needed and prove it takes a file; a ConfigError if it cannot."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        Path(directory, ".write_test").touch()
+        Path(directory, ".write_test").unlink()
+    except OSError as error:
+        raise ConfigError(
+            f"{key}={directory} cannot be written ({error.strerror}); choose a writable directory."
+        ) from None

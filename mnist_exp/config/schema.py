@@ -1,0 +1,201 @@
+"""Typed config schemas, registered in Hydra's ConfigStore; `validate` checks ranges and choices.
+
+Groups that build an object name its builder with `_target_`. Built-in optimizers have schemas
+here; any other builder's schema is its signature (`mnist_exp.config.build.check`).
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from mnist_exp.config import build
+from mnist_exp.errors import ConfigError
+from mnist_exp.names import METRICS
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+MNIST_TRAIN_SIZE = 60_000
+
+
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise a ConfigError naming the key, its value and what is allowed, unless `ok`."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}.")
+
+
+@dataclass
+class DatasetConfig:
+    source_dir: str | None = None
+    cache_dir: str = "~/.cache/mnist_exp"
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        require(
+            self.source_dir is None or Path(self.source_dir).expanduser().is_dir(),
+            "dataset.source_dir",
+            self.source_dir,
+            "use a directory holding mnist.npz or the four IDX files, or null",
+        )
+        require(
+            self.limit is None or self.limit > 0,
+            "dataset.limit",
+            self.limit,
+            "use null (all training images of the split) or a positive number",
+        )
+
+
+@dataclass
+class OptimizerConfig:
+    _target_: str = MISSING  # the Keras optimizer class, e.g. keras.optimizers.Adam
+    learning_rate: float = 0.001
+
+    def __post_init__(self) -> None:
+        require(self.learning_rate > 0, "optimizer.learning_rate", self.learning_rate, "use > 0")
+
+
+@dataclass
+class AdadeltaConfig(OptimizerConfig):
+    learning_rate: float = 1.0
+    rho: float = 0.95
+    epsilon: float = 1e-7
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    learning_rate: float = 0.01
+    momentum: float = 0.0
+    nesterov: bool = False
+
+
+@dataclass
+class RMSpropConfig(OptimizerConfig):
+    rho: float = 0.9
+    momentum: float = 0.0
+    epsilon: float = 1e-7
+
+
+OPTIMIZERS = {
+    "adadelta": AdadeltaConfig,
+    "adam": AdamConfig,
+    "sgd": SGDConfig,
+    "rmsprop": RMSpropConfig,
+}
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: str | None = None
+    experiment_name: str = "mnist_exp"
+    registered_model: str | None = "mnist-{model}"
+    alias: str = "champion"
+    system_metrics: bool = True
+    system_metrics_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        name = self.registered_model
+        try:
+            ok = name is None or bool(name.format(model="cnn"))
+        except (ValueError, KeyError, IndexError):
+            ok = False
+        require(
+            ok,
+            "mlflow.registered_model",
+            name,
+            "use a name, where {model} stands for the architecture (model=...), or null",
+        )
+        require(
+            self.system_metrics_interval > 0,
+            "mlflow.system_metrics_interval",
+            self.system_metrics_interval,
+            "use > 0 (seconds)",
+        )
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = MISSING
+    split: Any = MISSING  # a builder's _target_ and knobs: which images validate
+    model: Any = MISSING  # a builder's _target_ and knobs, checked against its signature
+    optimizer: Any = MISSING
+    schedule: Any = MISSING
+    callbacks: Any = MISSING  # {name: a builder's _target_ and knobs}
+    augment: Any = None  # a builder's _target_ and knobs; {} or null: none
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    seed: int = 42
+    batch_size: int = 128
+    epochs: int = 50
+    shuffle: bool = True
+    deterministic: bool = False
+    resume: str | None = None
+    skip_finished: bool = False
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        require(
+            self.precision in PRECISIONS,
+            "precision",
+            self.precision,
+            f"choose one of {', '.join(PRECISIONS)}",
+        )
+        require(self.batch_size >= 1, "batch_size", self.batch_size, "use >= 1")
+        require(self.epochs >= 1, "epochs", self.epochs, "use >= 1")
+        require(self.seed >= 0, "seed", self.seed, "use >= 0")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: config keys as Hydra overrides and MLflow params name them."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def register_configs() -> None:
+    """Store the schemas so the YAML files are type-checked as Hydra composes them."""
+    store = ConfigStore.instance()
+    store.store(name="schema", node=Config)
+    for name, node in OPTIMIZERS.items():
+        store.store(group="schema/optimizer", name=name, node=node)
+
+
+def built(node: DictConfig, prefix: str = "") -> list[tuple[str, DictConfig]]:
+    """(key, node) of every `_target_` node without a dataclass schema: `model`,
+    `callbacks.checkpoint`, ..."""
+    found = []
+    for key, child in node.items():
+        if not isinstance(child, DictConfig) or OmegaConf.get_type(child) is not dict:
+            continue
+        if "_target_" in child:
+            found.append((f"{prefix}{key}", child))
+        else:
+            found += built(child, f"{prefix}{key}.")
+    return found
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Turn the composed config into dataclasses, checking every range, and check each `_target_`
+    node that has no schema against its builder (a `monitor` against the compiled metrics);
+    raise a one-line ConfigError if anything is off."""
+    try:
+        config = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as error:
+        raise ConfigError(str(error).splitlines()[0]) from None
+    for key, node in built(cfg):
+        build.check(key, node)
+        if "monitor" in node:
+            allowed = f"the model compiles {', '.join(METRICS)}; choose one"
+            require(node.monitor in METRICS, f"{key}.monitor", node.monitor, allowed)
+    return config

@@ -1,0 +1,191 @@
+"""Every figure the project draws, from plain values: a run's confusion matrix, curves, mistakes and
+architecture; a sweep's summary; two runs' disagreements; a prediction's before/after."""
+
+import textwrap
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: figures are only saved, never shown
+from matplotlib.ticker import MaxNLocator
+from sklearn.metrics import ConfusionMatrixDisplay
+
+if TYPE_CHECKING:
+    import keras
+
+DIGITS = [str(d) for d in range(10)]
+
+
+def confusion_figure(confusion: np.ndarray, title: str) -> Figure:
+    """Heatmap of a (10, 10) confusion matrix, rows true, columns predicted."""
+    figure = Figure(figsize=(6.5, 5.5))
+    axes = figure.subplots()
+    ConfusionMatrixDisplay(confusion, display_labels=DIGITS).plot(
+        ax=axes, cmap="Blues", colorbar=False, values_format="d"
+    )
+    accuracy = np.trace(confusion) / confusion.sum()
+    axes.set_title(f"{title}: accuracy {accuracy:.2%}")
+    figure.tight_layout()
+    return figure
+
+
+def curves_figure(history: dict[str, list[float]]) -> Figure:
+    """Loss and accuracy per epoch, training and validation."""
+    figure = Figure(figsize=(10, 4))
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    epochs = range(1, len(history["loss"]) + 1)
+    for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
+        axes.plot(epochs, history[metric], marker="o", label="train")
+        axes.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_ylabel(metric)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    return figure
+
+
+def misclassified_figure(
+    images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, count: int = 36
+) -> Figure:
+    """A grid of the first `count` misclassified digits, titled true -> predicted."""
+    all_wrong = np.flatnonzero(labels != predicted)
+    wrong = all_wrong[:count]
+    columns = 6
+    rows = max(1, -(-len(wrong) // columns))
+    figure = Figure(figsize=(columns * 1.4, rows * 1.6 + 0.4))
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for axes in grid.flat:
+        axes.axis("off")
+    for axes, index in zip(grid.flat, wrong, strict=False):
+        axes.imshow(images[index].squeeze(), cmap="gray_r")
+        axes.set_title(f"{labels[index]} -> {predicted[index]}", fontsize=9)
+    figure.suptitle(
+        f"Misclassified test digits, true -> predicted: first {len(wrong)} of {len(all_wrong)}"
+    )
+    figure.tight_layout()
+    return figure
+
+
+def sweep_figure(rows: list[dict], curves: dict[str, list[float]]) -> Figure:
+    """A sweep at a glance: best validation accuracy per job (failed ones marked), and every
+    job's validation accuracy per epoch overlaid."""
+    labels = [textwrap.fill(row["overrides"], 40) for row in rows]
+    height = sum(label.count("\n") + 1 for label in labels)
+    figure = Figure(figsize=(14, max(4.0, 0.3 * height + 1.5)))
+    bars, lines = figure.subplots(1, 2, width_ratios=(3, 2))
+    finished = [row["val_accuracy"] for row in rows if row["status"] == "FINISHED"]
+    low = min(finished) - 0.02 if finished else 0.0
+    for y, row in enumerate(rows):
+        ok = row["status"] == "FINISHED"
+        value = row["val_accuracy"] if ok else low
+        bars.barh(y, value - low, left=low, color="tab:blue" if ok else "tab:red")
+        bars.text(value, y, f" {value:.4f}" if ok else f" {row['status']}", va="center", fontsize=8)
+    bars.set_yticks(range(len(rows)), labels, fontsize=8)
+    bars.set_xlim(low, 1.0)
+    bars.invert_yaxis()
+    bars.set_xlabel("best validation accuracy")
+    for label, series in curves.items():
+        lines.plot(range(1, len(series) + 1), series, marker="o", label=textwrap.fill(label, 40))
+    lines.set_xlabel("epoch")
+    lines.xaxis.set_major_locator(MaxNLocator(integer=True))
+    lines.set_ylabel("validation accuracy")
+    lines.grid(alpha=0.3)
+    if curves:
+        lines.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def config_figure(grouped: list[dict]) -> Figure:
+    """Configurations repeated over seeds or folds: validation and test accuracy as the mean and
+    its 95% interval (a bare dot where n < 2 gives none)."""
+    labels = [f"{textwrap.fill(row['overrides'], 40)}\n(n={row['n']})" for row in grouped]
+    height = sum(label.count("\n") + 1 for label in labels)
+    figure = Figure(figsize=(10, max(3.0, 0.35 * height + 1.5)))
+    axes = figure.subplots()
+    for shift, split, colour in ((-0.15, "val", "tab:blue"), (0.15, "test", "tab:orange")):
+        for y, row in enumerate(grouped):
+            mean, low, high = (row[f"{split}_{s}"] for s in ("mean", "ci_low", "ci_high"))
+            error = [[mean - low], [high - mean]] if high == high else None
+            name = ("validation" if split == "val" else "test") if y == 0 else None
+            axes.errorbar(mean, y + shift, xerr=error, fmt="o", color=colour, capsize=3, label=name)
+    axes.set_yticks(range(len(grouped)), labels, fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlabel("accuracy: mean and 95% t interval over seeds and folds")
+    axes.grid(axis="x", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def architecture_figure(model: "keras.Model") -> Figure:
+    """The model layer by layer, input at the top: each layer's type and output shape, and a bar
+    for its parameters (log scale), so one sees where the weights are."""
+    layers = model.layers
+    labels = [f"{type(layer).__name__} {tuple(layer.output.shape[1:])}" for layer in layers]
+    counts = [layer.count_params() for layer in layers]
+    figure = Figure(figsize=(8, 0.28 * len(layers) + 1.2))
+    axes = figure.subplots()
+    axes.barh(range(len(layers)), [max(c, 0.8) for c in counts], color="tab:blue")
+    for y, count in enumerate(counts):
+        axes.text(max(count, 1), y, f" {count:,}" if count else "", va="center", fontsize=7)
+    axes.set_yticks(range(len(layers)), labels, fontsize=7)
+    axes.invert_yaxis()
+    axes.set_xscale("log")
+    axes.set_xlim(0.8, max(counts) * 20)
+    axes.set_xlabel("parameters")
+    axes.set_title(f"{model.name}: {model.count_params():,} parameters", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def flipped_figure(
+    images: np.ndarray,
+    labels: np.ndarray,
+    predicted: tuple[np.ndarray, np.ndarray],
+    p_value: float,
+    count: int = 48,
+) -> Figure:
+    """A grid of the test digits only one of two runs (A, B) got right, titled with the truth and
+    both guesses."""
+    right_a, right_b = (p == labels for p in predicted)
+    flipped = np.flatnonzero(right_a != right_b)
+    shown = flipped[:count]
+    columns = 8
+    rows = max(1, -(-len(shown) // columns))
+    figure = Figure(figsize=(columns * 1.3, rows * 1.55 + 0.6))
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for axes in grid.flat:
+        axes.axis("off")
+    predicted_a, predicted_b = predicted
+    for axes, index in zip(grid.flat, shown, strict=False):
+        truth = labels[index]
+        axes.imshow(images[index].squeeze(), cmap="gray_r")
+        colour = "tab:blue" if predicted_a[index] == truth else "tab:red"
+        axes.set_title(
+            f"{truth}: A {predicted_a[index]}, B {predicted_b[index]}", fontsize=8, color=colour
+        )
+    figure.suptitle(
+        f"Test digits only one run got right (true: A, B), first {len(shown)} of {len(flipped)}; "
+        f"blue: A right ({np.sum(right_a & ~right_b)}), "
+        f"red: B right ({np.sum(right_b & ~right_a)}); "
+        f"McNemar p = {p_value:.3g}",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    return figure
+
+
+def explain_figure(title: str, original: np.ndarray, seen: np.ndarray, caption: str) -> Figure:
+    """Before/after picture: the user's image (RGB) and the 28x28 digit the model received."""
+    figure = Figure(figsize=(6, 3.2))
+    left, right = figure.subplots(1, 2)
+    left.imshow(original)
+    left.set_title(title, fontsize=9)
+    right.imshow(seen.squeeze(), cmap="gray", vmin=0, vmax=1)
+    right.set_title(f"model input: {caption}", fontsize=9)
+    for axes in (left, right):
+        axes.axis("off")
+    figure.tight_layout()
+    return figure

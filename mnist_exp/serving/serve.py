@@ -1,0 +1,162 @@
+"""Draw-a-digit page and prediction API: `python -m mnist_exp.serve [--model URI] [--port 8000]`."""
+
+import argparse
+import base64
+import binascii
+import io
+import json
+from importlib.resources import files
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from mnist_exp.errors import MnistExpError, exit_with
+from mnist_exp.serving.images import open_image, preprocess_image
+from mnist_exp.serving.predict import Predictor, load_predictor, to_prediction
+
+STATIC = files("mnist_exp.serving") / "static"
+MAX_BODY = 5_000_000  # bytes; a drawn 280x280 PNG is about 10 KB
+DRAIN_LIMIT = 64_000_000  # bytes of an oversized body read and dropped before answering 413
+ACCEPTED = 'JSON {"image": "data:image/png;base64,..."}, multipart/form-data or image/png'
+
+
+class RequestError(MnistExpError):
+    """A request the API cannot answer; `status` is its HTTP status."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused past MAX_BODY. An oversized body is still read (and dropped) up
+    to DRAIN_LIMIT, so the client gets the 413 instead of a broken connection mid-upload."""
+    too_big = RequestError(413, f"The body is larger than {MAX_BODY:,} bytes; send one small PNG.")
+    if int(request.headers.get("content-length") or 0) > DRAIN_LIMIT:
+        raise too_big
+    body, size = bytearray(), 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= MAX_BODY:
+            body += chunk
+        elif size > DRAIN_LIMIT:
+            break
+    if size > MAX_BODY:
+        raise too_big
+    return bytes(body)
+
+
+async def image_bytes(request: Request) -> bytes:
+    """The uploaded image's bytes from a data URL in JSON, a multipart file, or a raw image body."""
+    body = await read_body(request)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        try:
+            url = json.loads(body)["image"]
+            data = url.split(",", 1)[1] if url.startswith("data:") else url
+            return base64.b64decode(data, validate=True)
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+            raise RequestError(400, f"Expected {ACCEPTED}.") from None
+    if kind == "multipart/form-data":
+
+        async def stream():
+            yield body
+
+        try:
+            form = await MultiPartParser(request.headers, stream()).parse()
+        except MultiPartException as error:
+            raise RequestError(400, f"Malformed multipart body: {error.message}") from None
+        uploads = [value for _, value in form.multi_items() if hasattr(value, "read")]
+        if not uploads:
+            raise RequestError(400, "The multipart body has no file; send the PNG as a file.")
+        return await uploads[0].read()
+    if kind.startswith("image/"):
+        return body
+    raise RequestError(415, f"Content type {kind or '(none)'} is not accepted; send {ACCEPTED}.")
+
+
+def create_app(predictor: Predictor, model: dict) -> FastAPI:
+    """The page at /, POST /predict, GET /health and GET /model (what `model` says)."""
+    app = FastAPI(title="mnist_exp", docs_url=None, redoc_url=None)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.exception_handler(MnistExpError)
+    async def one_line_error(request: Request, error: MnistExpError) -> JSONResponse:
+        return JSONResponse({"error": str(error)}, status_code=getattr(error, "status", 422))
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return (STATIC / "index.html").read_text()
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/model")
+    def model_info() -> dict:
+        return model
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict:
+        """Digit, probabilities and the 28x28 image the model saw (rows of 0..1 values)."""
+        data = await image_bytes(request)
+
+        def answer() -> tuple[np.ndarray, np.ndarray]:  # blocking work, off the event loop
+            seen = preprocess_image(open_image(io.BytesIO(data), "upload"))
+            return seen, predictor.probabilities(seen[None])[0]
+
+        seen, probabilities = await run_in_threadpool(answer)
+        prediction = to_prediction(probabilities)
+        return {
+            "digit": prediction.digit,
+            "confidence": prediction.confidence,
+            "probabilities": [round(float(p), 5) for p in prediction.probabilities],
+            "image": np.round(seen[..., 0], 3).tolist(),
+        }
+
+    return app
+
+
+def describe(source: str) -> dict:
+    """What /model reports: the model's source and, for a tracked model, its run and accuracy."""
+    from mnist_exp.config.schema import MlflowConfig
+    from mnist_exp.tracking.read import model_run
+
+    run = model_run(source, MlflowConfig())
+    if run is None:
+        return {"model": source}
+    metrics = run.data.metrics
+    return {
+        "model": source,
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "test_accuracy": metrics.get("test_accuracy"),
+        "val_accuracy": metrics.get("best_val_accuracy"),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_exp.serve", description="Serve the draw-a-digit page and its API."
+    )
+    parser.add_argument(
+        "--model", help="a .keras/.h5 file or MLflow URI (default: the best finished run's model)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    args = parser.parse_args(argv)
+    try:
+        predictor = load_predictor(args.model)
+    except MnistExpError as error:
+        exit_with(error)
+    model = describe(predictor.source)
+    import uvicorn
+
+    accuracy = model.get("test_accuracy")
+    tested = f" (test accuracy {accuracy:.2%})" if accuracy is not None else ""
+    print(f"Model {predictor.source}{tested}\nOpen http://{args.host}:{args.port}", flush=True)
+    uvicorn.run(create_app(predictor, model), host=args.host, port=args.port, log_level="warning")

@@ -1,0 +1,117 @@
+"""A multirun as one MLflow parent run: opened before the jobs start, summarised when they end."""
+
+import atexit
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_exp.config.job import Job, Result
+from mnist_exp.errors import MnistExpError, exit_with
+from mnist_exp.sweeps.summary import summarise
+
+PARENT_ENV = "MNIST_EXP_SWEEP_RUN_ID"  # how jobs, in any launcher's process, find their parent
+RESULT_FILE = "result.json"  # one per job directory: what the sweep summary is made of
+
+
+def parent_run_id(job: Job) -> str | None:
+    """The sweep's parent run when `job` is part of a multirun, else None."""
+    return os.environ.get(PARENT_ENV) if job.sweep_dir is not None else None
+
+
+def run_job(experiment: Callable[[], Result], job: Job) -> float | None:
+    """Run one job of a sweep and write its row of the summary. A failed job is recorded and
+    returns None, so the sweep goes on; Ctrl-C ends the sweep."""
+    try:
+        result = experiment()
+    except KeyboardInterrupt:
+        write_row(job, "KILLED")
+        raise SystemExit(130) from None
+    except Exception as error:
+        write_row(job, "FAILED", error=f"{type(error).__name__}: {error}")
+        if isinstance(error, MnistExpError):
+            print(f"error in job {job.number}: {error}", file=sys.stderr)
+        else:
+            traceback.print_exc()  # a bug, not a user error: show where, then go on
+        return None
+    write_row(
+        job,
+        "PRUNED" if result.pruned else "FINISHED",
+        run_id=result.run_id,
+        val_accuracy=result.val_accuracy,
+        test_accuracy=result.test_accuracy,
+        epochs=result.epochs,
+        seconds=round(result.seconds, 1),
+        reused=result.reused,
+    )
+    return result.val_accuracy
+
+
+def write_row(job: Job, status: str, **fields: Any) -> None:
+    """Write a job's row of the sweep summary (status, run id, accuracies) to its folder."""
+    row = {"job": job.number, "overrides": " ".join(job.overrides), "status": status, **fields}
+    (job.output_dir / RESULT_FILE).write_text(json.dumps(row, indent=2) + "\n")
+
+
+def read_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    rows = [json.loads(path.read_text()) for path in sweep_dir.glob(f"*/{RESULT_FILE}")]
+    return sorted(rows, key=lambda row: row["job"])
+
+
+class SweepRun(Callback):
+    """Hydra callback: one parent run per multirun, every job a child, a summary at the end; the
+    command exits with 1 if a job did not finish."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import mlflow
+
+        from mnist_exp.tracking import store
+
+        # Store and experiment exist before any job starts: parallel jobs never race to create them.
+        try:
+            store.use_store(config.mlflow)
+        except MnistExpError as error:
+            exit_with(error)
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+        self.dataset = OmegaConf.to_object(config.dataset)  # for the figure of flipped digits
+        for stale in self.sweep_dir.glob(f"*/{RESULT_FILE}"):  # a rerun in the same directory
+            stale.unlink()
+        parent = mlflow.MlflowClient().create_run(
+            mlflow.get_experiment_by_name(config.mlflow.experiment_name).experiment_id,
+            run_name=f"sweep {self.sweep_dir.parent.name} {self.sweep_dir.name}",
+            tags={
+                "sweep_dir": str(self.sweep_dir),
+                "overrides": " ".join(config.hydra.overrides.task),
+                "sweeper": config.hydra.sweeper._target_.rsplit(".", 1)[-1],
+                "launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1],
+                **store.process_tags(),
+            },
+        )
+        self.run_id = parent.info.run_id
+        os.environ[PARENT_ENV] = self.run_id
+        atexit.register(self.close, "KILLED")  # interrupted or crashed: summarise what finished
+        print(f"Sweep parent run {self.run_id}; jobs in {self.sweep_dir}")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.close("FINISHED"):
+            raise SystemExit(1)  # the sweep ran to its end, but not every job finished
+
+    def close(self, status: str) -> int:
+        """Summarise the sweep and end its parent run; return how many jobs did not finish."""
+        if os.environ.pop(PARENT_ENV, None) is None:  # already closed
+            return 0
+        rows = read_rows(self.sweep_dir)
+        unfinished = sum(row["status"] not in ("FINISHED", "PRUNED") for row in rows)
+        summarise(self.run_id, rows, self.dataset)
+        from mlflow import MlflowClient
+
+        MlflowClient().set_terminated(self.run_id, status)
+        if unfinished or status != "FINISHED":
+            print("To finish the sweep, rerun the same command with skip_finished=true.")
+        return unfinished

@@ -1,0 +1,49 @@
+"""A job's side of an Optuna search: its trial, its tags, and the callback that reports each epoch
+to the trial (so its pruner can stop it)."""
+
+import os
+from typing import TYPE_CHECKING
+
+import keras
+
+from mnist_exp.sweeps.search import ENV, PRUNED_AT, pruner, storage
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def job_trial(epochs: int) -> "optuna.Trial | None":
+    """This job's trial when an Optuna search launched it, else None."""
+    if ENV["trial"] not in os.environ:
+        return None
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(
+        study_name=os.environ[ENV["study"]],
+        storage=storage(os.environ[ENV["storage"]]),
+        pruner=pruner(os.environ[ENV["pruner"]], epochs),
+    )
+    return optuna.trial.Trial(study, int(os.environ[ENV["trial"]]))
+
+
+def trial_tags(trial: "optuna.Trial") -> dict[str, str]:
+    """Tags that let the MLflow UI filter one search across all its workers."""
+    return {"optuna_study": trial.study.study_name, "optuna_trial": str(trial.number)}
+
+
+class ReportToTrial(keras.callbacks.Callback):
+    """Reports each epoch's validation accuracy to an Optuna trial, and stops training like early
+    stopping once the trial's pruner calls it hopeless (`pruned_at`: that epoch)."""
+
+    def __init__(self, trial):
+        super().__init__()
+        self.trial = trial
+        self.pruned_at = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.trial.report(float(logs["val_accuracy"]), epoch + 1)
+        if self.trial.should_prune():
+            self.pruned_at = epoch + 1
+            self.trial.set_user_attr(PRUNED_AT, epoch + 1)
+            self.model.stop_training = True

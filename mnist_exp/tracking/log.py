@@ -1,0 +1,292 @@
+"""The write side: a run's lifecycle (start, fail, interrupt) and everything it logs, the
+registry included."""
+
+import errno
+import json
+import os
+import signal
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import version
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_exp.config.job import Job
+from mnist_exp.config.schema import MlflowConfig, flatten
+from mnist_exp.data import Mnist, digest
+from mnist_exp.errors import MnistExpError
+from mnist_exp.evaluate import Report, SplitReport
+from mnist_exp.figures import (
+    architecture_figure,
+    confusion_figure,
+    curves_figure,
+    misclassified_figure,
+)
+from mnist_exp.names import BEST_FILE, PREDICTIONS
+from mnist_exp.tracking import notes
+from mnist_exp.tracking.read import config_hash
+from mnist_exp.tracking.store import process_tags, server_gone
+
+
+def job_tags(job: Job) -> dict[str, str]:
+    """A job's overrides, group choices and output dir; in a sweep, its directory and number."""
+    tags = {"overrides": " ".join(job.overrides), "output_dir": str(job.output_dir)}
+    tags.update({f"choice.{group}": option for group, option in job.choices.items()})
+    if job.sweep_dir is not None:
+        tags.update(sweep_dir=job.sweep_dir, job_num=str(job.number))
+    return tags
+
+
+def run_name(cfg: DictConfig, job: Job) -> str:
+    """What ran: `cnn_bn adam lr=0.001`, after the experiment's name if one was chosen; a sweep's
+    job is named by its overrides."""
+    if job.sweep_dir is not None:
+        return " ".join(job.overrides) or "defaults"
+    learning_rate = cfg.optimizer.get("learning_rate")
+    words = [
+        f"{job.choices['experiment']}:" if "experiment" in job.choices else "",
+        job.choices.get("model", "model"),
+        job.choices.get("optimizer", "optimizer"),
+        f"lr={learning_rate:g}" if isinstance(learning_rate, int | float) else "",
+    ]
+    return " ".join(word for word in words if word)
+
+
+def registered_name(cfg: MlflowConfig, job: Job) -> str | None:
+    """The registered model's name, `{model}` filled in with the architecture; None: don't."""
+    if cfg.registered_model is None:
+        return None
+    return cfg.registered_model.format(model=job.choices.get("model", "model"))
+
+
+def resume_command(run_id: str, job: Job) -> str:
+    return f"{notes.command(job.overrides)} resume={run_id}"
+
+
+@contextmanager
+def start_run(
+    cfg: DictConfig,
+    job: Job,
+    work_dir: Path,
+    run_id: str | None,
+    parent_id: str | None,
+    extra_params: dict[str, object],
+    extra_tags: dict[str, str],
+) -> Iterator[mlflow.ActiveRun]:
+    """Open an MLflow run (in the store `use_store` chose; a child of `parent_id` in a sweep), or
+    reopen `run_id` to resume it. It ends FAILED with the reason, or KILLED on Ctrl-C/SIGTERM with
+    the best checkpoint logged."""
+    name = None if run_id else run_name(cfg, job)
+    mlflow.set_system_metrics_sampling_interval(cfg.mlflow.system_metrics_interval)
+    system_metrics = cfg.mlflow.system_metrics
+    with mlflow.start_run(run_id=run_id, run_name=name, log_system_metrics=system_metrics) as run:
+        try:
+            mlflow.set_tags(process_tags())  # this process owns it now, a resumed run included
+            if run_id is None:
+                mlflow.set_tags({**job_tags(job), "config_hash": config_hash(cfg), **extra_tags})
+                if parent_id:
+                    mlflow.set_tag("mlflow.parentRunId", parent_id)
+                params = flatten(OmegaConf.to_container(cfg, resolve=True))
+                mlflow.log_params({**params, **extra_params})
+                mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+                describe_run(job)
+            yield run
+        except BaseException as raised:
+            if isinstance(raised, Exception) and server_gone(mlflow.get_tracking_uri()):
+                abandon_run()
+                raise MnistExpError(
+                    f"The tracking server {mlflow.get_tracking_uri()} stopped answering; the "
+                    f"state of the last finished epoch is in {work_dir}. Once the server is back: "
+                    f"{resume_command(run.info.run_id, job)}"
+                ) from None
+            error = disk_full(raised, work_dir) or raised
+            status = "FAILED"
+            if isinstance(error, KeyboardInterrupt):
+                status = "KILLED"
+                signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second Ctrl-C: out now
+                if (work_dir / BEST_FILE).is_file():
+                    mlflow.log_artifact(str(work_dir / BEST_FILE), "checkpoint")
+                print(
+                    f"\nInterrupted: run {run.info.run_id} saved up to its last finished epoch. "
+                    f"Resume with:\n  {resume_command(run.info.run_id, job)}",
+                    file=sys.stderr,
+                )
+            mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
+            describe_run(job, ending=f"Ended {status}: {type(error).__name__}: {error}"[:1000])
+            mlflow.end_run(status)
+            if error is raised:
+                raise
+            raise error from None
+
+
+def disk_full(error: BaseException, work_dir: Path) -> MnistExpError | None:
+    """A full disk as a user's error naming where, or None if `error` is something else. (h5py
+    reports it in its message, without an errno.)"""
+    if not isinstance(error, OSError):
+        return None
+    if error.errno != errno.ENOSPC and "No space left on device" not in str(error):
+        return None
+    where = error.filename or work_dir
+    return MnistExpError(
+        f"No space left on device writing {where}: free some space there, or point "
+        "hydra.run.dir (or the MLflow store) at a disk with room."
+    )
+
+
+def abandon_run() -> None:
+    """End the active run in this process without waiting on a server that is gone: MLflow takes
+    it off its stack before it calls the server, and that call fails at once here."""
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    saved = {key: os.environ.get(key) for key in quick}
+    os.environ.update(quick)
+    try:
+        mlflow.end_run("FAILED")
+    except Exception:  # the server is gone, as we know: the run is off the stack, which is enough
+        pass
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def describe_run(job: Job, ending: str | None = None) -> None:
+    """The run's description in the UI (its note), written from what it has logged so far."""
+    run = mlflow.get_run(mlflow.active_run().info.run_id)
+    mlflow.set_tag("mlflow.note.content", notes.run_note(run, job.overrides, ending))
+
+
+def log_datasets(data: Mnist) -> None:
+    """The splits as the run's dataset inputs (UI: Datasets), each digested by its exact data."""
+    import mlflow.data
+
+    source = Path(data.source).as_uri()
+    for context, (images, labels) in data.splits().items():
+        with warnings.catch_warnings():  # MLflow registers its local-file source twice, and says so
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_numpy(
+                images,
+                targets=labels,
+                source=source,
+                name=f"mnist-{context}",
+                digest=digest(images, labels),
+            )
+        mlflow.log_input(dataset, context=context)
+
+
+def log_model_card(model: keras.Model) -> None:
+    """The model's layer table with parameter counts, and a figure of where its parameters are."""
+    lines = []
+    model.summary(print_fn=lambda text, line_break=True: lines.append(text))
+    mlflow.log_text("\n".join(lines) + "\n", "model_summary.txt")
+    mlflow.log_figure(architecture_figure(model), "architecture.png")
+
+
+class MlflowMetrics(keras.callbacks.Callback):
+    """Logs each epoch's metrics (loss, accuracy, val_*, epoch_seconds) with the epoch as step."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        mlflow.log_metrics({key: float(value) for key, value in logs.items()}, step=epoch + 1)
+
+
+def log_split(split: SplitReport, name: str, metric_prefix: str) -> None:
+    mlflow.log_metrics(
+        {f"{metric_prefix}_loss": split.loss, f"{metric_prefix}_accuracy": split.accuracy}
+    )
+    mlflow.log_figure(
+        confusion_figure(split.confusion, f"{name} confusion matrix"),
+        f"{name}/confusion_matrix.png",
+    )
+    header = "true\\predicted," + ",".join(str(d) for d in range(10))
+    rows = [f"{d}," + ",".join(map(str, row)) for d, row in enumerate(split.confusion)]
+    mlflow.log_text("\n".join([header, *rows]) + "\n", f"{name}/confusion_matrix.csv")
+    mlflow.log_text(split.report_text, f"{name}/classification_report.txt")
+    mlflow.log_text(json.dumps(split.report_dict, indent=2), f"{name}/classification_report.json")
+
+
+def log_evaluation(
+    history: dict[str, list[float]], best: int, report: Report, x_test: np.ndarray
+) -> None:
+    """Final metrics of the best epoch, reports and figures."""
+    mlflow.log_metrics(
+        {
+            "epochs_run": len(history["loss"]),
+            "best_epoch": best + 1,
+            "best_train_accuracy": history["accuracy"][best],
+            "train_seconds": float(np.sum(history["epoch_seconds"])),
+        }
+    )
+    log_split(report.train, "train", "train")
+    log_split(report.val, "val", "best_val")  # val_* is the per-epoch series
+    log_split(report.test, "test", "test")
+    mlflow.log_figure(curves_figure(history), "training_curves.png")
+    wrong = misclassified_figure(x_test, report.test.labels, report.test.predicted)
+    mlflow.log_figure(wrong, "test/misclassified.png")
+    log_predictions(report.test)
+
+
+def log_pruned(epoch: int) -> None:
+    """Mark a search trial that its pruner stopped; its metrics are those of its epochs so far."""
+    mlflow.set_tag("pruned", f"after epoch {epoch}: its search's pruner stopped it")
+
+
+def log_predictions(split: SplitReport) -> None:
+    """Every test digit's label, predicted digit and probabilities (float16), in test-set order."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / Path(PREDICTIONS).name
+        np.savez_compressed(
+            path,
+            labels=split.labels.astype(np.uint8),
+            predicted=split.predicted.astype(np.uint8),
+            probabilities=split.probabilities.astype(np.float16),
+        )
+        mlflow.log_artifact(str(path), str(Path(PREDICTIONS).parent))
+
+
+def log_model(model: keras.Model, job: Job, val_accuracy: float, cfg: MlflowConfig) -> None:
+    """The MLflow Keras model (with signature, registered per architecture), plus mnist.h5 and
+    mnist.keras files."""
+    for filename in ("mnist.h5", "mnist.keras"):
+        model.save(job.output_dir / filename)
+        mlflow.log_artifact(str(job.output_dir / filename))
+    sample = np.zeros((1, *model.input_shape[1:]), np.float32)
+    signature = infer_signature(sample, model(sample, training=False).numpy())
+    name = registered_name(cfg, job)
+    info = mlflow.keras.log_model(
+        model,
+        name="model",
+        signature=signature,
+        registered_model_name=name,
+        # Stated, not inferred: inference re-imports the model in a subprocess (~6 s a run).
+        pip_requirements=[f"{p}=={version(p)}" for p in ("tensorflow", "keras")],
+    )
+    if name:
+        run = mlflow.get_run(mlflow.active_run().info.run_id)
+        MlflowClient().update_model_version(
+            name, info.registered_model_version, notes.version_note(run)
+        )
+        promote(name, cfg.alias, info.registered_model_version, val_accuracy)
+
+
+def promote(name: str, alias: str, version: int, val_accuracy: float) -> None:
+    """Move `alias` to this version if its validation accuracy beats the current holder's."""
+    client = MlflowClient()
+    try:
+        holder = client.get_model_version_by_alias(name, alias)
+        holder_accuracy = client.get_run(holder.run_id).data.metrics.get("best_val_accuracy", 0.0)
+    except MlflowException:  # no holder yet
+        holder_accuracy = -1.0
+    if val_accuracy > holder_accuracy:
+        client.set_registered_model_alias(name, alias, version)
+        print(f"Model {name} version {version} is now @{alias} (val accuracy {val_accuracy:.4f}).")

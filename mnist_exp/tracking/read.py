@@ -1,0 +1,150 @@
+"""The read side of the store: finding runs, their metrics, predictions and models."""
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_exp.config.schema import MlflowConfig
+from mnist_exp.errors import MnistExpError
+from mnist_exp.names import PREDICTIONS, STATE_FILE
+from mnist_exp.tracking.store import tracking_uri
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identifies what a run computes: the resolved config without where it logs or resumes."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("mlflow", "resume", "skip_finished"):
+        tree.pop(key, None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def finished_twin(cfg: DictConfig) -> mlflow.entities.Run | None:
+    """The latest FINISHED run of exactly this config in the current experiment, if any; a run
+    that a search's pruner stopped early does not count."""
+    runs = mlflow.search_runs(
+        filter_string=f"tags.config_hash = '{config_hash(cfg)}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    return next((run for run in runs if "pruned" not in run.data.tags), None)
+
+
+def resume_dir(run_id: str) -> Path:
+    """The output directory holding an interrupted run's saved training state."""
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException:
+        raise MnistExpError(
+            f"resume={run_id}: no such run in {mlflow.get_tracking_uri()}."
+        ) from None
+    work_dir = Path(run.data.tags.get("output_dir", ""))
+    if run.info.status == "FINISHED" or not (work_dir / STATE_FILE).is_file():
+        raise MnistExpError(
+            f"resume={run_id}: the run is {run.info.status} and {work_dir / 'state.json'} "
+            "is missing; only interrupted runs with their output directory can be resumed."
+        )
+    return work_dir
+
+
+def load_predictions(run_id: str, uri: str) -> dict[str, np.ndarray]:
+    """A run's test predictions (`log_predictions`); a MnistExpError if it has none."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=PREDICTIONS, dst_path=folder, tracking_uri=uri
+            )
+        except (MlflowException, OSError) as error:
+            raise MnistExpError(
+                f"Run {run_id} has no {PREDICTIONS} in {uri} ({str(error).splitlines()[0][:150]})"
+                ": is the id right, and did the run finish? Runs older than this artifact cannot "
+                "be compared; run them again."
+            ) from None
+        with np.load(path) as arrays:
+            return dict(arrays)
+
+
+def best_model_uri(cfg: MlflowConfig) -> str:
+    """The model URI of the finished run with the best validation accuracy in the store."""
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(
+        experiment_names=[cfg.experiment_name],
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["metrics.best_val_accuracy DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    if not runs:
+        raise MnistExpError(
+            f"No finished run in {uri} (experiment {cfg.experiment_name}): "
+            "train one with `python -m mnist_exp.run`, or pass --model."
+        )
+    return f"runs:/{runs[0].info.run_id}/model"
+
+
+def load_logged_model(uri: str, cfg: MlflowConfig) -> keras.Model:
+    """Load a Keras model from an MLflow URI (runs:/..., models:/name@alias, ...)."""
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    try:
+        return mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
+    except (MlflowException, OSError) as error:
+        raise MnistExpError(f"Cannot load model {uri}: {str(error).splitlines()[0]}") from None
+
+
+def model_run(uri: str, cfg: MlflowConfig) -> mlflow.entities.Run | None:
+    """The run that logged a runs:/ or models:/ model (name@alias or name/version), if any."""
+    client = MlflowClient(tracking_uri(cfg))
+    parsed = urlparse(uri)
+    path = f"{parsed.netloc}{parsed.path}".strip("/")
+    try:
+        if parsed.scheme == "runs":
+            return client.get_run(path.split("/")[0])
+        if parsed.scheme == "models":
+            name, _, version = path.partition("/")
+            name, _, alias = name.partition("@")
+            found = (
+                client.get_model_version_by_alias(name, alias)
+                if alias
+                else client.get_model_version(name, version)
+            )
+            return client.get_run(found.run_id)
+    except MlflowException:
+        return None
+    return None
+
+
+def run_record(
+    run_id: str, cfg: MlflowConfig
+) -> tuple[mlflow.entities.Run, dict[str, list[float]]]:
+    """A tracked run and its per-epoch metric series, read back from the store."""
+    client = MlflowClient(tracking_uri(cfg))
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as error:
+        raise MnistExpError(
+            f"Run {run_id} not found in {tracking_uri(cfg)}: {str(error).splitlines()[0]}"
+        ) from None
+    history = {
+        key: metric_series(client, run_id, key)
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
+    }
+    return run, history
+
+
+def metric_series(client: MlflowClient, run_id: str, key: str) -> list[float]:
+    """A run's values of one metric, in step (epoch) order."""
+    return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def run_artifact_text(run_id: str, path: str, cfg: MlflowConfig) -> str:
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")

@@ -1,0 +1,137 @@
+"""Where runs are stored: the tracking URI, the store's creation lock, a server's health, and
+runs whose process died."""
+
+import fcntl
+import os
+import socket
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from mnist_exp.config.schema import MlflowConfig
+from mnist_exp.errors import MnistExpError
+from mnist_exp.tracking import notes
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# A tracking server that stops is waited for: MLflow retries each call with backoff (0, 2, 4, ...,
+# 64 s: about two minutes in all) before it gives up. The environment can change both.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+# Artifacts read back (predictions, checkpoints) are small: progress bars would only be noise.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def tracking_uri(cfg: MlflowConfig) -> str:
+    """The config's URI, else $MLFLOW_TRACKING_URI, else the SQLite store at the project root."""
+    return (
+        cfg.tracking_uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    )
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts of a SQLite store live beside it in `mlruns/`; a server decides for itself."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(urlparse(uri).path).resolve().parent / "mlruns" / experiment).as_uri()
+
+
+def check_reachable(uri: str) -> None:
+    """Fail in seconds, not after MLflow's minutes of retries, when a tracking server is down."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
+    except OSError as error:
+        raise MnistExpError(
+            f"MLflow tracking server {uri} is unreachable ({getattr(error, 'reason', error)}). "
+            "Start the server, or point MLFLOW_TRACKING_URI (or mlflow.tracking_uri) elsewhere."
+        ) from None
+
+
+def use_store(cfg: MlflowConfig) -> str:
+    """Point MLflow at the configured store and experiment (created if new); return the URI."""
+    uri = tracking_uri(cfg)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    name = cfg.experiment_name
+    with store_lock(uri):  # the first access creates (migrates) the store: one process at a time
+        if mlflow.get_experiment_by_name(name) is None:
+            mlflow.create_experiment(name, artifact_location=artifact_location(uri, name))
+    experiment = mlflow.set_experiment(name)
+    close_dead_runs(experiment.experiment_id)
+    return uri
+
+
+def process_tags() -> dict[str, str]:
+    """Which process on which host owns a run, so a later one can tell if it died."""
+    import psutil
+
+    return {
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+        "pid_started": str(psutil.Process().create_time()),
+    }
+
+
+def process_alive(tags: dict[str, str]) -> bool:
+    """Whether the process `process_tags` described still runs (on this host)."""
+    import psutil
+
+    try:
+        return psutil.Process(int(tags["pid"])).create_time() == float(tags["pid_started"])
+    except (KeyError, ValueError, psutil.Error):
+        return False
+
+
+def close_dead_runs(experiment_id: str) -> None:
+    """Runs of this host left RUNNING by a process that is gone (SIGKILL, the OOM killer, a power
+    cut) end KILLED, tagged with how to resume them, so the UI tells the truth."""
+    client = MlflowClient()
+    running = client.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.host = '{socket.gethostname()}'",
+    )
+    for run in running:
+        tags = run.data.tags
+        if process_alive(tags):
+            continue
+        ended = f"process {tags.get('pid')} ended while the run was RUNNING (killed?)"
+        client.set_tag(run.info.run_id, "error", ended)
+        if "output_dir" in tags:  # a run, not a sweep's parent
+            command = f"{notes.command(tags.get('overrides', '').split())} resume={run.info.run_id}"
+            client.set_tag(run.info.run_id, "resume_command", command)
+        client.set_terminated(run.info.run_id, "KILLED")
+        print(f"Run {run.info.run_id} ({run.info.run_name}) lost its process: marked KILLED.")
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite store (`mlflow.db.lock`): MLflow's schema migration of
+    a new store races when two processes create it at once. Servers serialise this themselves."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(urlparse(uri).path + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def server_gone(uri: str) -> bool:
+    """Whether a tracking server that this run was logging to no longer answers."""
+    try:
+        check_reachable(uri)
+    except MnistExpError:
+        return True
+    return False

@@ -1,0 +1,85 @@
+"""The package's layers, bottom to top: a module imports only from its own layer or below."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from .helpers import ROOT
+
+# The one place the layers are written down (docs/architecture.md describes them).
+LAYERS = [
+    ["mnist_exp.errors", "mnist_exp.names"],
+    ["mnist_exp.config"],
+    ["mnist_exp.callbacks"],
+    ["mnist_exp.groups"],
+    ["mnist_exp.data", "mnist_exp.train", "mnist_exp.evaluate", "mnist_exp.figures"],
+    ["mnist_exp.tracking"],
+    ["mnist_exp.sweeps", "mnist_exp.serving"],
+    [
+        "mnist_exp.run",
+        "mnist_exp.report",
+        "mnist_exp.bench",
+        "mnist_exp.predict",
+        "mnist_exp.serve",
+        "mnist_exp.compare",
+        "mnist_exp.robustness",
+        "mnist_exp",
+        "hydra_plugins",
+    ],
+]
+MAX_LINES = 300
+SOURCES = sorted([*(ROOT / "mnist_exp").rglob("*.py"), *(ROOT / "hydra_plugins").rglob("*.py")])
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer(module: str) -> int | None:
+    """The layer of a project module (its longest listed prefix), None for other packages."""
+    found = [
+        (len(prefix), number)
+        for number, prefixes in enumerate(LAYERS)
+        for prefix in prefixes
+        if module == prefix or module.startswith(f"{prefix}.")
+    ]
+    return max(found)[1] if found else None
+
+
+def imported(path: Path) -> set[str]:
+    """Every project module `path` imports, at module level or inside functions alike."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            # `from mnist_exp.tracking import store` imports the module mnist_exp.tracking.store
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    known = {module_name(source) for source in SOURCES}
+    return {name for name in names if name in known}
+
+
+def test_every_module_has_a_layer():
+    assert [module_name(p) for p in SOURCES if layer(module_name(p)) is None] == []
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=module_name)
+def test_a_module_imports_nothing_from_a_layer_above_its_own(path):
+    own = layer(module_name(path))
+    above = sorted(name for name in imported(path) if layer(name) > own)
+    assert above == [], f"{module_name(path)} (layer {own}) imports {above}"
+
+
+def test_the_check_catches_an_upward_import_inside_a_function(tmp_path):
+    source = tmp_path / "fake.py"
+    source.write_text("def f():\n    from mnist_exp.run import run_experiment\n")
+    assert imported(source) == {"mnist_exp.run"}
+    assert layer("mnist_exp.run") > layer("mnist_exp.tracking.fake")
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=module_name)
+def test_no_module_is_over_300_lines(path):
+    assert len(path.read_text().splitlines()) <= MAX_LINES
