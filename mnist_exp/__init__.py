@@ -5,10 +5,9 @@ The public API: `run_experiment(overrides) -> Result` runs one experiment in-pro
 trained model. Each is imported on first use, so `import mnist_exp` stays light.
 """
 
-import os
+from mnist_exp.console import quiet_environment
 
-# Quiet TensorFlow's C++ start-up chatter so users see what matters; errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_environment()  # before TensorFlow or MLflow is imported: their start-up chatter off
 
 PUBLIC = {
     "run_experiment": "mnist_exp.run",

@@ -45,26 +45,43 @@ def curves_figure(history: dict[str, list[float]]) -> Figure:
     return figure
 
 
+def digit_grid(
+    images: np.ndarray, captions: list[str], colours: list[str], columns: int, title: str
+) -> Figure:
+    """Digits tiled into one image, each captioned below: one axes, so it draws in a tenth of
+    the time of a subplot per digit."""
+    rows = max(1, -(-len(images) // columns))
+    tiles = np.ones((rows * 36, columns * 32))  # white: 28x28 digits with gaps for captions
+    for n, image in enumerate(images):
+        row, column = divmod(n, columns)
+        tiles[row * 36 + 2 : row * 36 + 30, column * 32 + 2 : column * 32 + 30] = (
+            1 - image.squeeze()
+        )
+    figure = Figure(figsize=(columns * 1.3, rows * 1.5 + 0.5))
+    axes = figure.add_axes((0.01, 0.01, 0.98, 0.98 - 0.45 / (rows * 1.5 + 0.5)))
+    axes.imshow(tiles, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axes.axis("off")
+    for n, (caption, colour) in enumerate(zip(captions, colours, strict=True)):
+        row, column = divmod(n, columns)
+        axes.text(column * 32 + 16, row * 36 + 34, caption, ha="center", fontsize=8, color=colour)
+    figure.suptitle(title, fontsize=9)
+    return figure
+
+
 def misclassified_figure(
     images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, count: int = 36
 ) -> Figure:
-    """A grid of the first `count` misclassified digits, titled true -> predicted."""
+    """A grid of the first `count` misclassified digits, captioned true -> predicted."""
     all_wrong = np.flatnonzero(labels != predicted)
     wrong = all_wrong[:count]
-    columns = 6
-    rows = max(1, -(-len(wrong) // columns))
-    figure = Figure(figsize=(columns * 1.4, rows * 1.6 + 0.4))
-    grid = figure.subplots(rows, columns, squeeze=False)
-    for axes in grid.flat:
-        axes.axis("off")
-    for axes, index in zip(grid.flat, wrong, strict=False):
-        axes.imshow(images[index].squeeze(), cmap="gray_r")
-        axes.set_title(f"{labels[index]} -> {predicted[index]}", fontsize=9)
-    figure.suptitle(
-        f"Misclassified test digits, true -> predicted: first {len(wrong)} of {len(all_wrong)}"
+    return digit_grid(
+        images[wrong],
+        [f"{labels[i]} -> {predicted[i]}" for i in wrong],
+        ["black"] * len(wrong),
+        columns=6,
+        title=f"Misclassified test digits, true -> predicted: first {len(wrong)} of "
+        f"{len(all_wrong)}",
     )
-    figure.tight_layout()
-    return figure
 
 
 def sweep_figure(rows: list[dict], curves: dict[str, list[float]]) -> Figure:
@@ -147,34 +164,21 @@ def flipped_figure(
     p_value: float,
     count: int = 48,
 ) -> Figure:
-    """A grid of the test digits only one of two runs (A, B) got right, titled with the truth and
-    both guesses."""
+    """A grid of the test digits only one of two runs (A, B) got right, captioned with the truth
+    and both guesses: blue where A was right, red where B was."""
     right_a, right_b = (p == labels for p in predicted)
     flipped = np.flatnonzero(right_a != right_b)
     shown = flipped[:count]
-    columns = 8
-    rows = max(1, -(-len(shown) // columns))
-    figure = Figure(figsize=(columns * 1.3, rows * 1.55 + 0.6))
-    grid = figure.subplots(rows, columns, squeeze=False)
-    for axes in grid.flat:
-        axes.axis("off")
     predicted_a, predicted_b = predicted
-    for axes, index in zip(grid.flat, shown, strict=False):
-        truth = labels[index]
-        axes.imshow(images[index].squeeze(), cmap="gray_r")
-        colour = "tab:blue" if predicted_a[index] == truth else "tab:red"
-        axes.set_title(
-            f"{truth}: A {predicted_a[index]}, B {predicted_b[index]}", fontsize=8, color=colour
-        )
-    figure.suptitle(
-        f"Test digits only one run got right (true: A, B), first {len(shown)} of {len(flipped)}; "
-        f"blue: A right ({np.sum(right_a & ~right_b)}), "
-        f"red: B right ({np.sum(right_b & ~right_a)}); "
-        f"McNemar p = {p_value:.3g}",
-        fontsize=9,
+    return digit_grid(
+        images[shown],
+        [f"{labels[i]}: A {predicted_a[i]}, B {predicted_b[i]}" for i in shown],
+        ["tab:blue" if right_a[i] else "tab:red" for i in shown],
+        columns=8,
+        title=f"Test digits only one run got right (true: A, B), first {len(shown)} of "
+        f"{len(flipped)}; blue: A right ({np.sum(right_a & ~right_b)}), red: B right "
+        f"({np.sum(right_b & ~right_a)}); McNemar p = {p_value:.3g}",
     )
-    figure.tight_layout()
-    return figure
 
 
 def explain_figure(title: str, original: np.ndarray, seen: np.ndarray, caption: str) -> Figure:

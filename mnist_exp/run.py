@@ -58,7 +58,7 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
         train,
     )
 
-    store.use_store(config.mlflow)  # an unreachable store fails now, not after training
+    uri = store.use_store(config.mlflow, config.paths.root)  # unreachable: fails now, not later
     if config.skip_finished and (twin := read.finished_twin(cfg)):
         print(f"Skipped: this exact config already finished as run {twin.info.run_id}.")
         return reused(twin)
@@ -116,7 +116,7 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
     print(
         f"\nval accuracy {report.val.accuracy:.4f} | test accuracy {report.test.accuracy:.4f} | "
         f"{len(history['loss'])} epochs (best {best + 1}) | run {run.info.run_id}\n"
-        f"Browse runs: mlflow ui --backend-store-uri {store.tracking_uri(config.mlflow)}"
+        f"Browse runs: mlflow ui --backend-store-uri {uri}"
     )
     return Result(
         run_id=run.info.run_id,

@@ -1,5 +1,7 @@
-"""Shared fixtures: real MNIST (verified once per session) and one real training run."""
+"""Shared fixtures: real MNIST (verified once per session) and one real training run; in CI
+(CI=true) a skipped test fails, so a missing part can never pass unchecked."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,17 @@ from mnist_exp.config.schema import DatasetConfig
 from mnist_exp.data import fetch_mnist
 
 from .helpers import run_module
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """CI=true: a skip is a failure that names what was missing."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("CI") == "true":
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"skipped in CI (CI=true), which must not happen: {reason}"
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +42,7 @@ class TrainedRun:
     run_id: str
     output_dir: Path
     stdout: str
+    stderr: str
 
 
 @pytest.fixture(scope="session")
@@ -44,4 +58,4 @@ def trained_run(tmp_path_factory) -> TrainedRun:
     [run] = MlflowClient(uri).search_runs(
         [MlflowClient(uri).get_experiment_by_name("mnist_exp").experiment_id]
     )
-    return TrainedRun(uri, run.info.run_id, root / "out", done.stdout)
+    return TrainedRun(uri, run.info.run_id, root / "out", done.stdout, done.stderr)

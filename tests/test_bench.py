@@ -1,51 +1,44 @@
-"""The benchmark's quick mode runs end to end and writes a consistent table (no timing asserts)."""
-
-import json
+"""The bench's table logic: ratios come from the rows they name, and a broken table is caught.
+(The bench itself runs as its own step of .ci/run: `make bench ARGS=--quick`.)"""
 
 import pytest
 
-from .helpers import run_module
-
-pytestmark = pytest.mark.slow
+from mnist_exp.bench.table import EXPECTED_ROWS, lines, problems, ratios, row
 
 
-def test_bench_quick_mode_writes_a_complete_table(tmp_path):
-    done = run_module(
-        "mnist_exp.bench", "--quick", "--output", str(tmp_path / "bench.json"), timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads((tmp_path / "bench.json").read_text())
-    names = [row["name"] for row in result["rows"]]
-    for expected in (
-        "training, plain Keras model.fit, fp32",
-        "training, plain Keras model.fit, mixed_bfloat16",
-        "training, project run, fp32",
-        "training, project run, default",
-        "training, project run, default, system metrics off",
-        "training, project run, default, augment=light",
-        "system metrics sampler CPU / machine CPU",
-        "MLflow logging per epoch / epoch time",
-        "predict_digit, 1 image",
-        "model.predict, 1 image",
-        "POST /predict (HTTP, one 280x280 PNG)",
-    ):
-        assert expected in names
-    assert any(name.startswith("predict CLI") for name in names)
-    median = {row["name"]: row["median"] for row in result["rows"]}
-    assert all(median[name] > 0 for name in names if name.startswith("training")), median
-    ratios = result["ratios"]  # each ratio is made of the rows it names
-    assert ratios["project default / plain Keras mixed_bfloat16"] == pytest.approx(
+def complete_table() -> list[dict]:
+    names = [*EXPECTED_ROWS, "predict CLI, 50 PNG files", "model.predict / predict_digit"]
+    values = {name: float(number) for number, name in enumerate(names, start=2)}
+    values["system metrics sampler CPU / machine CPU"] = 1.5
+    return [row(name, [value, value * 1.1], "unit") for name, value in values.items()]
+
+
+def test_each_ratio_is_made_of_the_rows_it_names():
+    rows = complete_table()
+    median = {r["name"]: r["median"] for r in rows}
+    found = ratios(median)
+    assert found["project default / plain Keras mixed_bfloat16"] == pytest.approx(
         median["training, project run, default"]
         / median["training, plain Keras model.fit, mixed_bfloat16"]
     )
-    assert ratios["project default / same, system metrics off"] == pytest.approx(
+    assert found["project default / same, system metrics off"] == pytest.approx(
         median["training, project run, default"]
         / median["training, project run, default, system metrics off"]
     )
-    assert ratios["project default, augment=light / project default"] == pytest.approx(
-        median["training, project run, default, augment=light"]
-        / median["training, project run, default"]
-    )
-    assert 0 < median["system metrics sampler CPU / machine CPU"] < 5  # percent
-    for accuracy in result["test_accuracy"].values():
-        assert accuracy > 0.5  # 2 epochs on 2,000 images learn; chance is 0.1
+    assert "project fp32 deterministic / project fp32" not in found  # its row was not measured
+    printed = list(lines(rows, found, {"plain Keras model.fit, fp32": 0.93}, epochs=2))
+    assert len(printed) == 1 + len(rows) + len(found) + 1
+    assert printed[-1].endswith("0.9300")
+
+
+def test_a_complete_table_passes_its_check():
+    assert problems(complete_table(), {"project run, default": 0.9}) == []
+
+
+def test_a_broken_table_fails_its_check_naming_what_broke():
+    rows = [r for r in complete_table() if r["name"] != "predict_digit, 1 image"]
+    rows[0] = {**rows[0], "median": 0.0}
+    found = problems(rows, {"project run, default": 0.1})
+    assert "row 'predict_digit, 1 image' is missing" in found
+    assert f"{rows[0]['name']}: 0.0 is not > 0" in found
+    assert "project run, default reached test accuracy 0.1" in found

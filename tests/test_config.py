@@ -195,11 +195,29 @@ CLI_MISTAKES = [
         "experiment=sead",
         "experiment=sead is not an option: choose one of adam, best, keras_example, seed.",
     ),
-    ("hydra.run.dir=/etc/hostname/out", "hydra.run.dir=/etc/hostname/out cannot be written"),
 ]
 
 
 @pytest.mark.parametrize(("override", "message"), CLI_MISTAKES)
+def test_a_config_mistake_is_caught_before_anything_runs_naming_the_key(override, message):
+    """What the CLI checks before Hydra starts (`check_overrides`), in-process."""
+    with pytest.raises(ConfigError) as error:
+        check_overrides([a for a in override.split() if a != "-m"])
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+# The CLI's own answer to a mistake, for one case of each kind: a value, a key, an option of a
+# swept group, a builder's knob, and a directory that Hydra's callback finds unwritable.
+CLI_CASES = [
+    CLI_MISTAKES[1],
+    ("bach_size=64", "bach_size is not a config key; did you mean batch_size?"),
+    ("-m optimizer=adam,adamm", "optimizer=adamm is not an option: choose one of adadelta,"),
+    CLI_MISTAKES[4],
+    ("hydra.run.dir=/etc/hostname/out", "hydra.run.dir=/etc/hostname/out cannot be written"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), CLI_CASES)
 def test_cli_config_mistake_exits_2_with_a_clear_message_and_no_run(override, message, tmp_path):
     store = tmp_path / "mlflow.db"
     done = run_module(
@@ -209,10 +227,17 @@ def test_cli_config_mistake_exits_2_with_a_clear_message_and_no_run(override, me
         env={"MLFLOW_TRACKING_URI": f"sqlite:///{store}"},
     )
     assert done.returncode == 2, done.stderr
-    assert message in done.stderr
+    assert f"error: {message}" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert len(done.stderr.strip().splitlines()) <= 2
     assert not store.exists()  # nothing was tracked, nothing heavy started
+
+
+def test_a_config_naming_a_builder_by_its_old_path_is_told_the_new_one():
+    expected = "model._target_=mnist_exp.models.cnn has moved: use mnist_exp.groups.model.cnn."
+    with pytest.raises(ConfigError) as error:
+        check_overrides(["model._target_=mnist_exp.models.cnn"])
+    assert str(error.value) == expected
 
 
 def test_a_bad_knob_of_a_built_in_architecture_fails_before_tensorflow_is_imported():

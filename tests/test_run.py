@@ -60,6 +60,15 @@ def test_a_short_run_trains_logs_and_serves_a_98_percent_model(trained_run, mnis
     assert np.mean(predicted == mnist_raw["y_test"][:1000]) >= 0.98
 
 
+def test_a_run_prints_only_our_lines_and_keras_progress(trained_run):
+    """No TensorFlow CUDA probing on a machine without a GPU, no MLflow INFO lines, no Keras
+    "legacy" warning for the mnist.h5 the seed asks for (MNIST_EXP_VERBOSE=1 shows them)."""
+    printed = trained_run.stdout + trained_run.stderr
+    for noise in ("cuda", "absl", "INFO mlflow", "legacy", "I0000", "E0000", "W0000"):
+        assert noise not in printed, noise
+    assert printed.count("Epoch ") == 2 and "Browse runs: mlflow ui" in printed
+
+
 def test_report_regenerates_figures_and_summary_from_the_store(trained_run, tmp_path):
     done = run_module(
         "mnist_exp.report",
@@ -89,6 +98,7 @@ def test_report_of_an_unknown_run_is_one_clear_line(tracking_uri):
 def test_divergence_stops_training_and_fails_the_run(tmp_path, tracking_uri):
     done = run_module(
         "mnist_exp.run",
+        "model=mlp",
         "optimizer=sgd",
         "optimizer.learning_rate=1e6",
         "epochs=3",
@@ -103,7 +113,7 @@ def test_divergence_stops_training_and_fails_the_run(tmp_path, tracking_uri):
     assert run.info.status == "FAILED"
     assert "DivergedError" in run.data.tags["error"]
     assert "Ended FAILED: DivergedError: Training diverged" in run.data.tags["mlflow.note.content"]
-    assert MlflowClient(tracking_uri).search_model_versions("name='mnist-cnn'") == []
+    assert MlflowClient(tracking_uri).search_model_versions("name='mnist-mlp'") == []
 
 
 def test_unreachable_tracking_server_fails_at_once_naming_it(tmp_path):
@@ -121,8 +131,10 @@ def test_unreachable_tracking_server_fails_at_once_naming_it(tmp_path):
 
 
 def test_bf16_run_learns_and_logs_its_precision(tmp_path, tracking_uri):
+    """The MLP: bfloat16 convolutions are emulated, and slow, on CPUs without native bf16."""
     done = run_module(
         "mnist_exp.run",
+        "model=mlp",
         "precision=bf16",
         "epochs=2",
         "dataset.limit=2000",

@@ -4,7 +4,6 @@ shared by two workers, and pruned."""
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -115,35 +114,24 @@ def test_two_workers_share_one_study_and_never_run_a_trial_twice(tmp_path):
     assert {run.data.tags["optuna_study"] for run in runs} == {"test"}
 
 
-def test_a_pruner_stops_hopeless_trials_early_and_saves_time(tmp_path):
+def test_a_pruner_stops_hopeless_trials_after_their_first_epoch(tmp_path):
     """A learning rate of 1e-7 cannot learn in 4 epochs; once the median pruner has seen 3 trials
-    it stops such trials after their first epoch, so the search trains fewer epochs and takes less
-    time than the same search (the same trials, as the sampler is seeded) without pruning. Batches
-    of 32 on 6,000 images make an epoch long beside a trial's setup."""
-    space = ["optimizer.learning_rate=choice(1e-7,2e-3)", "hydra.sweeper.n_trials=5", "epochs=4",
-             "dataset.limit=6000", "batch_size=32"]  # fmt: skip
-    seconds, epochs = {}, {}
-    for pruner in ("none", "median"):
-        folder = tmp_path / pruner
-        folder.mkdir()
-        start = time.perf_counter()
-        done = run_module(
-            "mnist_exp.run", *search_args(folder, *space, f"hydra.sweeper.pruner={pruner}")
-        )
-        seconds[pruner] = time.perf_counter() - start
-        assert done.returncode == 0, done.stderr[-3000:]
-        runs = children(folder)
-        epochs[pruner] = sum(run.data.metrics["epochs_run"] for run in runs)
-    trials = study_of(tmp_path / "median").trials
+    it stops such trials after their first epoch, so the search trains fewer epochs than its 5
+    trials of 4 epochs would without pruning (patience 5: early stopping never ends one)."""
+    space = ["optimizer.learning_rate=choice(1e-7,2e-3)", "hydra.sweeper.n_trials=5", "epochs=4"]
+    done = run_module(
+        "mnist_exp.run", *search_args(tmp_path, *space, "hydra.sweeper.pruner=median")
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = study_of(tmp_path).trials
     hopeless = [t for t in trials[3:] if t.params["optimizer.learning_rate"] == 1e-7]
     assert hopeless and all(t.state == PRUNED and t.last_step == 1 for t in hopeless)
     pruned = [t for t in trials if t.state == PRUNED]
-    runs = {int(run.data.tags["optuna_trial"]): run for run in children(tmp_path / "median")}
+    runs = {int(run.data.tags["optuna_trial"]): run for run in children(tmp_path)}
     assert all(runs[t.number].data.tags["pruned"].startswith("after epoch") for t in pruned)
     assert all(runs[t.number].data.metrics["epochs_run"] < 4 for t in pruned)
-    [parent] = [r for r in runs_of(tmp_path / "median") if "mlflow.parentRunId" not in r.data.tags]
+    unpruned = [t for t in trials if t.state == COMPLETE]
+    assert all(runs[t.number].data.metrics["epochs_run"] == 4 for t in unpruned)
+    assert sum(run.data.metrics["epochs_run"] for run in runs.values()) < 5 * 4
+    [parent] = [r for r in runs_of(tmp_path) if "mlflow.parentRunId" not in r.data.tags]
     assert parent.data.metrics["jobs_pruned"] == len(pruned)
-    assert epochs["median"] < epochs["none"] and seconds["median"] < seconds["none"], (
-        epochs,
-        seconds,
-    )

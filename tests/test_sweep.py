@@ -17,7 +17,8 @@ from mnist_exp.sweeps.compare import compare
 from .helpers import free_port, run_module, start_tracking_server, stop, wait_until_up
 
 pytestmark = pytest.mark.slow
-SMALL = ["epochs=1", "dataset.limit=500", "mlflow.registered_model=null"]
+SMALL = ["epochs=1", "dataset.limit=500", "split.size=1000", "mlflow.registered_model=null"]
+MODEL = "model=mlp"  # the quickest to train, unless a test sweeps the architecture
 GRID = ["optimizer=adam,sgd", "batch_size=64,128"]
 GRID_OVERRIDES = {f"optimizer={o} batch_size={b}" for o in ("adam", "sgd") for b in ("64", "128")}
 
@@ -28,6 +29,7 @@ def sweep(tmp_path, uri: str, *args: str, env: dict | None = None):
         "-m",
         *args,
         *SMALL,
+        *([] if any(a.startswith("model=") for a in args) else [MODEL]),
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
         *([] if env else [f"mlflow.tracking_uri={uri}"]),
         env=env,
@@ -49,7 +51,7 @@ def parent_and_children(uri: str):
 
 def swept(run) -> str:
     """A child's overrides without the ones every test job shares."""
-    shared = {*SMALL, "mlflow.tracking_uri"}
+    shared = {*SMALL, MODEL}
     return " ".join(
         o for o in run.data.tags["overrides"].split() if o not in shared and "tracking_uri" not in o
     )
@@ -137,17 +139,18 @@ def test_seeds_repeat_a_configuration_summarised_with_intervals_and_a_paired_tes
         compare(pair[0], "0" * 32, tracking_uri)
 
 
-def test_one_sweep_compares_every_architecture(tmp_path, tracking_uri):
-    done = sweep(tmp_path, tracking_uri, "model=mlp,lenet5,cnn,cnn_bn")
+def test_one_sweep_compares_architectures(tmp_path, tracking_uri):
+    """A sweep over the model group (each architecture also trains alone in test_models)."""
+    done = sweep(tmp_path, tracking_uri, "model=mlp,lenet5")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Sweep summary: 4 of 4 jobs finished" in done.stdout
+    assert "Sweep summary: 2 of 2 jobs finished" in done.stdout
     parent, children = parent_and_children(tracking_uri)
     names = sorted(c.info.run_name for c in children)  # a job is named by its overrides
     assert [name.split()[:2] for name in names] == [
-        [f"model={model}", "epochs=1"] for model in ("cnn", "cnn_bn", "lenet5", "mlp")
+        [f"model={model}", "epochs=1"] for model in ("lenet5", "mlp")
     ]
     params = {c.data.tags["choice.model"]: int(c.data.params["model_params"]) for c in children}
-    assert params == {"mlp": 669_706, "lenet5": 61_706, "cnn": 2_380_938, "cnn_bn": 346_026}
+    assert params == {"mlp": 669_706, "lenet5": 61_706}
     assert {r["status"] for r in summary_rows(tracking_uri, parent)} == {"FINISHED"}
 
 
@@ -227,10 +230,15 @@ def test_jobs_log_to_a_real_tracking_server_started_by_make_server(tmp_path):
         assert parent.info.status == "FINISHED" and len(summary_rows(uri, parent)) == 2
         assert sorted(swept(c) for c in children) == ["optimizer=adam", "optimizer=sgd"]
         client = MlflowClient(uri)
-        for child in children:
+        for child in children:  # its metrics and files came through the server, and agree
             assert child.info.status == "FINISHED"
-            assert child.data.metrics["test_accuracy"] > 0
             assert "mnist.keras" in {a.path for a in client.list_artifacts(child.info.run_id)}
+            path = client.download_artifacts(
+                child.info.run_id, "test/predictions.npz", str(tmp_path / child.info.run_id)
+            )
+            with np.load(path) as logged:
+                right = logged["predicted"] == logged["labels"]
+            assert child.data.metrics["test_accuracy"] == pytest.approx(right.mean())
         assert (tmp_path / "artifacts").is_dir()  # artifacts went through the server to its root
     finally:
         stop(server)

@@ -14,7 +14,7 @@ from mnist_exp.bench.serving import (
     bench_startup,
     untrained_model,
 )
-from mnist_exp.bench.table import lines, ratios
+from mnist_exp.bench.table import lines, problems, ratios
 from mnist_exp.bench.training import bench_logging, bench_system_metrics, bench_training
 from mnist_exp.config.schema import DatasetConfig
 from mnist_exp.data import fetch_mnist
@@ -67,6 +67,8 @@ def main() -> None:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.output}")
+    if wrong := problems(rows, accuracy):
+        raise SystemExit("bench check failed:\n  " + "\n  ".join(wrong))
 
 
 if __name__ == "__main__":

@@ -122,6 +122,19 @@ class MlflowConfig:
 
 
 @dataclass
+class PathsConfig:
+    root: str = "."  # relative: to the working directory, resolved where it is used
+
+    def __post_init__(self) -> None:
+        require(
+            bool(self.root.strip()) and not Path(self.root).is_file(),
+            "paths.root",
+            self.root,
+            "use a directory (made if missing), relative to the working directory or absolute",
+        )
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = MISSING
     split: Any = MISSING  # a builder's _target_ and knobs: which images validate
@@ -131,6 +144,7 @@ class Config:
     callbacks: Any = MISSING  # {name: a builder's _target_ and knobs}
     augment: Any = None  # a builder's _target_ and knobs; {} or null: none
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 42
     batch_size: int = 128
     epochs: int = 50

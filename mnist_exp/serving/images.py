@@ -1,6 +1,7 @@
 """All image preprocessing: open a user's image safely, and turn it into an MNIST-like 28x28 digit
 (grey, inverted if light, cropped to the ink, fitted into 20x20, centred by mass)."""
 
+import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,7 +26,9 @@ def open_image(file: Path | BinaryIO, name: str | None = None) -> Image.Image:
     decoding. `name` is what error messages call it (default: the path)."""
     name = name or str(file)
     try:
-        image = Image.open(file)
+        with warnings.catch_warnings():  # PIL warns of a huge image that we refuse below anyway
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(file)
         if image.width * image.height > MAX_PIXELS:
             raise ImageError(
                 f"{name}: {image.width}x{image.height} is larger than the "

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from mnist_exp.console import import_tensorflow
 from mnist_exp.errors import MnistExpError, exit_with
 from mnist_exp.serving.images import IMAGE_SUFFIXES, ImageError, open_image, preprocess_image
 
@@ -58,6 +59,7 @@ def to_prediction(probabilities: np.ndarray) -> Prediction:
 def load_predictor(model: str | Path | None = None) -> Predictor:
     """Load a model from a .h5/.keras path, an MLflow URI (runs:/, models:/name@alias) or, with
     None, the finished run with the best validation accuracy in the tracking store."""
+    import_tensorflow()
     import keras
 
     from mnist_exp.config.schema import MlflowConfig

@@ -15,7 +15,8 @@ ENV = {
     "pruner": "MNIST_EXP_OPTUNA_PRUNER",
 }
 PRUNERS = ("none", "median", "hyperband")
-STUDIES_DIR = Path("outputs/optuna")  # default journal files, one per study: <study name>.journal
+# Default journal files, one per study (<study name>.journal), under `paths.root`.
+STUDIES_DIR = Path("outputs/optuna")
 PRUNED_AT = "pruned_at_epoch"  # the trial's user attribute a job sets when its pruner stops it
 
 

@@ -75,7 +75,7 @@ class SweepRun(Callback):
 
         # Store and experiment exist before any job starts: parallel jobs never race to create them.
         try:
-            store.use_store(config.mlflow)
+            store.use_store(config.mlflow, config.paths.root)
         except MnistExpError as error:
             exit_with(error)
         self.sweep_dir = Path(config.hydra.sweep.dir)

@@ -12,6 +12,7 @@ import socket
 import warnings
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hydra.core.config_store import ConfigStore
@@ -43,7 +44,7 @@ class OptunaSweeperConf:
     n_jobs: int = 1  # trials launched together (use a parallel launcher for > 1)
     seed: int = 42  # seeds the TPE sampler: the same search suggests the same trials
     study_name: str | None = None  # null: <model>-<digest of the search>, the same for a rerun
-    storage: str | None = None  # null: outputs/optuna/<study_name>.journal; or an RDB URL
+    storage: str | None = None  # null: <paths.root>/outputs/optuna/<name>.journal; or an RDB URL
     pruner: Pruner = Pruner.none  # stop trials whose validation accuracy lags after an epoch
     params: dict[str, str] = field(default_factory=dict)  # key: choice(...) / interval(...)
 
@@ -108,6 +109,7 @@ class OptunaSweeper(Sweeper):
         )
         self.model = config.hydra.runtime.choices.get("model") or "search"
         self.epochs = int(config.epochs)
+        self.studies_dir = Path(config.paths.root) / search.STUDIES_DIR
 
     def sweep(self, arguments: list[str]) -> "optuna.Study":
         import optuna
@@ -124,7 +126,7 @@ class OptunaSweeper(Sweeper):
             if not o.is_sweep_override()
         ]
         name = self.study_name or study_name(self.model, space, fixed, self.pruner)
-        url = self.storage or str((search.STUDIES_DIR / f"{name}.journal").resolve())
+        url = self.storage or str((self.studies_dir / f"{name}.journal").resolve())
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(
             study_name=name,

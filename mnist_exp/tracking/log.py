@@ -1,12 +1,13 @@
 """The write side: a run's lifecycle (start, fail, interrupt) and everything it logs, the
 registry included."""
 
-import errno
 import json
+import logging
 import os
 import signal
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_exp.config.job import Job
 from mnist_exp.config.schema import MlflowConfig, flatten
 from mnist_exp.data import Mnist, digest
-from mnist_exp.errors import MnistExpError
+from mnist_exp.errors import MnistExpError, disk_full
 from mnist_exp.evaluate import Report, SplitReport
 from mnist_exp.figures import (
     architecture_figure,
@@ -35,7 +36,7 @@ from mnist_exp.figures import (
 from mnist_exp.names import BEST_FILE, PREDICTIONS
 from mnist_exp.tracking import notes
 from mnist_exp.tracking.read import config_hash
-from mnist_exp.tracking.store import process_tags, server_gone
+from mnist_exp.tracking.store import abandon_run, process_tags, server_gone
 
 
 def job_tags(job: Job) -> dict[str, str]:
@@ -110,55 +111,48 @@ def start_run(
                     f"{resume_command(run.info.run_id, job)}"
                 ) from None
             error = disk_full(raised, work_dir) or raised
-            status = "FAILED"
-            if isinstance(error, KeyboardInterrupt):
-                status = "KILLED"
-                signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second Ctrl-C: out now
-                if (work_dir / BEST_FILE).is_file():
-                    mlflow.log_artifact(str(work_dir / BEST_FILE), "checkpoint")
-                print(
-                    f"\nInterrupted: run {run.info.run_id} saved up to its last finished epoch. "
-                    f"Resume with:\n  {resume_command(run.info.run_id, job)}",
-                    file=sys.stderr,
-                )
-            mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
-            describe_run(job, ending=f"Ended {status}: {type(error).__name__}: {error}"[:1000])
-            mlflow.end_run(status)
+            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+            with second_interrupt_exits(status == "KILLED"):
+                if status == "KILLED":
+                    if (work_dir / BEST_FILE).is_file():
+                        mlflow.log_artifact(str(work_dir / BEST_FILE), "checkpoint")
+                    print(
+                        f"\nInterrupted: run {run.info.run_id} saved up to its last finished "
+                        f"epoch. Resume with:\n  {resume_command(run.info.run_id, job)}",
+                        file=sys.stderr,
+                    )
+                mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
+                describe_run(job, ending=f"Ended {status}: {type(error).__name__}: {error}"[:1000])
+                mlflow.end_run(status)
             if error is raised:
                 raise
             raise error from None
 
 
-def disk_full(error: BaseException, work_dir: Path) -> MnistExpError | None:
-    """A full disk as a user's error naming where, or None if `error` is something else. (h5py
-    reports it in its message, without an errno.)"""
-    if not isinstance(error, OSError):
-        return None
-    if error.errno != errno.ENOSPC and "No space left on device" not in str(error):
-        return None
-    where = error.filename or work_dir
-    return MnistExpError(
-        f"No space left on device writing {where}: free some space there, or point "
-        "hydra.run.dir (or the MLflow store) at a disk with room."
-    )
-
-
-def abandon_run() -> None:
-    """End the active run in this process without waiting on a server that is gone: MLflow takes
-    it off its stack before it calls the server, and that call fails at once here."""
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-    saved = {key: os.environ.get(key) for key in quick}
-    os.environ.update(quick)
+@contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """Silence a library's warnings for a moment (errors still show)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
-        mlflow.end_run("FAILED")
-    except Exception:  # the server is gone, as we know: the run is off the stack, which is enough
-        pass
+        yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        logger.setLevel(level)
+
+
+@contextmanager
+def second_interrupt_exits(interrupted: bool) -> Iterator[None]:
+    """While an interrupted run saves its state, a second Ctrl-C exits at once; afterwards the
+    caller's own handler is back (a notebook's, say)."""
+    if not interrupted or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def describe_run(job: Job, ending: str | None = None) -> None:
@@ -258,7 +252,8 @@ def log_model(model: keras.Model, job: Job, val_accuracy: float, cfg: MlflowConf
     """The MLflow Keras model (with signature, registered per architecture), plus mnist.h5 and
     mnist.keras files."""
     for filename in ("mnist.h5", "mnist.keras"):
-        model.save(job.output_dir / filename)
+        with quiet_logger("absl"):  # Keras calls HDF5 "legacy": the seed asks for mnist.h5
+            model.save(job.output_dir / filename)
         mlflow.log_artifact(str(job.output_dir / filename))
     sample = np.zeros((1, *model.input_shape[1:]), np.float32)
     signature = infer_signature(sample, model(sample, training=False).numpy())

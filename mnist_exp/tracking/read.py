@@ -22,7 +22,7 @@ from mnist_exp.tracking.store import tracking_uri
 def config_hash(cfg: DictConfig) -> str:
     """Identifies what a run computes: the resolved config without where it logs or resumes."""
     tree = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("mlflow", "resume", "skip_finished"):
+    for key in ("mlflow", "paths", "resume", "skip_finished"):
         tree.pop(key, None)
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -17,7 +17,6 @@ from mnist_exp.config.schema import MlflowConfig
 from mnist_exp.errors import MnistExpError
 from mnist_exp.tracking import notes
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # A tracking server that stops is waited for: MLflow retries each call with backoff (0, 2, 4, ...,
 # 64 s: about two minutes in all) before it gives up. The environment can change both.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
@@ -26,12 +25,13 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def tracking_uri(cfg: MlflowConfig) -> str:
-    """The config's URI, else $MLFLOW_TRACKING_URI, else the SQLite store at the project root."""
+def tracking_uri(cfg: MlflowConfig, root: str | Path = ".") -> str:
+    """The config's URI, else $MLFLOW_TRACKING_URI, else the SQLite store `mlflow.db` in `root`
+    (`paths.root`; the working directory, as for every command outside Hydra)."""
     return (
         cfg.tracking_uri
         or os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+        or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
     )
 
 
@@ -55,9 +55,10 @@ def check_reachable(uri: str) -> None:
         ) from None
 
 
-def use_store(cfg: MlflowConfig) -> str:
-    """Point MLflow at the configured store and experiment (created if new); return the URI."""
-    uri = tracking_uri(cfg)
+def use_store(cfg: MlflowConfig, root: str | Path = ".") -> str:
+    """Point MLflow at the configured store (`tracking_uri`) and experiment (created if new);
+    return the URI."""
+    uri = tracking_uri(cfg, root)
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     name = cfg.experiment_name
@@ -135,3 +136,21 @@ def server_gone(uri: str) -> bool:
     except MnistExpError:
         return True
     return False
+
+
+def abandon_run() -> None:
+    """End the active run in this process without waiting on a server that is gone: MLflow takes
+    it off its stack before it calls the server, and that call fails at once here."""
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    saved = {key: os.environ.get(key) for key in quick}
+    os.environ.update(quick)
+    try:
+        mlflow.end_run("FAILED")
+    except Exception:  # the server is gone, as we know: the run is off the stack, which is enough
+        pass
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

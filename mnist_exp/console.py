@@ -1,0 +1,55 @@
+"""What a user reads on the console: our lines and Keras' progress. TensorFlow's C++ start-up
+lines and MLflow's INFO lines are dropped unless MNIST_EXP_VERBOSE=1."""
+
+import os
+import sys
+import tempfile
+
+VERBOSE = "MNIST_EXP_VERBOSE"
+# TensorFlow's lines on a machine without a GPU, printed by C++ before its logging is set up.
+NOISE = (
+    "All log messages before absl::InitializeLog()",
+    "cudart_stub.cc",
+    "cuda_platform.cc",
+    "cuda_executor.cc",
+    "cuda_dnn.cc",
+    "cuda_fft.cc",
+    "cuda_blas.cc",
+    "computation_placer.cc",
+)
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE, "") not in ("", "0")
+
+
+def quiet_environment() -> None:
+    """Set, unless the user has, the levels below which TensorFlow and MLflow stay silent."""
+    if not verbose():
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow and let it look for GPUs, its C++ chatter about CUDA filtered out of
+    stderr (everything else it prints is kept)."""
+    if "tensorflow" in sys.modules or verbose():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+    sys.stderr.write("".join(line for line in lines if not any(n in line for n in NOISE)))

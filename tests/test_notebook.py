@@ -1,0 +1,50 @@
+"""`run_experiment` from a notebook, or any program that carries on after it: an interrupted run
+leaves the caller's process as it found it."""
+
+import os
+import signal
+
+import keras
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mnist_exp import run_experiment
+
+
+def interrupt_in_epoch_two() -> keras.callbacks.Callback:
+    """A callbacks-group builder (`_target_`) that presses Ctrl-C once epoch 2 begins."""
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    return Interrupt()
+
+
+def test_an_interrupted_run_gives_the_caller_its_own_ctrl_c_handler_back(tmp_path, tracking_uri):
+    def mine(signum, frame):  # the notebook's handler
+        pass
+
+    previous = signal.signal(signal.SIGINT, mine)
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(
+                [
+                    "model=mlp",
+                    "epochs=3",
+                    "dataset.limit=500",
+                    "split.size=500",
+                    f"+callbacks.interrupt._target_={__name__}.interrupt_in_epoch_two",
+                    f"mlflow.tracking_uri={tracking_uri}",
+                    f"hydra.run.dir={tmp_path / 'run'}",
+                ]
+            )
+        assert signal.getsignal(signal.SIGINT) is mine
+        assert signal.getsignal(signal.SIGTERM) is sigterm
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    client = MlflowClient(tracking_uri)
+    [run] = client.search_runs([client.get_experiment_by_name("mnist_exp").experiment_id])
+    assert run.info.status == "KILLED"
