@@ -217,7 +217,14 @@ def fetch_mnist(cfg: DatasetConfig) -> Arrays:
                 continue
         for failure in failures:
             print(f"[mnist_exp.data] {failure}", file=sys.stderr)
-        write_cache(arrays, cache)
+        try:
+            write_cache(arrays, cache)
+        except OSError as error:  # the data is here and verified: use it, say how to keep it
+            print(
+                f"[mnist_exp.data] cannot cache MNIST in {cache.parent} ({error.strerror}); "
+                "using it uncached. Set dataset.cache_dir to a writable directory.",
+                file=sys.stderr,
+            )
         return arrays
     tried = "\n  ".join(failures)
     raise DataError(

@@ -9,6 +9,8 @@ from matplotlib.figure import Figure  # no pyplot: figures are only saved, never
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import ConfusionMatrixDisplay
 
+from mnist_exp.names import FINISHED
+
 if TYPE_CHECKING:
     import keras
 
@@ -91,10 +93,10 @@ def sweep_figure(rows: list[dict], curves: dict[str, list[float]]) -> Figure:
     height = sum(label.count("\n") + 1 for label in labels)
     figure = Figure(figsize=(14, max(4.0, 0.3 * height + 1.5)))
     bars, lines = figure.subplots(1, 2, width_ratios=(3, 2))
-    finished = [row["val_accuracy"] for row in rows if row["status"] == "FINISHED"]
+    finished = [row["val_accuracy"] for row in rows if row["status"] == FINISHED]
     low = min(finished) - 0.02 if finished else 0.0
     for y, row in enumerate(rows):
-        ok = row["status"] == "FINISHED"
+        ok = row["status"] == FINISHED
         value = row["val_accuracy"] if ok else low
         bars.barh(y, value - low, left=low, color="tab:blue" if ok else "tab:red")
         bars.text(value, y, f" {value:.4f}" if ok else f" {row['status']}", va="center", fontsize=8)

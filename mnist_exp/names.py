@@ -6,3 +6,19 @@ METRICS = tuple(f"{split}{name}" for split in ("", "val_") for name in ("loss", 
 BEST_FILE, LAST_FILE, STATE_FILE = "best.keras", "last.keras", "state.json"
 # Each run's label, prediction and probabilities for every test digit: what runs are paired by.
 PREDICTIONS = "test/predictions.npz"
+
+# A finished run's metrics (beside Keras' per-epoch series: loss, accuracy, val_loss, ...).
+TRAIN_LOSS, TRAIN_ACCURACY = "train_loss", "train_accuracy"  # the best model, dropout off
+BEST_VAL_LOSS, BEST_VAL_ACCURACY = "best_val_loss", "best_val_accuracy"  # the best checkpoint
+TEST_LOSS, TEST_ACCURACY = "test_loss", "test_accuracy"
+SPLIT_METRICS = {
+    "train": (TRAIN_LOSS, TRAIN_ACCURACY),
+    "val": (BEST_VAL_LOSS, BEST_VAL_ACCURACY),
+    "test": (TEST_LOSS, TEST_ACCURACY),
+}
+EPOCHS_RUN, BEST_EPOCH, TRAIN_SECONDS = "epochs_run", "best_epoch", "train_seconds"
+BEST_TRAIN_ACCURACY = "best_train_accuracy"  # the per-epoch (dropout on) accuracy of that epoch
+
+# How a sweep's job ended; FINISHED and PRUNED (stopped early by a search's pruner) are done.
+FINISHED, PRUNED, FAILED, KILLED = "FINISHED", "PRUNED", "FAILED", "KILLED"
+RUN_COMMAND = "python -m mnist_exp.run"

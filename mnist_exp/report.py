@@ -2,6 +2,7 @@
 
 import argparse
 import io
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,18 @@ import numpy as np
 from mnist_exp.config.schema import MlflowConfig
 from mnist_exp.errors import MnistExpError, exit_with
 from mnist_exp.figures import confusion_figure, curves_figure
+from mnist_exp.names import (
+    BEST_EPOCH,
+    BEST_TRAIN_ACCURACY,
+    BEST_VAL_ACCURACY,
+    BEST_VAL_LOSS,
+    EPOCHS_RUN,
+    TEST_ACCURACY,
+    TEST_LOSS,
+    TRAIN_ACCURACY,
+    TRAIN_LOSS,
+    TRAIN_SECONDS,
+)
 
 
 def most_confused(confusion: np.ndarray, count: int = 5) -> list[tuple[int, int, int]]:
@@ -33,21 +46,7 @@ def write_report(run_id: str, out_dir: Path, cfg: MlflowConfig) -> Path:
     curves_figure(history).savefig(out_dir / "training_curves.png", dpi=72)
 
     tags = run.data.tags
-    m = {
-        key: run.data.metrics.get(key, float("nan"))
-        for key in (
-            "train_loss",
-            "train_accuracy",
-            "best_train_accuracy",
-            "best_val_loss",
-            "best_val_accuracy",
-            "test_loss",
-            "test_accuracy",
-            "epochs_run",
-            "best_epoch",
-            "train_seconds",
-        )
-    }
+    m = defaultdict(lambda: float("nan"), run.data.metrics)
     errors = "\n".join(f"| {t} | {p} | {n} |" for t, p, n in most_confused(confusion))
     summary = f"""# Run {run_id}
 
@@ -55,13 +54,13 @@ Command overrides: `{tags.get("overrides", "") or "(defaults)"}`; status {run.in
 
 | | loss | accuracy |
 | --- | --- | --- |
-| train (dropout off) | {m["train_loss"]:.4f} | {m["train_accuracy"]:.4f} |
-| train, running in the best epoch (dropout on) | | {m["best_train_accuracy"]:.4f} |
-| validation (best checkpoint) | {m["best_val_loss"]:.4f} | {m["best_val_accuracy"]:.4f} |
-| test | {m["test_loss"]:.4f} | {m["test_accuracy"]:.4f} |
+| train (dropout off) | {m[TRAIN_LOSS]:.4f} | {m[TRAIN_ACCURACY]:.4f} |
+| train, running in the best epoch (dropout on) | | {m[BEST_TRAIN_ACCURACY]:.4f} |
+| validation (best checkpoint) | {m[BEST_VAL_LOSS]:.4f} | {m[BEST_VAL_ACCURACY]:.4f} |
+| test | {m[TEST_LOSS]:.4f} | {m[TEST_ACCURACY]:.4f} |
 
-Epochs run: {m["epochs_run"]:.0f}, best epoch: {m["best_epoch"]:.0f}, training time:
-{m["train_seconds"]:.0f} s ({np.median(history["epoch_seconds"]):.1f} s per epoch, median).
+Epochs run: {m[EPOCHS_RUN]:.0f}, best epoch: {m[BEST_EPOCH]:.0f}, training time:
+{m[TRAIN_SECONDS]:.0f} s ({np.median(history["epoch_seconds"]):.1f} s per epoch, median).
 
 ![test confusion matrix](confusion_matrix.png)
 ![training curves](training_curves.png)

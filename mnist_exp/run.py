@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -24,9 +25,14 @@ from mnist_exp.config.compose import (
 )
 from mnist_exp.config.describe import describe
 from mnist_exp.config.job import Job, Result
-from mnist_exp.config.schema import validate
+from mnist_exp.config.schema import Config, validate
+from mnist_exp.console import import_tensorflow
 from mnist_exp.errors import MnistExpError, exit_with
+from mnist_exp.names import BEST_VAL_ACCURACY, EPOCHS_RUN, TEST_ACCURACY, TRAIN_SECONDS
 from mnist_exp.sweeps import sweep
+
+if TYPE_CHECKING:
+    from mnist_exp.train import Recipe
 
 
 def run_experiment(overrides: Sequence[str] = ()) -> Result:
@@ -42,21 +48,16 @@ def run_experiment(overrides: Sequence[str] = ()) -> Result:
 
 
 def experiment(cfg: DictConfig, job: Job) -> Result:
-    """The story of one run."""
+    """One run, told in keras.io's order: data, model, compile and fit, evaluate, log."""
     config = validate(cfg)
     check_writable("hydra.run.dir", job.output_dir)
-    # Heavy imports only now, so `--help` and `--cfg job` answer at once.
+    import_tensorflow()  # heavy imports only now, so `--help` and `--cfg job` answer at once
     from mnist_exp.config.build import build
     from mnist_exp.data import load_mnist
     from mnist_exp.evaluate import evaluate
     from mnist_exp.sweeps import trial as search_trial
     from mnist_exp.tracking import log, read, store
-    from mnist_exp.train import (
-        check_resumable,
-        seed_everything,
-        set_precision,
-        train,
-    )
+    from mnist_exp.train import check_resumable, seed_everything, set_precision, train
 
     uri = store.use_store(config.mlflow, config.paths.root)  # unreachable: fails now, not later
     if config.skip_finished and (twin := read.finished_twin(cfg)):
@@ -67,51 +68,29 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
         check_resumable(work_dir)  # before the run is reopened: it stays as it was
     seed_everything(config.seed, config.deterministic)  # also clears what earlier jobs left
     precision = set_precision(config.precision)  # before the model is built
-    data = load_mnist(config.dataset, lambda labels: build("split", cfg.split, labels=labels))
-    model = build("model", cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
-    steps_per_epoch = -(-len(data.x_train) // config.batch_size)
-    schedule = build(
-        "schedule",
-        cfg.schedule,
-        learning_rate=cfg.optimizer.learning_rate,
-        epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch,
-    )
-    optimizer = build("optimizer", cfg.optimizer, learning_rate=schedule)
-    callbacks = {
-        name: build(f"callbacks.{name}", node, work_dir=work_dir)
-        for name, node in cfg.callbacks.items()
-    }
-    transform = build("augment", cfg.augment) if cfg.augment else None
-    extra_params = {
-        "precision_used": precision,
-        "model_params": model.count_params(),
-        "split_digest": data.split_digest,
-    }
-    parent = sweep.parent_run_id(job)
+
+    data = load_mnist(config.dataset, lambda labels: build("split", config.split, labels=labels))
+    model = build("model", config.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    recipe = build_recipe(config, len(data.x_train), work_dir)
     trial = search_trial.job_trial(config.epochs)  # None unless an Optuna search launched this job
     reporter = search_trial.ReportToTrial(trial) if trial else None
+    params = {"precision_used": precision, "model_params": model.count_params()}
+    params["split_digest"] = data.split_digest
     tags = search_trial.trial_tags(trial) if trial else {}
-    with log.start_run(cfg, job, work_dir, config.resume, parent, extra_params, tags) as run:
+    parent = sweep.parent_run_id(job)
+    with log.start_run(
+        cfg, job, work_dir, resume=config.resume, parent=parent, params=params, tags=tags
+    ) as run:
         if not config.resume:
             log.log_datasets(data)
             log.log_model_card(model)
-        history, best = train(
-            model,
-            optimizer,
-            data,
-            config,
-            work_dir,
-            callbacks,
-            transform,
-            [log.MlflowMetrics(), *([reporter] if reporter else [])],
-        )
-        pruned_at = reporter.pruned_at if reporter else None
-        if pruned_at:
-            log.log_pruned(pruned_at)
+        reporters = [log.MlflowMetrics(), *([reporter] if reporter else [])]
+        history, best = train(model, data, recipe, config, work_dir, reporters)
+        if reporter and reporter.pruned_at:
+            log.log_pruned(reporter.pruned_at)
         report = evaluate(model, data)
         log.log_evaluation(history, best, report, data.x_test)
-        log.log_model(model, job, report.val.accuracy, config.mlflow)
+        log.log_model(model, work_dir, job, report.val.accuracy, config.mlflow)
         log.describe_run(job)
     print(
         f"\nval accuracy {report.val.accuracy:.4f} | test accuracy {report.test.accuracy:.4f} | "
@@ -125,7 +104,32 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
         epochs=len(history["loss"]),
         seconds=float(sum(history["epoch_seconds"])),
         output_dir=work_dir,
-        pruned=pruned_at is not None,
+        pruned=bool(reporter and reporter.pruned_at),
+    )
+
+
+def build_recipe(config: Config, train_images: int, work_dir: Path) -> "Recipe":
+    """The optimizer (its learning rate from the schedule), the callbacks and the augmentation,
+    each from its group."""
+    from mnist_exp.config.build import build
+    from mnist_exp.train import Recipe, steps_per_epoch
+
+    steps = steps_per_epoch(train_images, config.batch_size)
+    schedule = build(
+        "schedule",
+        config.schedule,
+        learning_rate=config.optimizer["learning_rate"],
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+    )
+    return Recipe(
+        optimizer=build("optimizer", config.optimizer, learning_rate=schedule),
+        callbacks={
+            name: build(f"callbacks.{name}", node, work_dir=work_dir)
+            for name, node in config.callbacks.items()
+        },
+        transform=build("augment", config.augment) if config.augment else None,
+        steps_per_epoch=steps,
     )
 
 
@@ -134,10 +138,10 @@ def reused(run) -> Result:
     metrics = run.data.metrics
     return Result(
         run_id=run.info.run_id,
-        val_accuracy=metrics["best_val_accuracy"],
-        test_accuracy=metrics["test_accuracy"],
-        epochs=int(metrics["epochs_run"]),
-        seconds=metrics["train_seconds"],
+        val_accuracy=metrics[BEST_VAL_ACCURACY],
+        test_accuracy=metrics[TEST_ACCURACY],
+        epochs=int(metrics[EPOCHS_RUN]),
+        seconds=metrics[TRAIN_SECONDS],
         output_dir=Path(run.data.tags["output_dir"]) if "output_dir" in run.data.tags else None,
         reused=True,
     )

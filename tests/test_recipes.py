@@ -19,7 +19,7 @@ from mnist_exp.errors import ConfigError
 from mnist_exp.groups.augment import affine, training_batches
 from mnist_exp.groups.schedule import constant, cosine, exponential, one_cycle
 from mnist_exp.groups.split import holdout
-from mnist_exp.train import train
+from mnist_exp.train import Recipe, steps_per_epoch, train
 
 from .helpers import interrupt_at_epoch, run_module
 
@@ -80,7 +80,8 @@ def test_augmentation_touches_training_batches_only(tmp_path):
     cfg = validate(compose_config([*SMALL, "epochs=2", f"hydra.run.dir={tmp_path}"])[0])
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(10, activation="softmax")])  # fmt: skip
-    train(model, keras.optimizers.Adam(), data, cfg, tmp_path, {}, watched)
+    steps = steps_per_epoch(len(data.x_train), cfg.batch_size)
+    train(model, data, Recipe(keras.optimizers.Adam(), {}, watched, steps), cfg, tmp_path)
     model.evaluate(data.x_test, data.y_test, verbose=0)
     assert int(seen.numpy()) >= 2 * len(data.x_train)  # (and what tf.data prefetched)
     assert int(unmarked.numpy()) == 0
@@ -90,8 +91,8 @@ def test_augmentation_touches_training_batches_only(tmp_path):
 def test_training_batches_cover_each_image_once_per_epoch():
     x = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1) * np.ones((1, 2, 2, 1), np.float32)
     y = np.arange(10)
-    batches, steps = training_batches(x, y, 4, True, 3, lambda images, seed: images)
-    assert steps == 3
+    assert steps_per_epoch(10, 4) == 3
+    batches = training_batches(x, y, 4, True, 3, lambda images, seed: images, steps=3)
     epochs = [
         np.concatenate([labels.numpy() for _, labels in batches.skip(e * 3).take(3)])
         for e in range(2)

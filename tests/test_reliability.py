@@ -67,6 +67,10 @@ def test_an_interrupted_run_ends_killed_with_its_checkpoint_and_how_to_resume(
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2, 3, 4]
     assert run.data.metrics["epochs_run"] == 4
+    # every file of the resumed run is where it began, and its output_dir tag says so
+    assert Path(run.data.tags["output_dir"]) == tmp_path / "a"
+    assert {"mnist.h5", "mnist.keras", "best.keras"} <= {p.name for p in (tmp_path / "a").iterdir()}
+    assert not any((tmp_path / "b").glob("*.keras")) and not any((tmp_path / "b").glob("*.h5"))
 
 
 def test_finished_run_cannot_be_resumed(trained_run):
@@ -163,6 +167,18 @@ def test_model_with_code_inside_is_refused_by_safe_mode(suffix, tmp_path):
     model.save(tmp_path / f"lambda{suffix}")
     with pytest.raises(ModelError, match="Lambda"):
         load_predictor(tmp_path / f"lambda{suffix}")
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_model_file_cut_short_is_refused_in_one_line(suffix, tmp_path):
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")])  # fmt: skip
+    path = tmp_path / f"cut{suffix}"
+    model.save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a copy that stopped halfway
+    with pytest.raises(ModelError, match=f"^Cannot load {path}: ") as error:
+        load_predictor(path)
+    assert "\n" not in str(error.value)
 
 
 def test_runs_started_together_on_a_new_store_each_finish_in_a_directory_of_their_own(tmp_path):

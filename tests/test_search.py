@@ -52,6 +52,7 @@ def test_an_interrupted_search_continues_its_study(tmp_path):
         1, args, lambda process: process.send_signal(signal.SIGINT), occurrence=3
     )
     assert code == 130, output[-3000:]
+    assert "rerun the same command to continue it" in output and "skip_finished" not in output
     states = [t.state for t in study_of(tmp_path).trials]
     assert states == [COMPLETE, COMPLETE, optuna.trial.TrialState.RUNNING]
 

@@ -150,3 +150,35 @@ def test_a_search_keeps_its_study_name_however_its_command_is_spelled():
     assert study_name("cnn", space, ["epochs=4"], "none") != name
     assert study_name("cnn", space, ["epochs=3"], "median") != name
     assert study_name("mlp", space, ["epochs=3"], "none").startswith("mlp-")
+
+
+def test_a_journal_cut_mid_record_then_appended_to_is_repaired_from_its_intact_records(
+    tmp_path, capsys
+):
+    """As after a crash or a full disk mid-write: the next worker's record is glued onto the cut
+    one, and Optuna can no longer read the file; the study goes on from the records before it."""
+    path = tmp_path / "study.journal"
+    study = optuna.create_study(study_name="s", storage=storage(str(path)), direction="maximize")
+    for value in (0.1, 0.2, 0.3):
+        study.tell(study.ask(), value)
+    *records, _ = path.read_bytes().split(b"\n")
+    cut = len(records) - 3  # a record cut short, then two more appended
+    damaged = [*records[:cut], records[cut][:25] + records[cut + 1], records[cut + 2]]
+    path.write_bytes(b"".join(record + b"\n" for record in damaged))
+    with pytest.raises(ValueError):  # what a search died of
+        optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+    repaired = optuna.load_study(study_name="s", storage=storage(str(path)))
+    message = capsys.readouterr().err
+    assert f"Study journal {path}: record {cut + 1} of {len(damaged)} is damaged" in message
+    assert f"goes on from the {cut} records before it" in message
+    assert (tmp_path / "study.journal.damaged").read_bytes().split(b"\n")[cut] == damaged[cut]
+    intact = tmp_path / "intact.journal"  # what the records before the damage say
+    intact.write_bytes(b"".join(record + b"\n" for record in records[:cut]))
+    expected = optuna.load_study(study_name="s", storage=storage(str(intact)))
+    assert [(t.state, t.value) for t in repaired.trials] == [
+        (t.state, t.value) for t in expected.trials
+    ]
+    assert sum(t.value is not None for t in repaired.trials) >= 1
+    repaired.tell(repaired.ask(), 0.4)  # and it takes new trials
+    assert len(optuna.load_study(study_name="s", storage=storage(str(path))).trials) >= 3

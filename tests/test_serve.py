@@ -111,6 +111,7 @@ def test_bad_requests_get_a_one_line_4xx_and_the_server_keeps_serving(server, mn
         (b"this is not a png", "image/png", 422),
         (b'{"picture": 1}', "application/json", 400),
         (b'{"image": "data:image/png;base64,@@@"}', "application/json", 400),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", 400),  # nested past recursion
         (as_data_url(blank), "application/json", 422),  # an empty canvas
         (bytes(20_000_000), "image/png", 413),
     ]

@@ -13,6 +13,7 @@ import numpy as np
 from mnist_exp.bench.table import row, timed
 from mnist_exp.config.schema import DatasetConfig
 from mnist_exp.data import fetch_mnist
+from mnist_exp.names import TEST_ACCURACY
 
 
 def plain_keras(limit: int | None, epochs: int, policy: str) -> dict:
@@ -95,7 +96,7 @@ def project_run(limit: int | None, epochs: int, overrides: list[str], workdir: P
     history = client.get_metric_history(run.info.run_id, "samples_per_second")
     return {
         "samples_per_second": [m.value for m in sorted(history, key=lambda m: m.step)],
-        "test_accuracy": run.data.metrics["test_accuracy"],
+        "test_accuracy": run.data.metrics[TEST_ACCURACY],
         "precision_used": run.data.params["precision_used"],
     }
 

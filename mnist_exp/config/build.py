@@ -3,6 +3,7 @@
 import importlib
 import inspect
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -10,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_exp.errors import ConfigError
 
 # What the runner passes to a group's builders, those of them a builder takes; a config must not
-# set these. Model and split builders must take theirs.
+# set these. Model and split builders must take theirs; `build` fails if the runner forgets one.
 SUPPLIED = {
     "split": ("labels",),
     "model": ("input_shape", "num_classes"),
@@ -66,17 +67,18 @@ def annotations(target: Any) -> dict[str, Any]:
     return hints
 
 
-def check(key: str, node: DictConfig) -> None:
+def plain(node: Mapping[str, Any]) -> dict[str, Any]:
+    """A node as plain values: a DictConfig resolved, a validated config's dict as it is."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def check(key: str, node: Mapping[str, Any]) -> None:
     """Check a node's knobs against its builder's signature: names, types and the ranges its
     annotations declare, strictly ("3" is not 3: the builder gets the values as they are)."""
     import pydantic
 
-    target = target_of(key, node._target_)
-    knobs = {
-        name: value
-        for name, value in OmegaConf.to_container(node, resolve=True).items()
-        if not name.startswith("_")
-    }
+    target = target_of(key, node["_target_"])
+    knobs = {name: value for name, value in plain(node).items() if not name.startswith("_")}
     parameters = inspect.signature(target).parameters
     open_ended = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     supplied = SUPPLIED.get(key.split(".")[0], ())
@@ -84,7 +86,7 @@ def check(key: str, node: DictConfig) -> None:
         raise ConfigError(f"{key}.{given[0]} is set by the runner; remove it.")
     missing = [name for name in supplied if name not in parameters]
     if key in ("model", "split") and not open_ended and missing:
-        raise ConfigError(f"{key}: {node._target_} must take {' and '.join(missing)} arguments.")
+        raise ConfigError(f"{key}: {node['_target_']} must take {' and '.join(missing)} arguments.")
     hints = annotations(target)
     fields = {
         name: (hints.get(name, Any), ... if p.default is p.empty else p.default)
@@ -92,7 +94,7 @@ def check(key: str, node: DictConfig) -> None:
         if name not in supplied and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
     schema = pydantic.create_model(
-        node._target_,
+        node["_target_"],
         __config__=pydantic.ConfigDict(
             strict=True, extra="allow" if open_ended else "forbid", arbitrary_types_allowed=True
         ),
@@ -101,7 +103,7 @@ def check(key: str, node: DictConfig) -> None:
     try:
         schema.model_validate(knobs)
     except pydantic.ValidationError as error:
-        raise ConfigError(explain(key, node._target_, list(fields), error.errors()[0])) from None
+        raise ConfigError(explain(key, node["_target_"], list(fields), error.errors()[0])) from None
 
 
 def explain(key: str, target: str, knobs: list[str], error: dict) -> str:
@@ -116,20 +118,21 @@ def explain(key: str, target: str, knobs: list[str], error: dict) -> str:
     return f"{key}.{where}={error['input']!r} is not allowed: {error['msg'].lower()} ({target})."
 
 
-def build(key: str, node: DictConfig, **supplied: Any) -> Any:
+def build(key: str, node: Mapping[str, Any], **supplied: Any) -> Any:
     """Call the node's `_target_` with its knobs and those of `supplied` it takes. What a config
     can get wrong (a name that does not import, knobs that do not fit together or the data) is
     a ConfigError."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    parameters = inspect.signature(target_of(key, node._target_)).parameters
+    promised = set(SUPPLIED.get(key.split(".")[0], ()))
+    assert promised <= set(supplied), f"the runner must pass {sorted(promised)} to {key}"
+    parameters = inspect.signature(target_of(key, node["_target_"])).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         supplied = {name: value for name, value in supplied.items() if name in parameters}
     try:
         # Untyped, so that a supplied object (a schedule for a float learning rate) fits.
-        plain = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
-        return instantiate(plain, **supplied, _convert_="all")
+        return instantiate(OmegaConf.create(plain(node)), **supplied, _convert_="all")
     except InstantiationException as error:
         cause = error.__cause__
         if isinstance(cause, ConfigError):
@@ -140,5 +143,5 @@ def build(key: str, node: DictConfig, **supplied: Any) -> Any:
         reason = re.sub(r"\x1b\[[0-9;]*m", "", str(cause)).split("Arguments received by")[0]
         reason = " ".join(reason.split())[:300]
         raise ConfigError(
-            f"{key}: {node._target_} cannot be built with these knobs ({reason}); change them."
+            f"{key}: {node['_target_']} cannot be built with these knobs ({reason}); change them."
         ) from None

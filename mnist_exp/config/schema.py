@@ -1,7 +1,7 @@
 """Typed config schemas, registered in Hydra's ConfigStore; `validate` checks ranges and choices.
 
-Groups that build an object name its builder with `_target_`. Built-in optimizers have schemas
-here; any other builder's schema is its signature (`mnist_exp.config.build.check`).
+Groups that build an object name its builder with `_target_`; a builder's schema is its annotated
+signature (`mnist_exp.config.build.check`).
 """
 
 from dataclasses import dataclass, field
@@ -45,51 +45,6 @@ class DatasetConfig:
             self.limit,
             "use null (all training images of the split) or a positive number",
         )
-
-
-@dataclass
-class OptimizerConfig:
-    _target_: str = MISSING  # the Keras optimizer class, e.g. keras.optimizers.Adam
-    learning_rate: float = 0.001
-
-    def __post_init__(self) -> None:
-        require(self.learning_rate > 0, "optimizer.learning_rate", self.learning_rate, "use > 0")
-
-
-@dataclass
-class AdadeltaConfig(OptimizerConfig):
-    learning_rate: float = 1.0
-    rho: float = 0.95
-    epsilon: float = 1e-7
-
-
-@dataclass
-class AdamConfig(OptimizerConfig):
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
-
-
-@dataclass
-class SGDConfig(OptimizerConfig):
-    learning_rate: float = 0.01
-    momentum: float = 0.0
-    nesterov: bool = False
-
-
-@dataclass
-class RMSpropConfig(OptimizerConfig):
-    rho: float = 0.9
-    momentum: float = 0.0
-    epsilon: float = 1e-7
-
-
-OPTIMIZERS = {
-    "adadelta": AdadeltaConfig,
-    "adam": AdamConfig,
-    "sgd": SGDConfig,
-    "rmsprop": RMSpropConfig,
-}
 
 
 @dataclass
@@ -137,12 +92,13 @@ class PathsConfig:
 @dataclass
 class Config:
     dataset: DatasetConfig = MISSING
-    split: Any = MISSING  # a builder's _target_ and knobs: which images validate
-    model: Any = MISSING  # a builder's _target_ and knobs, checked against its signature
-    optimizer: Any = MISSING
-    schedule: Any = MISSING
-    callbacks: Any = MISSING  # {name: a builder's _target_ and knobs}
-    augment: Any = None  # a builder's _target_ and knobs; {} or null: none
+    # Each group that builds something: its builder's _target_ and knobs (checked by `validate`).
+    split: dict[str, Any] = MISSING  # which images validate
+    model: dict[str, Any] = MISSING
+    optimizer: dict[str, Any] = MISSING
+    schedule: dict[str, Any] = MISSING
+    callbacks: dict[str, dict[str, Any]] = MISSING  # {name: a callback's builder and knobs}
+    augment: dict[str, Any] | None = None  # {} or null: none
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 42
@@ -164,6 +120,13 @@ class Config:
         require(self.batch_size >= 1, "batch_size", self.batch_size, "use >= 1")
         require(self.epochs >= 1, "epochs", self.epochs, "use >= 1")
         require(self.seed >= 0, "seed", self.seed, "use >= 0")
+        rate = self.optimizer.get("learning_rate")
+        require(
+            isinstance(rate, int | float) and not isinstance(rate, bool),
+            "optimizer.learning_rate",
+            rate,
+            "set a number: the schedule starts from it",
+        )
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -179,15 +142,11 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 def register_configs() -> None:
     """Store the schemas so the YAML files are type-checked as Hydra composes them."""
-    store = ConfigStore.instance()
-    store.store(name="schema", node=Config)
-    for name, node in OPTIMIZERS.items():
-        store.store(group="schema/optimizer", name=name, node=node)
+    ConfigStore.instance().store(name="schema", node=Config)
 
 
 def built(node: DictConfig, prefix: str = "") -> list[tuple[str, DictConfig]]:
-    """(key, node) of every `_target_` node without a dataclass schema: `model`,
-    `callbacks.checkpoint`, ..."""
+    """(key, node) of every `_target_` node: `model`, `callbacks.checkpoint`, ..."""
     found = []
     for key, child in node.items():
         if not isinstance(child, DictConfig) or OmegaConf.get_type(child) is not dict:
@@ -201,8 +160,8 @@ def built(node: DictConfig, prefix: str = "") -> list[tuple[str, DictConfig]]:
 
 def validate(cfg: DictConfig) -> Config:
     """Turn the composed config into dataclasses, checking every range, and check each `_target_`
-    node that has no schema against its builder (a `monitor` against the compiled metrics);
-    raise a one-line ConfigError if anything is off."""
+    node against its builder (a `monitor` against the compiled metrics); raise a one-line
+    ConfigError if anything is off."""
     try:
         config = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as error:

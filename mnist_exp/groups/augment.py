@@ -81,13 +81,13 @@ def training_batches(
     shuffle: bool,
     seed: int,
     transform: Callable,
+    steps: int,
     initial_epoch: int = 0,
-) -> tuple["tf.data.Dataset", int]:
-    """Endless shuffled batches of (transformed images, labels), each batch with its own seed
-    (a resumed run continues the seed sequence), and the number of batches in an epoch."""
+) -> "tf.data.Dataset":
+    """Endless shuffled batches of (transformed images, labels), `steps` to an epoch, each batch
+    with its own seed (a resumed run continues the seed sequence)."""
     import tensorflow as tf
 
-    steps = math.ceil(len(x) / batch_size)
     order = tf.data.Dataset.range(len(x))
     if shuffle:
         order = order.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -102,4 +102,4 @@ def training_batches(
     batches = tf.data.Dataset.zip(order, arrays, seeds).map(
         batch_of, num_parallel_calls=tf.data.AUTOTUNE
     )
-    return batches.prefetch(tf.data.AUTOTUNE), steps
+    return batches.prefetch(tf.data.AUTOTUNE)

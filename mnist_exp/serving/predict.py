@@ -3,6 +3,7 @@
 import argparse
 import json
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,8 @@ def load_predictor(model: str | Path | None = None) -> Predictor:
     if Path(source).suffix in (".h5", ".keras"):
         if not Path(source).is_file():
             raise ModelError(f"Model file {source} does not exist.")
+        if source.endswith(".keras") and not zipfile.is_zipfile(source):  # Keras: "not found"
+            raise ModelError(f"Cannot load {source}: not a .keras archive (truncated or damaged).")
         try:
             loaded = keras.models.load_model(source, compile=False, safe_mode=True)
         except (OSError, ValueError) as error:

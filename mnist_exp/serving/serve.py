@@ -59,8 +59,8 @@ async def image_bytes(request: Request) -> bytes:
             url = json.loads(body)["image"]
             data = url.split(",", 1)[1] if url.startswith("data:") else url
             return base64.b64decode(data, validate=True)
-        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
-            raise RequestError(400, f"Expected {ACCEPTED}.") from None
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, RecursionError):
+            raise RequestError(400, f"Expected {ACCEPTED}.") from None  # (deeply nested JSON)
     if kind == "multipart/form-data":
 
         async def stream():
@@ -124,6 +124,7 @@ def create_app(predictor: Predictor, model: dict) -> FastAPI:
 def describe(source: str) -> dict:
     """What /model reports: the model's source and, for a tracked model, its run and accuracy."""
     from mnist_exp.config.schema import MlflowConfig
+    from mnist_exp.names import BEST_VAL_ACCURACY, TEST_ACCURACY
     from mnist_exp.tracking.read import model_run
 
     run = model_run(source, MlflowConfig())
@@ -134,8 +135,8 @@ def describe(source: str) -> dict:
         "model": source,
         "run_id": run.info.run_id,
         "run_name": run.info.run_name,
-        "test_accuracy": metrics.get("test_accuracy"),
-        "val_accuracy": metrics.get("best_val_accuracy"),
+        "test_accuracy": metrics.get(TEST_ACCURACY),
+        "val_accuracy": metrics.get(BEST_VAL_ACCURACY),
     }
 
 

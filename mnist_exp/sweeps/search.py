@@ -1,6 +1,10 @@
 """What an Optuna search shares between its sweeper and its jobs: where the study is stored, the
 pruners, and how a job, in whatever process a launcher starts it, finds its trial."""
 
+import json
+import os
+import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +32,42 @@ def storage(url: str) -> "str | optuna.storages.BaseStorage":
     if "://" in url:
         return url
     Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+    lock = optuna.storages.journal.JournalFileSymlinkLock(url)  # the lock Optuna's writers take
+    lock.acquire()
+    try:
+        repair_journal(Path(url))
+    finally:
+        lock.release()
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url, lock))
+
+
+def repair_journal(path: Path) -> None:
+    """A journal with a record cut short (a crash, a full disk mid-write), then appended to, no
+    longer loads: keep the intact records before it (the study goes on from them; trials recorded
+    later run again), keep the damaged file beside it, and say so."""
+    if not path.is_file():
+        return
+    *records, tail = path.read_bytes().split(b"\n")  # `tail`: what follows the last newline
+    intact = 0
+    for record in records:
+        try:
+            json.loads(record)
+        except ValueError:
+            break
+        intact += 1
+    if intact == len(records) and not tail:
+        return
+    damaged = path.with_name(f"{path.name}.damaged")
+    shutil.copy2(path, damaged)
+    kept = path.with_name(f".{path.name}.repaired")
+    kept.write_bytes(b"".join(record + b"\n" for record in records[:intact]))
+    os.replace(kept, path)
+    print(
+        f"Study journal {path}: record {intact + 1} of {len(records) + bool(tail)} is damaged (cut "
+        f"short by a crash or a full disk); the study goes on from the {intact} records before "
+        f"it. The damaged file is kept as {damaged}.",
+        file=sys.stderr,
+    )
 
 
 def pruner(name: str, epochs: int) -> "optuna.pruners.BasePruner":

@@ -8,7 +8,8 @@ from typing import Any
 
 from mnist_exp.config.schema import DatasetConfig
 from mnist_exp.errors import MnistExpError
-from mnist_exp.tracking.notes import sweep_note
+from mnist_exp.names import FINISHED
+from mnist_exp.tracking.notes import command, job_counts, sweep_note
 
 BY_CONFIG = "summary_by_config"  # the parent's .csv and .md: one row per configuration
 COLUMNS = ("job", "overrides", "status", "val_accuracy", "test_accuracy", "epochs", "seconds")
@@ -51,7 +52,7 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault(configuration(row["overrides"]), []).append(row)
     grouped = []
     for overrides, jobs in groups.items():
-        done = [job for job in jobs if job["status"] == "FINISHED"]
+        done = [job for job in jobs if job["status"] == FINISHED]
         row = {"overrides": overrides, "n": len(done), "failed": len(jobs) - len(done)}
         for split in ("val", "test"):
             values = spread([job[f"{split}_accuracy"] for job in done])
@@ -124,10 +125,10 @@ def summarise(run_id: str, rows: list[dict[str, Any]], dataset: DatasetConfig) -
     table = markdown_table(labelled)
     client.log_text(run_id, f"Shared overrides: {shared or '(none)'}\n\n{table}", "summary.md")
     client.log_text(run_id, csv_table(rows, (*COLUMNS, "run_id", "reused", "error")), "summary.csv")
-    finished = [row for row in rows if row["status"] == "FINISHED"]
+    finished = [row for row in rows if row["status"] == FINISHED]
+    _, pruned, unfinished = job_counts(rows)
     client.log_metric(run_id, "jobs_finished", len(finished))
-    pruned = sum(row["status"] == "PRUNED" for row in rows)
-    client.log_metric(run_id, "jobs_failed", len(rows) - len(finished) - pruned)
+    client.log_metric(run_id, "jobs_failed", unfinished)
     if pruned:
         client.log_metric(run_id, "jobs_pruned", pruned)
     print(
@@ -179,7 +180,7 @@ def summarise(run_id: str, rows: list[dict[str, Any]], dataset: DatasetConfig) -
         f"Best configuration on validation: val {best['val_mean']:.4f}{over}; its best run "
         f"{best['best_run_id']}: val {best_run['val_accuracy']:.4f}, test "
         f"{best_run['test_accuracy']:.4f}. To run it alone:\n  "
-        f"python -m mnist_exp.run {best['overrides']}"
+        f"{command(best['overrides'].split())}"
     )
     if paired:
         print(f"Best against the runner-up, on the test set (best runs of each):\n{paired}")

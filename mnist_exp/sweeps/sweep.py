@@ -14,7 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.config.job import Job, Result
 from mnist_exp.errors import MnistExpError, exit_with
+from mnist_exp.names import FAILED, FINISHED, KILLED, PRUNED
 from mnist_exp.sweeps.summary import summarise
+from mnist_exp.tracking.notes import job_counts
 
 PARENT_ENV = "MNIST_EXP_SWEEP_RUN_ID"  # how jobs, in any launcher's process, find their parent
 RESULT_FILE = "result.json"  # one per job directory: what the sweep summary is made of
@@ -31,10 +33,10 @@ def run_job(experiment: Callable[[], Result], job: Job) -> float | None:
     try:
         result = experiment()
     except KeyboardInterrupt:
-        write_row(job, "KILLED")
+        write_row(job, KILLED)
         raise SystemExit(130) from None
     except Exception as error:
-        write_row(job, "FAILED", error=f"{type(error).__name__}: {error}")
+        write_row(job, FAILED, error=f"{type(error).__name__}: {error}")
         if isinstance(error, MnistExpError):
             print(f"error in job {job.number}: {error}", file=sys.stderr)
         else:
@@ -42,7 +44,7 @@ def run_job(experiment: Callable[[], Result], job: Job) -> float | None:
         return None
     write_row(
         job,
-        "PRUNED" if result.pruned else "FINISHED",
+        PRUNED if result.pruned else FINISHED,
         run_id=result.run_id,
         val_accuracy=result.val_accuracy,
         test_accuracy=result.test_accuracy,
@@ -80,6 +82,9 @@ class SweepRun(Callback):
             exit_with(error)
         self.sweep_dir = Path(config.hydra.sweep.dir)
         self.dataset = OmegaConf.to_object(config.dataset)  # for the figure of flipped digits
+        self.searching = "optuna" in config.hydra.sweeper._target_.lower()
+        import mnist_exp.figures  # noqa: F401  (now: a summary at exit cannot import any more)
+
         for stale in self.sweep_dir.glob(f"*/{RESULT_FILE}"):  # a rerun in the same directory
             stale.unlink()
         parent = mlflow.MlflowClient().create_run(
@@ -95,11 +100,11 @@ class SweepRun(Callback):
         )
         self.run_id = parent.info.run_id
         os.environ[PARENT_ENV] = self.run_id
-        atexit.register(self.close, "KILLED")  # interrupted or crashed: summarise what finished
+        atexit.register(self.close, KILLED)  # interrupted or crashed: summarise what finished
         print(f"Sweep parent run {self.run_id}; jobs in {self.sweep_dir}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.close("FINISHED"):
+        if self.close(FINISHED):
             raise SystemExit(1)  # the sweep ran to its end, but not every job finished
 
     def close(self, status: str) -> int:
@@ -107,11 +112,13 @@ class SweepRun(Callback):
         if os.environ.pop(PARENT_ENV, None) is None:  # already closed
             return 0
         rows = read_rows(self.sweep_dir)
-        unfinished = sum(row["status"] not in ("FINISHED", "PRUNED") for row in rows)
+        unfinished = job_counts(rows)[2]
         summarise(self.run_id, rows, self.dataset)
         from mlflow import MlflowClient
 
         MlflowClient().set_terminated(self.run_id, status)
-        if unfinished or status != "FINISHED":
+        if self.searching and status != FINISHED:
+            print("The search's study is stored: rerun the same command to continue it.")
+        elif unfinished or status != FINISHED:
             print("To finish the sweep, rerun the same command with skip_finished=true.")
         return unfinished

@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 from mnist_exp.sweeps import search
 from mnist_exp.sweeps.space import distribution, override, study_name, suggest
+from mnist_exp.tracking import notes
 
 if TYPE_CHECKING:  # Hydra imports every plugin at start-up: Optuna (0.2 s) only when searching
     import optuna
@@ -215,9 +216,7 @@ class OptunaSweeper(Sweeper):
         if not study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE]):
             return
         best = study.best_trial
-        command = " ".join(
-            ["python -m mnist_exp.run", *fixed, *(override(k, v) for k, v in best.params.items())]
-        )
+        command = notes.command([*fixed, *(override(k, v) for k, v in best.params.items())])
         print(
             f"Best trial of study {study.study_name}: #{best.number}, validation accuracy "
             f"{best.value:.4f}. To run it alone:\n  {command}"

@@ -33,7 +33,16 @@ from mnist_exp.figures import (
     curves_figure,
     misclassified_figure,
 )
-from mnist_exp.names import BEST_FILE, PREDICTIONS
+from mnist_exp.names import (
+    BEST_EPOCH,
+    BEST_FILE,
+    BEST_TRAIN_ACCURACY,
+    BEST_VAL_ACCURACY,
+    EPOCHS_RUN,
+    PREDICTIONS,
+    SPLIT_METRICS,
+    TRAIN_SECONDS,
+)
 from mnist_exp.tracking import notes
 from mnist_exp.tracking.read import config_hash
 from mnist_exp.tracking.store import abandon_run, process_tags, server_gone
@@ -70,35 +79,31 @@ def registered_name(cfg: MlflowConfig, job: Job) -> str | None:
     return cfg.registered_model.format(model=job.choices.get("model", "model"))
 
 
-def resume_command(run_id: str, job: Job) -> str:
-    return f"{notes.command(job.overrides)} resume={run_id}"
-
-
 @contextmanager
 def start_run(
     cfg: DictConfig,
     job: Job,
     work_dir: Path,
-    run_id: str | None,
-    parent_id: str | None,
-    extra_params: dict[str, object],
-    extra_tags: dict[str, str],
+    *,
+    resume: str | None,
+    parent: str | None,
+    params: dict[str, object],
+    tags: dict[str, str],
 ) -> Iterator[mlflow.ActiveRun]:
-    """Open an MLflow run (in the store `use_store` chose; a child of `parent_id` in a sweep), or
-    reopen `run_id` to resume it. It ends FAILED with the reason, or KILLED on Ctrl-C/SIGTERM with
-    the best checkpoint logged."""
-    name = None if run_id else run_name(cfg, job)
+    """Open an MLflow run (in the store `use_store` chose; a child of `parent` in a sweep) with
+    the config's and these params and tags, or reopen the run `resume` names. It ends FAILED
+    with the reason, or KILLED on Ctrl-C/SIGTERM with the best checkpoint logged."""
+    name = None if resume else run_name(cfg, job)
     mlflow.set_system_metrics_sampling_interval(cfg.mlflow.system_metrics_interval)
     system_metrics = cfg.mlflow.system_metrics
-    with mlflow.start_run(run_id=run_id, run_name=name, log_system_metrics=system_metrics) as run:
+    with mlflow.start_run(run_id=resume, run_name=name, log_system_metrics=system_metrics) as run:
         try:
             mlflow.set_tags(process_tags())  # this process owns it now, a resumed run included
-            if run_id is None:
-                mlflow.set_tags({**job_tags(job), "config_hash": config_hash(cfg), **extra_tags})
-                if parent_id:
-                    mlflow.set_tag("mlflow.parentRunId", parent_id)
-                params = flatten(OmegaConf.to_container(cfg, resolve=True))
-                mlflow.log_params({**params, **extra_params})
+            if resume is None:
+                mlflow.set_tags({**job_tags(job), "config_hash": config_hash(cfg), **tags})
+                if parent:
+                    mlflow.set_tag("mlflow.parentRunId", parent)
+                mlflow.log_params({**flatten(OmegaConf.to_container(cfg, resolve=True)), **params})
                 mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
                 describe_run(job)
             yield run
@@ -108,7 +113,7 @@ def start_run(
                 raise MnistExpError(
                     f"The tracking server {mlflow.get_tracking_uri()} stopped answering; the "
                     f"state of the last finished epoch is in {work_dir}. Once the server is back: "
-                    f"{resume_command(run.info.run_id, job)}"
+                    f"{notes.command(job.overrides, resume=run.info.run_id)}"
                 ) from None
             error = disk_full(raised, work_dir) or raised
             status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
@@ -116,9 +121,10 @@ def start_run(
                 if status == "KILLED":
                     if (work_dir / BEST_FILE).is_file():
                         mlflow.log_artifact(str(work_dir / BEST_FILE), "checkpoint")
+                    again = notes.command(job.overrides, resume=run.info.run_id)
                     print(
                         f"\nInterrupted: run {run.info.run_id} saved up to its last finished "
-                        f"epoch. Resume with:\n  {resume_command(run.info.run_id, job)}",
+                        f"epoch. Resume with:\n  {again}",
                         file=sys.stderr,
                     )
                 mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
@@ -194,10 +200,10 @@ class MlflowMetrics(keras.callbacks.Callback):
         mlflow.log_metrics({key: float(value) for key, value in logs.items()}, step=epoch + 1)
 
 
-def log_split(split: SplitReport, name: str, metric_prefix: str) -> None:
-    mlflow.log_metrics(
-        {f"{metric_prefix}_loss": split.loss, f"{metric_prefix}_accuracy": split.accuracy}
-    )
+def log_split(split: SplitReport, name: str) -> None:
+    """A split's loss and accuracy (`SPLIT_METRICS`), confusion matrix and report."""
+    loss, accuracy = SPLIT_METRICS[name]
+    mlflow.log_metrics({loss: split.loss, accuracy: split.accuracy})
     mlflow.log_figure(
         confusion_figure(split.confusion, f"{name} confusion matrix"),
         f"{name}/confusion_matrix.png",
@@ -215,15 +221,14 @@ def log_evaluation(
     """Final metrics of the best epoch, reports and figures."""
     mlflow.log_metrics(
         {
-            "epochs_run": len(history["loss"]),
-            "best_epoch": best + 1,
-            "best_train_accuracy": history["accuracy"][best],
-            "train_seconds": float(np.sum(history["epoch_seconds"])),
+            EPOCHS_RUN: len(history["loss"]),
+            BEST_EPOCH: best + 1,
+            BEST_TRAIN_ACCURACY: history["accuracy"][best],
+            TRAIN_SECONDS: float(np.sum(history["epoch_seconds"])),
         }
     )
-    log_split(report.train, "train", "train")
-    log_split(report.val, "val", "best_val")  # val_* is the per-epoch series
-    log_split(report.test, "test", "test")
+    for name in SPLIT_METRICS:
+        log_split(getattr(report, name), name)
     mlflow.log_figure(curves_figure(history), "training_curves.png")
     wrong = misclassified_figure(x_test, report.test.labels, report.test.predicted)
     mlflow.log_figure(wrong, "test/misclassified.png")
@@ -248,13 +253,15 @@ def log_predictions(split: SplitReport) -> None:
         mlflow.log_artifact(str(path), str(Path(PREDICTIONS).parent))
 
 
-def log_model(model: keras.Model, job: Job, val_accuracy: float, cfg: MlflowConfig) -> None:
+def log_model(
+    model: keras.Model, work_dir: Path, job: Job, val_accuracy: float, cfg: MlflowConfig
+) -> None:
     """The MLflow Keras model (with signature, registered per architecture), plus mnist.h5 and
-    mnist.keras files."""
+    mnist.keras files in the run's directory (a resumed run's: where it began)."""
     for filename in ("mnist.h5", "mnist.keras"):
         with quiet_logger("absl"):  # Keras calls HDF5 "legacy": the seed asks for mnist.h5
-            model.save(job.output_dir / filename)
-        mlflow.log_artifact(str(job.output_dir / filename))
+            model.save(work_dir / filename)
+        mlflow.log_artifact(str(work_dir / filename))
     sample = np.zeros((1, *model.input_shape[1:]), np.float32)
     signature = infer_signature(sample, model(sample, training=False).numpy())
     name = registered_name(cfg, job)
@@ -279,7 +286,7 @@ def promote(name: str, alias: str, version: int, val_accuracy: float) -> None:
     client = MlflowClient()
     try:
         holder = client.get_model_version_by_alias(name, alias)
-        holder_accuracy = client.get_run(holder.run_id).data.metrics.get("best_val_accuracy", 0.0)
+        holder_accuracy = client.get_run(holder.run_id).data.metrics.get(BEST_VAL_ACCURACY, 0.0)
     except MlflowException:  # no holder yet
         holder_accuracy = -1.0
     if val_accuracy > holder_accuracy:

@@ -9,11 +9,30 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from mnist_exp.names import (
+    BEST_EPOCH,
+    BEST_VAL_ACCURACY,
+    EPOCHS_RUN,
+    FINISHED,
+    PRUNED,
+    RUN_COMMAND,
+    TEST_ACCURACY,
+    TRAIN_SECONDS,
+)
 
-def command(overrides: Sequence[str], multirun: bool = False) -> str:
-    """The command line that runs these overrides again (without `resume=`)."""
+
+def command(overrides: Sequence[str], multirun: bool = False, resume: str | None = None) -> str:
+    """The command line that runs these overrides again (or, given a run id, resumes it)."""
     kept = [o for o in overrides if not o.startswith("resume=")]
-    return " ".join(["python -m mnist_exp.run", *(["-m"] if multirun else []), *kept])
+    again = [*(["-m"] if multirun else []), *kept, *([f"resume={resume}"] if resume else [])]
+    return " ".join([RUN_COMMAND, *again])
+
+
+def job_counts(rows: list[dict]) -> tuple[int, int, int]:
+    """A sweep's jobs that finished, that a pruner stopped, and that did neither."""
+    finished = sum(row["status"] == FINISHED for row in rows)
+    pruned = sum(row["status"] == PRUNED for row in rows)
+    return finished, pruned, len(rows) - finished - pruned
 
 
 @cache
@@ -59,11 +78,11 @@ def split(run: Any) -> str:
 def run_note(run: Any, overrides: Sequence[str], ending: str | None = None) -> str:
     """A run's description: what ran, how it did, how to repeat it, on what data and machine."""
     metrics, params = run.data.metrics, run.data.params
-    if "test_accuracy" in metrics:
+    if TEST_ACCURACY in metrics:
         outcome = (
-            f"Validation accuracy **{metrics['best_val_accuracy']:.2%}**, test accuracy "
-            f"**{metrics['test_accuracy']:.2%}**: the checkpoint of epoch "
-            f"{metrics['best_epoch']:.0f} of {metrics['epochs_run']:.0f}, chosen on validation."
+            f"Validation accuracy **{metrics[BEST_VAL_ACCURACY]:.2%}**, test accuracy "
+            f"**{metrics[TEST_ACCURACY]:.2%}**: the checkpoint of epoch "
+            f"{metrics[BEST_EPOCH]:.0f} of {metrics[EPOCHS_RUN]:.0f}, chosen on validation."
         )
     else:
         outcome = ending or "Training; the figures appear here when the run finishes."
@@ -83,8 +102,8 @@ def run_note(run: Any, overrides: Sequence[str], ending: str | None = None) -> s
             if f"choice.{group}" in run.data.tags
         ),
         "precision": params.get("precision_used", "?"),
-        "training time": f"{metrics['train_seconds'] / 60:.1f} min"
-        if "train_seconds" in metrics
+        "training time": f"{metrics[TRAIN_SECONDS] / 60:.1f} min"
+        if TRAIN_SECONDS in metrics
         else "",
         "data": data,
         "machine": machine(),
@@ -102,7 +121,7 @@ def version_note(run: Any) -> str:
     name, digest, rows = datasets(run).get("training", ("?", "?", 0))
     return (
         f"From run {run.info.run_id} ({run.info.run_name}): validation accuracy "
-        f"{metrics['best_val_accuracy']:.2%}, test accuracy {metrics['test_accuracy']:.2%}. "
+        f"{metrics[BEST_VAL_ACCURACY]:.2%}, test accuracy {metrics[TEST_ACCURACY]:.2%}. "
         f"Trained on {name} (digest {digest}, {rows:,} images)."
     )
 
@@ -112,12 +131,10 @@ def sweep_note(
 ) -> str:
     """A sweep's description: the command, how many jobs finished, the best configuration (on
     mean validation accuracy, `best` being its row by configuration) and its paired test."""
-    finished = sum(row["status"] == "FINISHED" for row in rows)
-    pruned = sum(row["status"] == "PRUNED" for row in rows)
+    finished, pruned, unfinished = job_counts(rows)
     stopped = f"{pruned} pruned, " if pruned else ""
     text = (
-        f"Sweep of {len(rows)} jobs: {finished} finished, {stopped}"
-        f"{len(rows) - finished - pruned} did not.\n\n"
+        f"Sweep of {len(rows)} jobs: {finished} finished, {stopped}{unfinished} did not.\n\n"
         f"```\n{command(overrides, multirun=True)}\n```\n"
     )
     if best is not None:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.config.schema import MlflowConfig
 from mnist_exp.errors import MnistExpError
-from mnist_exp.names import PREDICTIONS, STATE_FILE
+from mnist_exp.names import BEST_VAL_ACCURACY, PREDICTIONS, STATE_FILE
 from mnist_exp.tracking.store import tracking_uri
 
 
@@ -75,13 +75,13 @@ def load_predictions(run_id: str, uri: str) -> dict[str, np.ndarray]:
 def best_model_uri(cfg: MlflowConfig) -> str:
     """The model URI of the finished run with the best validation accuracy in the store."""
     uri = tracking_uri(cfg)
-    mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(
-        experiment_names=[cfg.experiment_name],
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(cfg.experiment_name)
+    runs = experiment and client.search_runs(
+        [experiment.experiment_id],
         filter_string="attributes.status = 'FINISHED'",
-        order_by=["metrics.best_val_accuracy DESC"],
+        order_by=[f"metrics.{BEST_VAL_ACCURACY} DESC"],
         max_results=1,
-        output_format="list",
     )
     if not runs:
         raise MnistExpError(
@@ -93,9 +93,13 @@ def best_model_uri(cfg: MlflowConfig) -> str:
 
 def load_logged_model(uri: str, cfg: MlflowConfig) -> keras.Model:
     """Load a Keras model from an MLflow URI (runs:/..., models:/name@alias, ...)."""
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    store = tracking_uri(cfg)
     try:
-        return mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
+        with tempfile.TemporaryDirectory() as folder:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=folder, tracking_uri=store, registry_uri=store
+            )
+            return mlflow.keras.load_model(local, load_model_kwargs={"compile": False})
     except (MlflowException, OSError) as error:
         raise MnistExpError(f"Cannot load model {uri}: {str(error).splitlines()[0]}") from None
 
@@ -146,5 +150,7 @@ def metric_series(client: MlflowClient, run_id: str, key: str) -> list[float]:
 
 
 def run_artifact_text(run_id: str, path: str, cfg: MlflowConfig) -> str:
-    mlflow.set_tracking_uri(tracking_uri(cfg))
-    return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
+    """A text artifact of a run (a report, a confusion matrix's CSV)."""
+    with tempfile.TemporaryDirectory() as folder:
+        local = MlflowClient(tracking_uri(cfg)).download_artifacts(run_id, path, folder)
+        return Path(local).read_text()

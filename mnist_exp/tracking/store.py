@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_exp.config.schema import MlflowConfig
@@ -62,10 +63,17 @@ def use_store(cfg: MlflowConfig, root: str | Path = ".") -> str:
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     name = cfg.experiment_name
-    with store_lock(uri):  # the first access creates (migrates) the store: one process at a time
-        if mlflow.get_experiment_by_name(name) is None:
-            mlflow.create_experiment(name, artifact_location=artifact_location(uri, name))
-    experiment = mlflow.set_experiment(name)
+    try:
+        with store_lock(uri):  # the first access creates (migrates) the store: one at a time
+            if mlflow.get_experiment_by_name(name) is None:
+                mlflow.create_experiment(name, artifact_location=artifact_location(uri, name))
+        experiment = mlflow.set_experiment(name)
+    except MlflowException as error:
+        raise MnistExpError(
+            f"MLflow cannot use the tracking store {uri} ({str(error).strip().split('. ')[0][:200]}"
+            "); use sqlite:///<file>.db, http(s)://<server> or postgresql://..., set with "
+            "mlflow.tracking_uri or MLFLOW_TRACKING_URI."
+        ) from None
     close_dead_runs(experiment.experiment_id)
     return uri
 
@@ -106,7 +114,7 @@ def close_dead_runs(experiment_id: str) -> None:
         ended = f"process {tags.get('pid')} ended while the run was RUNNING (killed?)"
         client.set_tag(run.info.run_id, "error", ended)
         if "output_dir" in tags:  # a run, not a sweep's parent
-            command = f"{notes.command(tags.get('overrides', '').split())} resume={run.info.run_id}"
+            command = notes.command(tags.get("overrides", "").split(), resume=run.info.run_id)
             client.set_tag(run.info.run_id, "resume_command", command)
         client.set_terminated(run.info.run_id, "KILLED")
         print(f"Run {run.info.run_id} ({run.info.run_name}) lost its process: marked KILLED.")

@@ -1,0 +1,63 @@
+"""The optimizer group's builders: `f(**knobs) -> keras.optimizers.Optimizer`, one YAML each.
+
+Keras' optimizer classes take `**kwargs`, which no signature check can see, so each gets a thin
+builder whose annotated signature is its schema (`mnist_exp.config.build.check`). The runner
+passes `learning_rate` as the schedule built from this knob.
+"""
+
+from typing import TYPE_CHECKING, Annotated
+
+from annotated_types import Ge, Gt, Interval
+
+if TYPE_CHECKING:
+    import keras
+
+Rate = Annotated[float, Gt(0)]  # a step size (or the peak of a schedule)
+Decay = Annotated[float, Interval(ge=0, lt=1)]  # a moving average's decay per step
+Epsilon = Annotated[float, Gt(0)]  # added to denominators for numerical stability
+
+
+def adadelta(
+    learning_rate: Rate = 1.0, rho: Decay = 0.95, epsilon: Epsilon = 1e-7
+) -> "keras.optimizers.Optimizer":
+    """Adadelta, the seed's optimizer."""
+    import keras
+
+    return keras.optimizers.Adadelta(learning_rate=learning_rate, rho=rho, epsilon=epsilon)
+
+
+def adam(
+    learning_rate: Rate = 0.001,
+    beta_1: Decay = 0.9,
+    beta_2: Decay = 0.999,
+    epsilon: Epsilon = 1e-7,
+) -> "keras.optimizers.Optimizer":
+    """Adam."""
+    import keras
+
+    return keras.optimizers.Adam(
+        learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon
+    )
+
+
+def rmsprop(
+    learning_rate: Rate = 0.001,
+    rho: Decay = 0.9,
+    momentum: Annotated[float, Ge(0)] = 0.0,
+    epsilon: Epsilon = 1e-7,
+) -> "keras.optimizers.Optimizer":
+    """RMSprop."""
+    import keras
+
+    return keras.optimizers.RMSprop(
+        learning_rate=learning_rate, rho=rho, momentum=momentum, epsilon=epsilon
+    )
+
+
+def sgd(
+    learning_rate: Rate = 0.01, momentum: Annotated[float, Ge(0)] = 0.0, nesterov: bool = False
+) -> "keras.optimizers.Optimizer":
+    """Stochastic gradient descent, optionally with (Nesterov) momentum."""
+    import keras
+
+    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov)
