@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 5000
+WORKERS ?= 4
 BACKEND ?= sqlite:///$(CURDIR)/mlflow.db
 ARTIFACTS ?= $(CURDIR)/mlruns
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
@@ -56,9 +57,9 @@ ui: $(STAMP) ## browse runs at http://127.0.0.1:5000 (HOST=0.0.0.0 to share)
 serve: $(STAMP) ## the draw-a-digit page at http://127.0.0.1:8000 (MODEL=<uri or file>, default: best run)
 	$(BIN)/python -m mnist_exp.serve $(if $(MODEL),--model $(MODEL)) --host $(HOST) --port $(or $(SERVE_PORT),8000)
 
-server: $(STAMP) ## tracking server on http://127.0.0.1:5000 for MLFLOW_TRACKING_URI (BACKEND=postgresql://...)
+server: $(STAMP) ## tracking server on http://127.0.0.1:5000 for MLFLOW_TRACKING_URI (BACKEND=postgresql://..., WORKERS=4)
 	$(BIN)/mlflow server --backend-store-uri $(BACKEND) --artifacts-destination $(ARTIFACTS) \
-		--host $(HOST) --port $(PORT)
+		--host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 docs: $(STAMP) ## build the documentation site into site/ (warnings are errors)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site

@@ -1,9 +1,12 @@
 """What a user reads on the console: our lines and Keras' progress. TensorFlow's C++ start-up
 lines and MLflow's INFO lines are dropped unless MNIST_EXP_VERBOSE=1."""
 
+import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 VERBOSE = "MNIST_EXP_VERBOSE"
 # TensorFlow's lines on a machine without a GPU, printed by C++ before its logging is set up.
@@ -53,3 +56,15 @@ def import_tensorflow() -> None:
         captured.seek(0)
         lines = captured.read().decode(errors="replace").splitlines(keepends=True)
     sys.stderr.write("".join(line for line in lines if not any(n in line for n in NOISE)))
+
+
+@contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """Silence a library's warnings for a moment (errors still show)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -9,6 +9,9 @@ from sklearn.metrics import classification_report, confusion_matrix
 from mnist_exp.data import Mnist
 
 DIGITS = [str(d) for d in range(10)]
+# The training split is scored on its first images only: what it tells (how well the model fits,
+# dropout off) needs no more, and all 55,000 would cost the default CNN 15 s at the end of a run.
+TRAIN_SCORED = 10_000
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ class SplitReport:
 
 @dataclass(frozen=True)
 class Report:
-    train: SplitReport  # evaluated like the others: dropout off, unlike the per-epoch accuracy
+    train: SplitReport  # its first TRAIN_SCORED images, dropout off (unlike per-epoch accuracy)
     val: SplitReport
     test: SplitReport
 
@@ -53,9 +56,10 @@ def evaluate_split(model: keras.Model, images: np.ndarray, onehot: np.ndarray) -
 
 
 def evaluate(model: keras.Model, data: Mnist) -> Report:
-    """Loss, accuracy, confusion matrix and classification report on every split."""
+    """Loss, accuracy, confusion matrix and classification report on every split (of training,
+    its first TRAIN_SCORED images)."""
     return Report(
-        train=evaluate_split(model, data.x_train, data.y_train),
+        train=evaluate_split(model, data.x_train[:TRAIN_SCORED], data.y_train[:TRAIN_SCORED]),
         val=evaluate_split(model, data.x_val, data.y_val),
         test=evaluate_split(model, data.x_test, data.y_test),
     )

@@ -54,7 +54,7 @@ Command overrides: `{tags.get("overrides", "") or "(defaults)"}`; status {run.in
 
 | | loss | accuracy |
 | --- | --- | --- |
-| train (dropout off) | {m[TRAIN_LOSS]:.4f} | {m[TRAIN_ACCURACY]:.4f} |
+| train, first 10,000 images (dropout off) | {m[TRAIN_LOSS]:.4f} | {m[TRAIN_ACCURACY]:.4f} |
 | train, running in the best epoch (dropout on) | | {m[BEST_TRAIN_ACCURACY]:.4f} |
 | validation (best checkpoint) | {m[BEST_VAL_LOSS]:.4f} | {m[BEST_VAL_ACCURACY]:.4f} |
 | test | {m[TEST_LOSS]:.4f} | {m[TEST_ACCURACY]:.4f} |

@@ -47,12 +47,16 @@ class TrainedRun:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> TrainedRun:
-    """`python -m mnist_exp.run epochs=2` on full MNIST into a private store (about a minute:
-    two bf16 epochs where `precision: auto` picks bf16, the time of one fp32 epoch)."""
+    """`python -m mnist_exp.run optimizer=adam epochs=1` on full MNIST into a private store: the
+    default pipeline, one epoch of Adam (98.5% test, measured; 90 s on 2 AVX2 cores)."""
     root = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     done = run_module(
-        "mnist_exp.run", "epochs=2", f"mlflow.tracking_uri={uri}", f"hydra.run.dir={root / 'out'}"
+        "mnist_exp.run",
+        "optimizer=adam",
+        "epochs=1",
+        f"mlflow.tracking_uri={uri}",
+        f"hydra.run.dir={root / 'out'}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     [run] = MlflowClient(uri).search_runs(

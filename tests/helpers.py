@@ -55,6 +55,28 @@ def run_during_epoch(
     return process.wait(timeout=600), "".join(output)
 
 
+def interrupt_after(epoch: int):
+    """A callbacks-group builder (`+callbacks.interrupt._target_=tests.helpers.interrupt_after`):
+    Ctrl-C, as SIGINT to this process, once `epoch` (counted from 1) has ended, so the run stops
+    in the next one. A resumed run never ends that epoch again."""
+    import keras
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, index, logs=None):
+            if index + 1 == epoch:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    return Interrupt()
+
+
+def interrupting(epoch: int) -> list[str]:
+    """The overrides that add `interrupt_after(epoch)` to a run's callbacks."""
+    return [
+        "+callbacks.interrupt._target_=tests.helpers.interrupt_after",
+        f"+callbacks.interrupt.epoch={epoch}",
+    ]
+
+
 def interrupt_at_epoch(epoch: int, args: list[str], sig: int) -> tuple[int, str]:
     """Send `sig` to a run once `epoch` has begun; its exit code and output."""
     return run_during_epoch(epoch, args, lambda process: process.send_signal(sig))
@@ -134,6 +156,7 @@ def start_tracking_server(root: Path, port: int) -> subprocess.Popen:
             f"PORT={port}",
             f"BACKEND=sqlite:///{root / 'server.db'}",
             f"ARTIFACTS={root / 'artifacts'}",
+            "WORKERS=1",  # 4 (the default) take seconds more to start on 2 cores
         ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

@@ -1,25 +1,14 @@
 """`run_experiment` from a notebook, or any program that carries on after it: an interrupted run
 leaves the caller's process as it found it."""
 
-import os
 import signal
 
-import keras
 import pytest
 from mlflow.tracking import MlflowClient
 
 from mnist_exp import run_experiment
 
-
-def interrupt_in_epoch_two() -> keras.callbacks.Callback:
-    """A callbacks-group builder (`_target_`) that presses Ctrl-C once epoch 2 begins."""
-
-    class Interrupt(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 1:
-                os.kill(os.getpid(), signal.SIGINT)
-
-    return Interrupt()
+from .helpers import interrupting
 
 
 def test_an_interrupted_run_gives_the_caller_its_own_ctrl_c_handler_back(tmp_path, tracking_uri):
@@ -36,7 +25,7 @@ def test_an_interrupted_run_gives_the_caller_its_own_ctrl_c_handler_back(tmp_pat
                     "epochs=3",
                     "dataset.limit=500",
                     "split.size=500",
-                    f"+callbacks.interrupt._target_={__name__}.interrupt_in_epoch_two",
+                    *interrupting(epoch=1),
                     f"mlflow.tracking_uri={tracking_uri}",
                     f"hydra.run.dir={tmp_path / 'run'}",
                 ]

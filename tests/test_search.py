@@ -116,10 +116,10 @@ def test_two_workers_share_one_study_and_never_run_a_trial_twice(tmp_path):
 
 
 def test_a_pruner_stops_hopeless_trials_after_their_first_epoch(tmp_path):
-    """A learning rate of 1e-7 cannot learn in 4 epochs; once the median pruner has seen 3 trials
-    it stops such trials after their first epoch, so the search trains fewer epochs than its 5
-    trials of 4 epochs would without pruning (patience 5: early stopping never ends one)."""
-    space = ["optimizer.learning_rate=choice(1e-7,2e-3)", "hydra.sweeper.n_trials=5", "epochs=4"]
+    """A learning rate of 1e-7 cannot learn in 3 epochs; once the median pruner has seen 3 trials
+    it stops such trials after their first epoch, so the search trains fewer epochs than its 4
+    trials of 3 epochs would without pruning (patience 5: early stopping never ends one)."""
+    space = ["optimizer.learning_rate=choice(1e-7,2e-3)", "hydra.sweeper.n_trials=4", "epochs=3"]
     done = run_module(
         "mnist_exp.run", *search_args(tmp_path, *space, "hydra.sweeper.pruner=median")
     )
@@ -130,9 +130,9 @@ def test_a_pruner_stops_hopeless_trials_after_their_first_epoch(tmp_path):
     pruned = [t for t in trials if t.state == PRUNED]
     runs = {int(run.data.tags["optuna_trial"]): run for run in children(tmp_path)}
     assert all(runs[t.number].data.tags["pruned"].startswith("after epoch") for t in pruned)
-    assert all(runs[t.number].data.metrics["epochs_run"] < 4 for t in pruned)
+    assert all(runs[t.number].data.metrics["epochs_run"] < 3 for t in pruned)
     unpruned = [t for t in trials if t.state == COMPLETE]
-    assert all(runs[t.number].data.metrics["epochs_run"] == 4 for t in unpruned)
-    assert sum(run.data.metrics["epochs_run"] for run in runs.values()) < 5 * 4
+    assert all(runs[t.number].data.metrics["epochs_run"] == 3 for t in unpruned)
+    assert sum(run.data.metrics["epochs_run"] for run in runs.values()) < 4 * 3
     [parent] = [r for r in runs_of(tmp_path) if "mlflow.parentRunId" not in r.data.tags]
     assert parent.data.metrics["jobs_pruned"] == len(pruned)

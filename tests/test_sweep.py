@@ -139,30 +139,32 @@ def test_seeds_repeat_a_configuration_summarised_with_intervals_and_a_paired_tes
         compare(pair[0], "0" * 32, tracking_uri)
 
 
-def test_one_sweep_compares_architectures(tmp_path, tracking_uri):
-    """A sweep over the model group (each architecture also trains alone in test_models)."""
-    done = sweep(tmp_path, tracking_uri, "model=mlp,lenet5")
+def test_one_sweep_compares_architectures_and_identical_jobs_train_identically(
+    tmp_path, tracking_uri
+):
+    """A sweep over the model group (each architecture also trains alone in test_models). The
+    basic launcher runs every job in one process: identical jobs (seed=7 twice) must train
+    identically, each from fresh weights."""
+    done = sweep(tmp_path, tracking_uri, "model=mlp,lenet5", "seed=7,7", "deterministic=true")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Sweep summary: 2 of 2 jobs finished" in done.stdout
+    assert "Sweep summary: 4 of 4 jobs finished" in done.stdout
     parent, children = parent_and_children(tracking_uri)
+    assert parent.info.status == "FINISHED"
     names = sorted(c.info.run_name for c in children)  # a job is named by its overrides
     assert [name.split()[:2] for name in names] == [
-        [f"model={model}", "epochs=1"] for model in ("lenet5", "mlp")
+        [f"model={model}", "seed=7"] for model in ("lenet5", "lenet5", "mlp", "mlp")
     ]
     params = {c.data.tags["choice.model"]: int(c.data.params["model_params"]) for c in children}
     assert params == {"mlp": 669_706, "lenet5": 61_706}
-    assert {r["status"] for r in summary_rows(tracking_uri, parent)} == {"FINISHED"}
-
-
-def test_jobs_sharing_a_process_start_from_fresh_weights(tmp_path, tracking_uri):
-    """The basic launcher runs every job in one process: identical jobs must train identically."""
-    done = sweep(tmp_path, tracking_uri, "seed=7,7", "deterministic=true")
-    assert done.returncode == 0, done.stderr[-3000:]
-    _, children = parent_and_children(tracking_uri)
     client = MlflowClient(tracking_uri)
-    losses = [[m.value for m in client.get_metric_history(c.info.run_id, "loss")] for c in children]
-    assert len(losses) == 2 and losses[0][0] > 1.0  # one epoch on 500 digits: far from trained
-    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
+    for model in ("mlp", "lenet5"):
+        losses = [
+            [m.value for m in client.get_metric_history(c.info.run_id, "loss")]
+            for c in children
+            if c.data.tags["choice.model"] == model
+        ]
+        assert len(losses) == 2 and losses[0][0] > 1.0  # one epoch on 500 digits: far from trained
+        np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
 
 
 def test_grid_with_the_joblib_launcher_and_two_workers(tmp_path, tracking_uri):

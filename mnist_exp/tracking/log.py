@@ -1,8 +1,9 @@
 """The write side: a run's lifecycle (start, fail, interrupt) and everything it logs, the
 registry included."""
 
+import contextlib
+import io
 import json
-import logging
 import os
 import signal
 import sys
@@ -24,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.config.job import Job
 from mnist_exp.config.schema import MlflowConfig, flatten
+from mnist_exp.console import quiet_logger
 from mnist_exp.data import Mnist, digest
 from mnist_exp.errors import MnistExpError, disk_full
 from mnist_exp.evaluate import Report, SplitReport
@@ -133,18 +135,6 @@ def start_run(
             if error is raised:
                 raise
             raise error from None
-
-
-@contextmanager
-def quiet_logger(name: str) -> Iterator[None]:
-    """Silence a library's warnings for a moment (errors still show)."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 @contextmanager
@@ -265,14 +255,17 @@ def log_model(
     sample = np.zeros((1, *model.input_shape[1:]), np.float32)
     signature = infer_signature(sample, model(sample, training=False).numpy())
     name = registered_name(cfg, job)
-    info = mlflow.keras.log_model(
-        model,
-        name="model",
-        signature=signature,
-        registered_model_name=name,
-        # Stated, not inferred: inference re-imports the model in a subprocess (~6 s a run).
-        pip_requirements=[f"{p}=={version(p)}" for p in ("tensorflow", "keras")],
-    )
+    with contextlib.redirect_stderr(
+        io.StringIO()
+    ):  # "Successfully registered...": our line says it
+        info = mlflow.keras.log_model(
+            model,
+            name="model",
+            signature=signature,
+            registered_model_name=name,
+            # Stated, not inferred: inference re-imports the model in a subprocess (~6 s a run).
+            pip_requirements=[f"{p}=={version(p)}" for p in ("tensorflow", "keras")],
+        )
     if name:
         run = mlflow.get_run(mlflow.active_run().info.run_id)
         MlflowClient().update_model_version(
