@@ -34,8 +34,9 @@ browser: ## install Debian's chromium for the browser tests if it is missing (ap
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
+# One worker per core: much of the suite waits on processes, servers and files, not on the CPU.
 test: data browser ## run the whole test suite, real-MNIST training included; prints the 25 slowest
-	$(BIN)/pytest --durations=25
+	$(BIN)/pytest -n auto --dist loadgroup --durations=25
 
 # No download can hide in the fast tests: every connection but to this machine goes to a dead proxy.
 OFFLINE := HTTPS_PROXY=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9 \

@@ -31,6 +31,8 @@ def quiet_environment() -> None:
     if not verbose():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        # Artifacts read back (predictions, checkpoints) are small: progress bars are only noise.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def import_tensorflow() -> None:

@@ -24,6 +24,7 @@ from mnist_exp.config.schema import Config
 from mnist_exp.data import Mnist
 from mnist_exp.errors import ConfigError, DivergedError, MnistExpError
 from mnist_exp.groups.augment import training_batches
+from mnist_exp.machine import cpuinfo
 from mnist_exp.names import COMPILED_METRICS, LAST_FILE, STATE_FILE
 
 
@@ -57,12 +58,11 @@ def resolve_precision(precision: str, cpuinfo: str, gpu_capabilities: list[tuple
 def set_precision(precision: str) -> str:
     """Set Keras' global dtype policy for `precision` (before building the model); return the
     precision chosen. Mixed policies keep variables, the softmax and the loss in float32."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     gpus = [
         tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)))
         for gpu in tf.config.list_physical_devices("GPU")
     ]
-    chosen = resolve_precision(precision, cpuinfo, gpus)
+    chosen = resolve_precision(precision, cpuinfo(), gpus)
     keras.mixed_precision.set_global_policy(POLICIES[chosen])
     return chosen
 

@@ -13,6 +13,19 @@ from mnist_exp.data import fetch_mnist
 
 from .helpers import run_module
 
+# Modules whose module-scoped fixtures are expensive (runs, a wheel and its venv).
+SHARING_MODULES = ("tests.test_tracking", "tests.test_wheel")
+
+
+def pytest_collection_modifyitems(items):
+    """With workers (`make test`: pytest -n auto --dist loadgroup), the tests that share an
+    expensive fixture run in one worker, so it is built once."""
+    for item in items:
+        if "trained_run" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("trained_run"))
+        elif item.module.__name__ in SHARING_MODULES:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):

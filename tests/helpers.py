@@ -169,3 +169,21 @@ def stop(server: subprocess.Popen) -> None:
     """Stop a server started in its own session, with everything it started."""
     os.killpg(server.pid, signal.SIGTERM)
     server.wait(timeout=30)
+
+
+# A user's own architecture, in a module of theirs (README: an architecture outside the package).
+USER_MODELS = """\
+import keras
+
+
+def tiny(input_shape, num_classes, width=8):
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Conv2D(width, 3, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(num_classes, activation="softmax"),
+        ]
+    )
+"""

@@ -9,7 +9,7 @@ from .helpers import ROOT
 
 # The one place the layers are written down (docs/architecture.md describes them).
 LAYERS = [
-    ["mnist_exp.errors", "mnist_exp.names", "mnist_exp.console"],
+    ["mnist_exp.errors", "mnist_exp.names", "mnist_exp.console", "mnist_exp.machine"],
     ["mnist_exp.config"],
     ["mnist_exp.callbacks"],
     ["mnist_exp.groups"],

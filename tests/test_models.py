@@ -18,7 +18,7 @@ from mnist_exp.errors import ConfigError
 from mnist_exp.groups import model as models
 from mnist_exp.train import resolve_precision, set_precision
 
-from .helpers import run_module
+from .helpers import USER_MODELS, run_module
 
 ARCHITECTURES = sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))
 IMAGES = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
@@ -208,23 +208,6 @@ def test_run_experiment_refuses_a_bad_knob_before_anything_is_tracked(tmp_path):
             ["model=cnn_bn", "model.dropout=1.5", f"mlflow.tracking_uri=sqlite:///{store}"]
         )
     assert not store.exists()
-
-
-USER_MODELS = """\
-import keras
-
-
-def tiny(input_shape, num_classes, width=8):
-    return keras.Sequential(
-        [
-            keras.Input(input_shape),
-            keras.layers.Conv2D(width, 3, activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Flatten(),
-            keras.layers.Dense(num_classes, activation="softmax"),
-        ]
-    )
-"""
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from mnist_exp.config.schema import MlflowConfig, validate
 from mnist_exp.errors import ConfigError
 from mnist_exp.tracking.store import tracking_uri
 
-from .helpers import ROOT, free_port, stop, wait_until_up
+from .helpers import ROOT, USER_MODELS, free_port, stop, wait_until_up
 
 # What the build needs from the checkout (an in-tree build would leave build/ and egg-info there).
 SOURCES = ["pyproject.toml", "README.md", "mnist_exp", "hydra_plugins"]
@@ -34,21 +34,6 @@ OFFLINE = {
     "no_proxy": "127.0.0.1,localhost",
     "PIP_NO_INDEX": "1",
 }
-USER_MODELS = """
-import keras
-
-
-def tiny(input_shape, num_classes, width=8):
-    return keras.Sequential(
-        [
-            keras.Input(input_shape),
-            keras.layers.Conv2D(width, 3, activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Flatten(),
-            keras.layers.Dense(num_classes, activation="softmax"),
-        ]
-    )
-"""
 
 
 def test_paths_root_places_the_store_runs_and_sweeps(tmp_path, monkeypatch):

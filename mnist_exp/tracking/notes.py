@@ -6,9 +6,9 @@ import platform
 from collections.abc import Sequence
 from functools import cache
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
+from mnist_exp.machine import cpu_model
 from mnist_exp.names import (
     BEST_EPOCH,
     BEST_VAL_ACCURACY,
@@ -38,13 +38,8 @@ def job_counts(rows: list[dict]) -> tuple[int, int, int]:
 @cache
 def machine() -> str:
     """Host, CPU, cores and the TensorFlow/Keras versions: what a run's speed depends on."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    models = [
-        line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line
-    ]
-    cpu = models[0] if models else platform.processor() or platform.machine()
     return (
-        f"{platform.node()}: {cpu}, {os.cpu_count()} cores; "
+        f"{platform.node()}: {cpu_model()}, {os.cpu_count()} cores; "
         f"TensorFlow {version('tensorflow')}, Keras {version('keras')}"
     )
 

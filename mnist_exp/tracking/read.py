@@ -3,6 +3,8 @@
 import hashlib
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -93,15 +95,23 @@ def best_model_uri(cfg: MlflowConfig) -> str:
 
 def load_logged_model(uri: str, cfg: MlflowConfig) -> keras.Model:
     """Load a Keras model from an MLflow URI (runs:/..., models:/name@alias, ...)."""
-    store = tracking_uri(cfg)
     try:
-        with tempfile.TemporaryDirectory() as folder:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=folder, tracking_uri=store, registry_uri=store
-            )
-            return mlflow.keras.load_model(local, load_model_kwargs={"compile": False})
+        with global_tracking_uri(tracking_uri(cfg)):
+            return mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
     except (MlflowException, OSError) as error:
         raise MnistExpError(f"Cannot load model {uri}: {str(error).splitlines()[0]}") from None
+
+
+@contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking URI set to `uri` for a moment, then given back: MLflow finds
+    a runs:/ model's files only through it, whatever store its loader is told."""
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def model_run(uri: str, cfg: MlflowConfig) -> mlflow.entities.Run | None:

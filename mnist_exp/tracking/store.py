@@ -18,12 +18,9 @@ from mnist_exp.config.schema import MlflowConfig
 from mnist_exp.errors import MnistExpError
 from mnist_exp.tracking import notes
 
-# A tracking server that stops is waited for: MLflow retries each call with backoff (0, 2, 4, ...,
-# 64 s: about two minutes in all) before it gives up. The environment can change both.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-# Artifacts read back (predictions, checkpoints) are small: progress bars would only be noise.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# A run waits for a tracking server that stops: MLflow retries each call with backoff (0, 2, 4,
+# ..., 64 s: about two minutes in all) before it gives up. The environment can change both.
+RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 def tracking_uri(cfg: MlflowConfig, root: str | Path = ".") -> str:
@@ -60,6 +57,8 @@ def use_store(cfg: MlflowConfig, root: str | Path = ".") -> str:
     """Point MLflow at the configured store (`tracking_uri`) and experiment (created if new);
     return the URI."""
     uri = tracking_uri(cfg, root)
+    for key, value in RETRIES.items():
+        os.environ.setdefault(key, value)
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     name = cfg.experiment_name
