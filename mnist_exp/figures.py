@@ -2,6 +2,7 @@
 architecture; a sweep's summary; two runs' disagreements; a prediction's before/after."""
 
 import textwrap
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,6 +14,7 @@ from mnist_exp.names import FINISHED
 
 if TYPE_CHECKING:
     import keras
+    import optuna
 
 DIGITS = [str(d) for d in range(10)]
 
@@ -195,3 +197,29 @@ def explain_figure(title: str, original: np.ndarray, seen: np.ndarray, caption: 
         axes.axis("off")
     figure.tight_layout()
     return figure
+
+
+def study_figures(study: "optuna.Study") -> dict[str, Figure]:
+    """Optuna's optimization history, parameter importances and parallel coordinates."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # Optuna's plots draw through pyplot
+    from optuna.visualization import matplotlib as plots
+
+    figures = {}
+    for name, plot in (
+        ("history", plots.plot_optimization_history),
+        ("importances", plots.plot_param_importances),
+        ("parallel_coordinates", plots.plot_parallel_coordinate),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "experimental" warnings of the matplotlib backend
+            try:
+                axes = plot(study)
+            except (ValueError, RuntimeError):  # too few trials for importances, say
+                continue
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        figure.set_size_inches(9, 5)
+        figure.tight_layout()
+        figures[name] = figure
+    return figures

@@ -6,6 +6,8 @@ METRICS = tuple(f"{split}{name}" for split in ("", "val_") for name in ("loss", 
 BEST_FILE, LAST_FILE, STATE_FILE = "best.keras", "last.keras", "state.json"
 # Each run's label, prediction and probabilities for every test digit: what runs are paired by.
 PREDICTIONS = "test/predictions.npz"
+# Each split's reports, under <split>/ in a run's artifacts.
+CONFUSION_CSV, REPORT_TEXT = "confusion_matrix.csv", "classification_report.txt"
 
 # A finished run's metrics (beside Keras' per-epoch series: loss, accuracy, val_loss, ...).
 TRAIN_LOSS, TRAIN_ACCURACY = "train_loss", "train_accuracy"  # the best model, dropout off

@@ -15,7 +15,9 @@ from mnist_exp.names import (
     BEST_TRAIN_ACCURACY,
     BEST_VAL_ACCURACY,
     BEST_VAL_LOSS,
+    CONFUSION_CSV,
     EPOCHS_RUN,
+    REPORT_TEXT,
     TEST_ACCURACY,
     TEST_LOSS,
     TRAIN_ACCURACY,
@@ -36,9 +38,9 @@ def write_report(run_id: str, out_dir: Path, cfg: MlflowConfig) -> Path:
     from mnist_exp.tracking import read
 
     run, history = read.run_record(run_id, cfg)
-    csv = read.run_artifact_text(run_id, "test/confusion_matrix.csv", cfg)
+    csv = read.run_artifact_text(run_id, f"test/{CONFUSION_CSV}", cfg)
     confusion = np.loadtxt(io.StringIO(csv), delimiter=",", skiprows=1, dtype=int)[:, 1:]
-    report_text = read.run_artifact_text(run_id, "test/classification_report.txt", cfg)
+    report_text = read.run_artifact_text(run_id, f"test/{REPORT_TEXT}", cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     confusion_figure(confusion, "test confusion matrix").savefig(
         out_dir / "confusion_matrix.png", dpi=72

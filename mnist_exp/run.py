@@ -44,7 +44,10 @@ def run_experiment(overrides: Sequence[str] = ()) -> Result:
         validate(cfg)  # before a directory is made for it
         # Hydra's ${now:} is fixed for the life of a process: each call claims its own directory.
         output_dir = claim_dir(output_dir)
-    return experiment(cfg, job_of(hydra_node, output_dir, in_sweep=False))
+    from mnist_exp.tracking.store import global_tracking_uri
+
+    with global_tracking_uri():  # the caller's MLflow URI (and $MLFLOW_TRACKING_URI) kept
+        return experiment(cfg, job_of(hydra_node, output_dir, in_sweep=False))
 
 
 def experiment(cfg: DictConfig, job: Job) -> Result:

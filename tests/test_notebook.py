@@ -1,8 +1,10 @@
 """`run_experiment` from a notebook, or any program that carries on after it: an interrupted run
 leaves the caller's process as it found it."""
 
+import os
 import signal
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -11,10 +13,14 @@ from mnist_exp import run_experiment
 from .helpers import interrupting
 
 
-def test_an_interrupted_run_gives_the_caller_its_own_ctrl_c_handler_back(tmp_path, tracking_uri):
+def test_an_interrupted_run_gives_the_caller_its_ctrl_c_handler_and_mlflow_uri_back(
+    tmp_path, tracking_uri, monkeypatch
+):
     def mine(signum, frame):  # the notebook's handler
         pass
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the notebook set none
+    mlflow.set_tracking_uri(None)
     previous = signal.signal(signal.SIGINT, mine)
     sigterm = signal.getsignal(signal.SIGTERM)
     try:
@@ -32,6 +38,7 @@ def test_an_interrupted_run_gives_the_caller_its_own_ctrl_c_handler_back(tmp_pat
             )
         assert signal.getsignal(signal.SIGINT) is mine
         assert signal.getsignal(signal.SIGTERM) is sigterm
+        assert "MLFLOW_TRACKING_URI" not in os.environ and not mlflow.is_tracking_uri_set()
     finally:
         signal.signal(signal.SIGINT, previous)
     client = MlflowClient(tracking_uri)

@@ -174,7 +174,10 @@ def test_model_with_wrong_input_shape_is_refused(tmp_path):
         load_predictor(tmp_path / "cifar.keras")
 
 
-def test_registered_alias_and_saved_files_load_the_same_model(trained_run, predictor, mnist_raw):
+def test_registered_alias_and_saved_files_load_the_same_model(
+    trained_run, predictor, mnist_raw, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_run.tracking_uri)  # where the alias is
     images = mnist_raw["x_test"][:100, :, :, None] / np.float32(255)
     expected = predictor.probabilities(images)
     for source in (

@@ -228,6 +228,8 @@ class OptunaSweeper(Sweeper):
         client = MlflowClient()
         client.log_text(parent, command + "\n", "optuna/best_trial_command.txt")
         client.set_tag(parent, "optuna_best_trial", str(best.number))
+        from mnist_exp.figures import study_figures
+
         for name, figure in study_figures(study).items():
             client.log_figure(parent, figure, f"optuna/{name}.png")
 
@@ -236,29 +238,3 @@ def job_env(env: dict[str, str], trial: "optuna.Trial") -> list[str]:
     """Overrides that give the job its trial in the environment, whichever launcher runs it."""
     values = {**env, "trial": str(trial._trial_id)}
     return [f"+hydra.job.env_set.{search.ENV[key]}='{value}'" for key, value in values.items()]
-
-
-def study_figures(study: "optuna.Study") -> dict:
-    """Optuna's optimization history, parameter importances and parallel coordinates."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from optuna.visualization import matplotlib as plots
-
-    figures = {}
-    for name, plot in (
-        ("history", plots.plot_optimization_history),
-        ("importances", plots.plot_param_importances),
-        ("parallel_coordinates", plots.plot_parallel_coordinate),
-    ):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "experimental" warnings of the matplotlib backend
-            try:
-                axes = plot(study)
-            except (ValueError, RuntimeError):  # too few trials for importances, say
-                continue
-        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-        figure.set_size_inches(9, 5)
-        figure.tight_layout()
-        figures[name] = figure
-    return figures

@@ -40,8 +40,10 @@ from mnist_exp.names import (
     BEST_FILE,
     BEST_TRAIN_ACCURACY,
     BEST_VAL_ACCURACY,
+    CONFUSION_CSV,
     EPOCHS_RUN,
     PREDICTIONS,
+    REPORT_TEXT,
     SPLIT_METRICS,
     TRAIN_SECONDS,
 )
@@ -200,8 +202,8 @@ def log_split(split: SplitReport, name: str) -> None:
     )
     header = "true\\predicted," + ",".join(str(d) for d in range(10))
     rows = [f"{d}," + ",".join(map(str, row)) for d, row in enumerate(split.confusion)]
-    mlflow.log_text("\n".join([header, *rows]) + "\n", f"{name}/confusion_matrix.csv")
-    mlflow.log_text(split.report_text, f"{name}/classification_report.txt")
+    mlflow.log_text("\n".join([header, *rows]) + "\n", f"{name}/{CONFUSION_CSV}")
+    mlflow.log_text(split.report_text, f"{name}/{REPORT_TEXT}")
     mlflow.log_text(json.dumps(split.report_dict, indent=2), f"{name}/classification_report.json")
 
 

@@ -3,8 +3,6 @@
 import hashlib
 import json
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_exp.config.schema import MlflowConfig
 from mnist_exp.errors import MnistExpError
 from mnist_exp.names import BEST_VAL_ACCURACY, PREDICTIONS, STATE_FILE
-from mnist_exp.tracking.store import tracking_uri
+from mnist_exp.tracking.store import global_tracking_uri, tracking_uri
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -100,18 +98,6 @@ def load_logged_model(uri: str, cfg: MlflowConfig) -> keras.Model:
             return mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
     except (MlflowException, OSError) as error:
         raise MnistExpError(f"Cannot load model {uri}: {str(error).splitlines()[0]}") from None
-
-
-@contextmanager
-def global_tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's process-wide tracking URI set to `uri` for a moment, then given back: MLflow finds
-    a runs:/ model's files only through it, whatever store its loader is told."""
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 def model_run(uri: str, cfg: MlflowConfig) -> mlflow.entities.Run | None:

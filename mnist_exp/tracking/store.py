@@ -77,6 +77,19 @@ def use_store(cfg: MlflowConfig, root: str | Path = ".") -> str:
     return uri
 
 
+@contextmanager
+def global_tracking_uri(uri: str | None = None) -> Iterator[None]:
+    """MLflow's process-wide tracking URI (which MLflow also writes to $MLFLOW_TRACKING_URI) set
+    to `uri` for a while, if given, and given back as it was: a caller's process keeps its own."""
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    if uri:
+        mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
 def process_tags() -> dict[str, str]:
     """Which process on which host owns a run, so a later one can tell if it died."""
     import psutil
