@@ -6,8 +6,10 @@ trained model. Each is imported on first use, so `import mnist_exp` stays light.
 """
 
 from mnist_exp.console import quiet_environment
+from mnist_exp.machine import thread_environment
 
 quiet_environment()  # before TensorFlow or MLflow is imported: their start-up chatter off
+thread_environment()  # before TensorFlow starts: its threads follow the CPUs this process may use
 
 PUBLIC = {
     "run_experiment": "mnist_exp.run",

@@ -223,3 +223,31 @@ def study_figures(study: "optuna.Study") -> dict[str, Figure]:
         figure.tight_layout()
         figures[name] = figure
     return figures
+
+
+def time_to_accuracy_figure(curves: dict[str, list[list[tuple[float, float]]]]) -> Figure:
+    """Test accuracy against wall seconds from the command's start, one colour per recipe and
+    contender, one line per seed."""
+    figure = Figure(figsize=(8, 5))
+    axes = figure.subplots()
+    for index, (name, seeds) in enumerate(curves.items()):
+        for number, curve in enumerate(seeds):
+            seconds, accuracy = zip(*curve, strict=True)
+            style = "--" if "plain" in name else "-"
+            axes.plot(
+                seconds,
+                np.array(accuracy) * 100,
+                style,
+                marker="o",
+                markersize=3,
+                color=f"C{index}",
+                label=name if number == 0 else None,
+            )
+    axes.set_xlabel("wall seconds from the command's start (test watching excluded)")
+    axes.set_ylabel("test accuracy (%)")
+    lowest = min(accuracy for seeds in curves.values() for c in seeds for _, accuracy in c)
+    axes.set_ylim(min(97.0, lowest * 100), 100)  # the last half-percent is what differs
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    return figure

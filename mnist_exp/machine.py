@@ -1,5 +1,7 @@
-"""What this machine's CPU is: /proc/cpuinfo, read once, and the model name in it."""
+"""What this machine's CPU is (/proc/cpuinfo, read once: its model name and vector flags) and how
+many of its CPUs this process may use, which TensorFlow's thread pools are sized to."""
 
+import os
 import platform
 from functools import cache
 from pathlib import Path
@@ -18,3 +20,29 @@ def cpu_model() -> str:
         line.split(":", 1)[1].strip() for line in cpuinfo().splitlines() if "model name" in line
     ]
     return models[0] if models else platform.processor() or platform.machine()
+
+
+# The flags that decide a CPU's speed here: AVX2 (fp32), AVX-512 and AMX (bfloat16 in hardware).
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> str:
+    """Which of SPEED_FLAGS the CPU has, e.g. "avx2 fma"."""
+    flags = set(cpuinfo().split())
+    return " ".join(flag for flag in SPEED_FLAGS if flag in flags)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: SLURM's per-task allocation where set, else its affinity."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def thread_environment() -> None:
+    """Size TensorFlow's thread pools to the usable CPUs (TensorFlow reads these when it starts;
+    a user's own values win). Without this a SLURM job's TensorFlow uses every CPU of its node."""
+    cpus = str(usable_cpus())
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", cpus)
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", cpus)

@@ -6,6 +6,7 @@ around the same `experiment`, for single runs and for each job of a sweep.
 
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,12 +33,17 @@ from mnist_exp.names import BEST_VAL_ACCURACY, EPOCHS_RUN, TEST_ACCURACY, TRAIN_
 from mnist_exp.sweeps import sweep
 
 if TYPE_CHECKING:
+    import keras
+
     from mnist_exp.train import Recipe
 
 
-def run_experiment(overrides: Sequence[str] = ()) -> Result:
+def run_experiment(
+    overrides: Sequence[str] = (), callbacks: Sequence["keras.callbacks.Callback"] = ()
+) -> Result:
     """Run one experiment in this process, exactly as `python -m mnist_exp.run *overrides`, without
-    Hydra's runtime. A user's mistake raises a MnistExpError carrying the CLI's one-line message."""
+    Hydra's runtime; `callbacks` (Keras callbacks) hear every epoch too. A user's mistake raises a
+    MnistExpError carrying the CLI's one-line message."""
     cfg, hydra_node = compose_config(overrides)
     output_dir = Path(hydra_node.run.dir)
     if not any(o.startswith("hydra.run.dir=") for o in overrides):
@@ -47,11 +53,26 @@ def run_experiment(overrides: Sequence[str] = ()) -> Result:
     from mnist_exp.tracking.store import global_tracking_uri
 
     with global_tracking_uri():  # the caller's MLflow URI (and $MLFLOW_TRACKING_URI) kept
-        return experiment(cfg, job_of(hydra_node, output_dir, in_sweep=False))
+        return experiment(cfg, job_of(hydra_node, output_dir, in_sweep=False), callbacks)
 
 
-def experiment(cfg: DictConfig, job: Job) -> Result:
+class Stopwatch:
+    """Seconds spent in each phase of a run, in order: `lap(name)` ends the phase `name`."""
+
+    def __init__(self):
+        self.start = self.mark = time.perf_counter()
+        self.phases: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases[name], self.mark = now - self.mark, now
+
+
+def experiment(
+    cfg: DictConfig, job: Job, callbacks: Sequence["keras.callbacks.Callback"] = ()
+) -> Result:
     """One run, told in keras.io's order: data, model, compile and fit, evaluate, log."""
+    clock = Stopwatch()
     config = validate(cfg)
     check_writable("hydra.run.dir", job.output_dir)
     import_tensorflow()  # heavy imports only now, so `--help` and `--cfg job` answer at once
@@ -71,8 +92,10 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
         check_resumable(work_dir)  # before the run is reopened: it stays as it was
     seed_everything(config.seed, config.deterministic)  # also clears what earlier jobs left
     precision = set_precision(config.precision)  # before the model is built
+    clock.lap("start-up")
 
     data = load_mnist(config.dataset, lambda labels: build("split", config.split, labels=labels))
+    clock.lap("data")
     model = build("model", config.model, input_shape=data.input_shape, num_classes=data.num_classes)
     recipe = build_recipe(config, len(data.x_train), work_dir)
     trial = search_trial.job_trial(config.epochs)  # None unless an Optuna search launched this job
@@ -87,13 +110,19 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
         if not config.resume:
             log.log_datasets(data)
             log.log_model_card(model)
-        reporters = [log.MlflowMetrics(), *([reporter] if reporter else [])]
+        clock.lap("build and log the model card")
+        reporters = [log.MlflowMetrics(), *([reporter] if reporter else []), *callbacks]
         history, best = train(model, data, recipe, config, work_dir, reporters)
+        clock.lap("training")
         if reporter and reporter.pruned_at:
             log.log_pruned(reporter.pruned_at)
         report = evaluate(model, data)
+        clock.lap("evaluation")
         log.log_evaluation(history, best, report, data.x_test)
+        clock.lap("figures and reports")
         log.log_model(model, work_dir, job, report.val.accuracy, config.mlflow)
+        clock.lap("model logging and registration")
+        log.log_wall_seconds(time.perf_counter() - clock.start)
         log.describe_run(job)
     print(
         f"\nval accuracy {report.val.accuracy:.4f} | test accuracy {report.test.accuracy:.4f} | "
@@ -108,6 +137,7 @@ def experiment(cfg: DictConfig, job: Job) -> Result:
         seconds=float(sum(history["epoch_seconds"])),
         output_dir=work_dir,
         pruned=bool(reporter and reporter.pruned_at),
+        phases=clock.phases,
     )
 
 

@@ -155,7 +155,9 @@ def train(
     `model` now holds: the checkpoint's best, or the last without a checkpoint callback."""
     check_learning_rate_owner(recipe.optimizer, recipe.callbacks)
     model.compile(
-        loss="categorical_crossentropy", optimizer=recipe.optimizer, metrics=list(COMPILED_METRICS)
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        optimizer=recipe.optimizer,
+        metrics=list(COMPILED_METRICS),
     )
     state = {"epoch": 0, "history": {}}
     if cfg.resume:

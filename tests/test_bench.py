@@ -3,11 +3,14 @@
 
 import pytest
 
-from mnist_exp.bench.table import EXPECTED_ROWS, lines, problems, ratios, row
+from mnist_exp.bench.clock import clock_ratios, clock_rows, reached
+from mnist_exp.bench.table import EXPECTED_ROWS, clock_problems, lines, problems, ratios, row
+from mnist_exp.bench.training import CPU_SETTINGS
 
 
 def complete_table() -> list[dict]:
     names = [*EXPECTED_ROWS, "predict CLI, 50 PNG files", "model.predict / predict_digit"]
+    names += [f"CPU setting, fast: {name}" for name in CPU_SETTINGS]
     values = {name: float(number) for number, name in enumerate(names, start=2)}
     values["system metrics sampler CPU / machine CPU"] = 1.5
     return [row(name, [value, value * 1.1], "unit") for name, value in values.items()]
@@ -26,7 +29,7 @@ def test_each_ratio_is_made_of_the_rows_it_names():
         / median["training, project run, default, system metrics off"]
     )
     assert "project fp32 deterministic / project fp32" not in found  # its row was not measured
-    printed = list(lines(rows, found, {"plain Keras model.fit, fp32": 0.93}, epochs=2))
+    printed = list(lines(rows, found, {"plain Keras model.fit, fp32": 0.93}))
     assert len(printed) == 1 + len(rows) + len(found) + 1
     assert printed[-1].endswith("0.9300")
 
@@ -42,3 +45,44 @@ def test_a_broken_table_fails_its_check_naming_what_broke():
     assert "row 'predict_digit, 1 image' is missing" in found
     assert f"{rows[0]['name']}: 0.0 is not > 0" in found
     assert "project run, default reached test accuracy 0.1" in found
+
+
+def watched_run(curve: list[tuple[float, float]], wall: float, phases: dict | None = None) -> dict:
+    return {"curve": curve, "wall": wall, "first_step": curve[0][0] / 2, "phases": phases or {}}
+
+
+def test_time_to_accuracy_is_the_first_epoch_at_the_threshold_over_the_seeds_that_reach_it():
+    curve = [(10.0, 0.985), (20.0, 0.9912), (30.0, 0.9951), (40.0, 0.9949)]
+    assert reached(curve, 0.99) == 20.0
+    assert reached(curve, 0.995) == 30.0
+    assert reached(curve, 0.996) is None
+    phases = {"start-up": 5.0, "training": 30.0}
+    runs = {
+        ("fast", "project"): [
+            watched_run(curve, 45.0, phases),
+            watched_run([(12.0, 0.99), (24.0, 0.993)], 30.0, phases),
+        ],
+        ("fast", "plain"): [
+            watched_run([(8.0, 0.99), (16.0, 0.996)], 20.0),
+            watched_run([(9.0, 0.991), (18.0, 0.995)], 22.0),
+        ],
+    }
+    rows = clock_rows(runs)
+    by_name = {r["name"]: r for r in rows}
+    to_995 = by_name["time to 99.5%, fast, project run"]
+    assert (to_995["median"], to_995["n"], to_995["of"]) == (30.0, 1, 2)
+    assert by_name["time to 99.0%, fast, project run"]["median"] == 16.0  # of 20 and 12
+    assert by_name["after the last epoch, fast, project run"]["median"] == (5 + 6) / 2
+    assert "time to 99.6%, fast, project run" not in by_name  # no seed reached it
+    found = clock_ratios({r["name"]: r["median"] for r in rows}, ["fast"])
+    assert found["wall, fast: project / plain Keras"] == pytest.approx(37.5 / 21)
+    assert found["time to 99.5%, fast: project / plain Keras"] == pytest.approx(30.0 / 17.0)
+    assert clock_problems(rows, ["fast"]) == []
+    assert any("(1 of 2)" in line for line in lines(rows, found, {}))
+
+
+def test_a_time_to_accuracy_table_without_a_contender_fails_its_check():
+    rows = clock_rows({("best", "project"): [watched_run([(60.0, 0.99)], 70.0, {"data": 1.0})]})
+    found = clock_problems(rows, ["best", "fast"])
+    assert "row 'wall' of best, plain Keras is missing" in found
+    assert "the phases of fast, project run are missing" in found

@@ -2,7 +2,10 @@
 learns on real MNIST in-process, and a user's own architecture needs no change to the package."""
 
 import inspect
+import os
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -245,3 +248,29 @@ def test_a_users_architecture_is_one_function_and_one_yaml_outside_the_package(t
         "error: model.widht is not an argument of my_models.tiny (it takes width); fix the name."
     )
     assert "Traceback" not in typo.stderr
+
+
+@pytest.mark.parametrize(
+    ("slurm", "expected"), [("1", 1), ("", None), ("garbage", None)], ids=["slurm", "none", "bad"]
+)
+def test_threads_follow_the_cpus_the_process_may_use(slurm, expected, monkeypatch):
+    from mnist_exp.machine import usable_cpus
+
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", slurm)
+    assert usable_cpus() == (expected or len(os.sched_getaffinity(0)))
+
+
+def test_tensorflow_gets_its_thread_counts_before_it_starts_and_a_users_win():
+    code = (
+        "import os, mnist_exp; "
+        "print(os.environ['TF_NUM_INTRAOP_THREADS'], os.environ['TF_NUM_INTEROP_THREADS'])"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=environment | {"SLURM_CPUS_PER_TASK": "1", "TF_NUM_INTEROP_THREADS": "3"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == ["1", "3"]

@@ -1,12 +1,13 @@
-"""`python -m mnist_exp.bench [--quick]`: run every measurement and write the table."""
+"""`python -m mnist_exp.bench [--quick | --time-to-accuracy]`: run the measurements, print and
+write the table, and log it to MLflow as a run of its own experiment (`mnist_exp-bench`)."""
 
 import argparse
 import json
 import os
-import platform
 import tempfile
 from pathlib import Path
 
+from mnist_exp.bench.clock import clock_ratios, clock_rows, time_to_accuracy
 from mnist_exp.bench.serving import (
     bench_cli,
     bench_prediction,
@@ -14,10 +15,77 @@ from mnist_exp.bench.serving import (
     bench_startup,
     untrained_model,
 )
-from mnist_exp.bench.table import lines, problems, ratios
-from mnist_exp.bench.training import bench_logging, bench_system_metrics, bench_training
+from mnist_exp.bench.table import clock_problems, lines, problems, ratios
+from mnist_exp.bench.training import (
+    bench_cpu_settings,
+    bench_logging,
+    bench_system_metrics,
+    bench_training,
+)
 from mnist_exp.config.schema import DatasetConfig
 from mnist_exp.data import fetch_mnist
+from mnist_exp.machine import cpu_flags, cpu_model
+
+EXPERIMENT = "mnist_exp-bench"  # never the runs' experiment: a bench registers and promotes nothing
+
+
+def throughput_rows(quick: bool, workdir: Path) -> tuple[list[dict], dict, dict]:
+    """Training throughput against plain Keras, logging, prediction, serving and start-up."""
+    limit, epochs, repeats, calls, files = (
+        (2000, 2, 1, 20, 50) if quick else (None, 3, 2, 300, 1000)
+    )
+    test_images = fetch_mnist(DatasetConfig())["x_test"]
+    rows, accuracy = bench_training(limit, epochs, repeats, workdir, not quick)
+    project_fp32 = next(r for r in rows if r["name"] == "training, project run, fp32")
+    epoch_seconds = (limit or 55000) / project_fp32["median"]
+    rows.append(bench_logging(epoch_seconds, calls, workdir))
+    rows.append(bench_system_metrics(3 if quick else 10, 1 if quick else 3, workdir))
+    rows += bench_prediction(test_images, calls)
+    model_path = untrained_model(workdir)
+    rows.append(bench_cli(test_images[:files], 1 if quick else 3, model_path, workdir))
+    rows.append(bench_serve(test_images[0], calls, model_path))
+    rows += bench_startup(2 if quick else 5)
+    rows += bench_cpu_settings("fast", limit or 20000, 2 if quick else 3, repeats)
+    found = ratios({r["name"]: r["median"] for r in rows})
+    return rows, found, {f"after {epochs} epochs, {name}": a for name, a in accuracy.items()}
+
+
+def registered_versions() -> int:
+    """How many model versions the user's registry holds (a bench must add none)."""
+    from mlflow.tracking import MlflowClient
+
+    from mnist_exp.config.schema import MlflowConfig
+    from mnist_exp.tracking.store import tracking_uri
+
+    return len(MlflowClient(tracking_uri(MlflowConfig())).search_model_versions())
+
+
+def log_bench(result: dict, figure) -> str:
+    """The table as an MLflow run of the bench's experiment: params, metrics, figure, JSON."""
+    import mlflow
+
+    from mnist_exp.config.schema import MlflowConfig
+    from mnist_exp.tracking.store import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(MlflowConfig()))
+    mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(run_name="time to accuracy" if figure else "bench") as run:
+        mlflow.log_params({k: result[k] for k in ("cpu", "flags", "cores", "quick")})
+        mlflow.log_metrics(
+            {clean(f"{r['name']} in {r['unit']}"): r["median"] for r in result["rows"]}
+        )
+        mlflow.log_dict(result, "bench.json")
+        if figure:
+            mlflow.log_figure(figure, "time_to_accuracy.png")
+    return run.info.run_id
+
+
+def clean(name: str) -> str:
+    """A row name as an MLflow metric key (letters, digits, _ - . space : / only)."""
+    kept = "".join(
+        c if c.isalnum() or c in "_-. :/" else " " for c in name.replace("%", " percent")
+    )
+    return " ".join(kept.split())
 
 
 def main() -> None:
@@ -25,49 +93,74 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a 2,000-image subset, 2 epochs, one repetition (a few minutes)",
+        help="every row on a 2,000-image subset, 2 epochs, one repetition (a few minutes)",
     )
-    parser.add_argument("--output", default="outputs/bench.json", help="where to write the JSON")
+    parser.add_argument(
+        "--time-to-accuracy",
+        action="store_true",
+        help="seconds to 99.0/99.5/99.6/99.7%% test accuracy, project and plain Keras (hours)",
+    )
+    parser.add_argument("--recipes", default="default,fast,best", help="for --time-to-accuracy")
+    parser.add_argument("--seeds", type=int, default=3, help="for --time-to-accuracy")
+    parser.add_argument("--output", help="the JSON's path (default: outputs/bench*.json)")
     args = parser.parse_args()
-    limit, epochs, repeats, calls, files = (
-        (2000, 2, 1, 20, 50) if args.quick else (None, 3, 2, 300, 1000)
+    recipes = args.recipes.split(",")
+    output = Path(
+        args.output
+        or (
+            "outputs/bench-time-to-accuracy.json" if args.time_to_accuracy else "outputs/bench.json"
+        )
     )
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {cpu_flags() or 'no AVX2'}")
 
-    test_images = fetch_mnist(DatasetConfig())["x_test"]
-    with tempfile.TemporaryDirectory() as workdir:
-        rows, accuracy = bench_training(limit, epochs, repeats, Path(workdir), not args.quick)
-        project_fp32 = next(r for r in rows if r["name"] == "training, project run, fp32")
-        epoch_seconds = (limit or 55000) / project_fp32["median"]
-        rows.append(bench_logging(epoch_seconds, calls, Path(workdir)))
-        rows.append(
-            bench_system_metrics(3 if args.quick else 10, 1 if args.quick else 3, Path(workdir))
-        )
-        rows += bench_prediction(test_images, calls)
-        model_path = untrained_model(Path(workdir))
-        rows.append(
-            bench_cli(test_images[:files], 1 if args.quick else 3, model_path, Path(workdir))
-        )
-        rows.append(bench_serve(test_images[0], calls, model_path))
-    rows += bench_startup(2 if args.quick else 5)
+    rows, found, accuracy, figure, watched_runs = [], {}, {}, None, {}
+    versions = registered_versions()
+    with tempfile.TemporaryDirectory() as folder:
+        workdir = Path(folder)
+        if args.quick or args.time_to_accuracy:
+            seeds = [1] if args.quick else list(range(1, args.seeds + 1))
+            runs = time_to_accuracy(recipes, seeds, args.quick, workdir)
+            watched_runs = {f"{r}, {c}": seen for (r, c), seen in runs.items()}
+            rows += clock_rows(runs)
+            found |= clock_ratios({r["name"]: r["median"] for r in rows}, recipes)
+            for (recipe, contender), seen in runs.items():
+                for seed, run in zip(seeds, seen, strict=True):
+                    accuracy[f"last epoch, {recipe}, {contender}, seed {seed}"] = run["curve"][-1][
+                        1
+                    ]
+            precision = {run["precision"] for seen in runs.values() for run in seen}
+            print(f"precision used: {', '.join(sorted(precision))}")
+            from mnist_exp.figures import time_to_accuracy_figure
 
-    found = ratios({r["name"]: r["median"] for r in rows})
-    for line in lines(rows, found, accuracy, epochs):
+            figure = time_to_accuracy_figure(
+                {name: [run["curve"] for run in seen] for name, seen in watched_runs.items()}
+            )
+        if not args.time_to_accuracy:
+            more_rows, more_ratios, more_accuracy = throughput_rows(args.quick, workdir)
+            rows, found, accuracy = rows + more_rows, found | more_ratios, accuracy | more_accuracy
+
+    for line in lines(rows, found, accuracy):
         print(line)
     result = {
-        "machine": platform.platform(),
-        "processor": platform.processor(),
+        "cpu": cpu_model(),
+        "flags": cpu_flags(),
         "cores": os.cpu_count(),
         "quick": args.quick,
-        "epochs": epochs,
-        "train_images": limit or 55000,
         "rows": rows,
         "ratios": found,
         "test_accuracy": accuracy,
+        "runs": watched_runs,  # each time-to-accuracy run: its curve, phases, start-up and wall
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.output}")
-    if wrong := problems(rows, accuracy):
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2))
+    run_id = log_bench(result, figure)
+    print(f"wrote {output}; MLflow run {run_id} in experiment {EXPERIMENT}")
+    wrong = problems(rows, accuracy) if not args.time_to_accuracy else []
+    if args.quick or args.time_to_accuracy:
+        wrong += clock_problems(rows, recipes)
+    if (now := registered_versions()) != versions:
+        wrong.append(f"the user's registry went from {versions} to {now} model versions")
+    if wrong:
         raise SystemExit("bench check failed:\n  " + "\n  ".join(wrong))
 
 

@@ -15,7 +15,9 @@ def timed(call, repeats: int) -> list[float]:
     return seconds
 
 
-def row(name: str, samples: list[float], unit: str, scale: float = 1.0) -> dict:
+def row(name: str, samples: list[float], unit: str, scale: float = 1.0, of: int = 0) -> dict:
+    """Median, min and max of the samples; `of`: how many tries the samples came from (a time to
+    accuracy has none where a seed never reached it)."""
     values = [s * scale for s in samples]
     return {
         "name": name,
@@ -24,6 +26,7 @@ def row(name: str, samples: list[float], unit: str, scale: float = 1.0) -> dict:
         "min": min(values),
         "max": max(values),
         "n": len(values),
+        "of": of or len(values),
     }
 
 
@@ -53,15 +56,19 @@ def ratios(median: dict[str, float]) -> dict[str, float]:
     return found
 
 
-def lines(rows: list[dict], found: dict[str, float], accuracy: dict[str, float], epochs: int):
+def lines(rows: list[dict], found: dict[str, float], accuracy: dict[str, float]):
     """The printed table: every row, every ratio, and each contender's test accuracy."""
     yield f"{'benchmark':52} {'median':>10} {'min':>10} {'max':>10}  unit"
     for r in rows:
-        yield f"{r['name']:52} {r['median']:10.2f} {r['min']:10.2f} {r['max']:10.2f}  {r['unit']}"
+        tries = f" ({r['n']} of {r['of']})" if r["n"] < r["of"] else ""
+        yield (
+            f"{r['name']:52} {r['median']:10.2f} {r['min']:10.2f} {r['max']:10.2f}  "
+            f"{r['unit']}{tries}"
+        )
     for name, value in found.items():
         yield f"{name:52} {value:10.2f}x"
     for name, value in accuracy.items():
-        yield f"test accuracy after {epochs} epochs, {name:24} {value:10.4f}"
+        yield f"test accuracy, {name:37} {value:10.4f}"
 
 
 # Every row a bench writes, quick or full: a missing one means a measurement silently broke.
@@ -83,8 +90,11 @@ EXPECTED_ROWS = (
 def problems(rows: list[dict], accuracy: dict[str, float]) -> list[str]:
     """What is wrong with a finished table: missing rows, impossible figures, models that did not
     learn (2 epochs on 2,000 images reach far above chance, 0.1)."""
+    from mnist_exp.bench.training import CPU_SETTINGS  # it builds rows with this module
+
     median = {r["name"]: r["median"] for r in rows}
-    found = [f"row {name!r} is missing" for name in EXPECTED_ROWS if name not in median]
+    expected = [*EXPECTED_ROWS, *(f"CPU setting, fast: {name}" for name in CPU_SETTINGS)]
+    found = [f"row {name!r} is missing" for name in expected if name not in median]
     if not any(name.startswith("predict CLI") for name in median):
         found.append("the predict CLI row is missing")
     found += [f"{name}: {value} is not > 0" for name, value in median.items() if not value > 0]
@@ -92,4 +102,22 @@ def problems(rows: list[dict], accuracy: dict[str, float]) -> list[str]:
     if not sampler < 5:
         found.append(f"the system metrics sampler takes {sampler}% of the CPU (>= 5%)")
     found += [f"{name} reached test accuracy {a}" for name, a in accuracy.items() if not a > 0.5]
+    return found
+
+
+def clock_problems(rows: list[dict], recipes: list[str]) -> list[str]:
+    """What is wrong with a time-to-accuracy table: a recipe or contender without its wall time,
+    start-up or phases, or a time that cannot be (not positive)."""
+    median = {r["name"]: r["median"] for r in rows}
+    found = []
+    for recipe in recipes:
+        for contender in ("project run", "plain Keras"):
+            for measure in ("wall", "start-up to first step"):
+                if f"{measure}, {recipe}, {contender}" not in median:
+                    found.append(f"row {measure!r} of {recipe}, {contender} is missing")
+        if not any(
+            n.startswith("phase ") and n.endswith(f", {recipe}, project run") for n in median
+        ):
+            found.append(f"the phases of {recipe}, project run are missing")
+    found += [f"{n}: {v} is not > 0" for n, v in median.items() if not v > 0]
     return found

@@ -101,10 +101,17 @@ def project_run(limit: int | None, epochs: int, overrides: list[str], workdir: P
     }
 
 
-def in_subprocess(function: str, *args) -> dict:
-    """Run one training measurement in a fresh process, as a user's run would be."""
+def in_subprocess(function: str, *args, environment: dict | None = None):
+    """Run one training measurement in a fresh process, as a user's run would be, with
+    `environment` added to this one's."""
     code = f"import json, mnist_exp.bench.training as b; print(json.dumps(b.{function}(*{args!r})))"
-    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=os.environ | (environment or {}),
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -181,3 +188,65 @@ def bench_logging(epoch_seconds: float, repeats: int, workdir: Path) -> dict:
     return row(
         "MLflow logging per epoch / epoch time", [s / epoch_seconds for s in seconds], "%", 100
     )
+
+
+def throughput(overrides: list[str], limit: int, epochs: int, uint8: bool) -> list[float]:
+    """Training images/s of each epoch of a recipe's model under plain `model.fit`; `uint8`: the
+    images stay bytes until a Rescaling layer in the model makes each batch floats."""
+    import keras
+
+    from mnist_exp.config.build import build
+    from mnist_exp.config.compose import compose_config
+    from mnist_exp.config.schema import validate
+
+    config = validate(compose_config(overrides)[0])
+    keras.utils.set_random_seed(config.seed)
+    raw = fetch_mnist(DatasetConfig())
+    x = raw["x_train"][:limit, :, :, None]
+    y = keras.utils.to_categorical(raw["y_train"][:limit], 10)
+    model = build("model", config.model, input_shape=(28, 28, 1), num_classes=10)
+    if uint8:
+        model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Rescaling(1 / 255), model])
+    else:
+        x = x.astype("float32") / 255
+    model.compile(loss="categorical_crossentropy", optimizer="adam")
+
+    class TrainTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            rates.append(len(x) / (time.perf_counter() - self.start))
+
+    rates = []
+    model.fit(
+        x, y, batch_size=config.batch_size, epochs=epochs, callbacks=[TrainTimer()], verbose=0
+    )
+    return rates
+
+
+# Each setting against the defaults (threads = usable CPUs, oneDNN on, the recipe's batch size,
+# float32 arrays): (environment, extra overrides, uint8).
+CPU_SETTINGS = {
+    "defaults": ({}, [], False),
+    "1 intra-op thread": ({"TF_NUM_INTRAOP_THREADS": "1"}, [], False),
+    "1 inter-op thread": ({"TF_NUM_INTEROP_THREADS": "1"}, [], False),
+    "oneDNN off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, [], False),
+    "batch size 128": ({}, ["batch_size=128"], False),
+    "batch size 512": ({}, ["batch_size=512"], False),
+    "uint8 until the batch": ({}, [], True),
+}
+
+
+def bench_cpu_settings(recipe: str, limit: int, epochs: int, repeats: int) -> list[dict]:
+    """Training throughput of `recipe`'s model with each of CPU_SETTINGS, alternating, each in a
+    fresh process (thread counts and oneDNN are fixed when TensorFlow starts)."""
+    rates = {name: [] for name in CPU_SETTINGS}
+    for _ in range(repeats):
+        for name, (environment, overrides, uint8) in CPU_SETTINGS.items():
+            overrides = [f"experiment={recipe}", *overrides]
+            seen = in_subprocess(
+                "throughput", overrides, limit, epochs, uint8, environment=environment
+            )
+            rates[name].append(statistics.median(seen[1:]))
+    return [row(f"CPU setting, {recipe}: {name}", r, "images/s") for name, r in rates.items()]

@@ -1,6 +1,6 @@
 """The two records of a run: what Hydra asked of it (Job) and what it gave back (Result)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -27,3 +27,4 @@ class Result:
     output_dir: Path | None  # None: a reused run that did not record it
     reused: bool = False  # an identical FINISHED run was reused (skip_finished=true)
     pruned: bool = False  # an Optuna search's pruner stopped its training early
+    phases: dict[str, float] = field(default_factory=dict)  # seconds of each phase of the run

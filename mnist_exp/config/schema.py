@@ -104,6 +104,7 @@ class Config:
     seed: int = 42
     batch_size: int = 128
     epochs: int = 50
+    label_smoothing: float = 0.0
     shuffle: bool = True
     deterministic: bool = False
     resume: str | None = None
@@ -119,6 +120,12 @@ class Config:
         )
         require(self.batch_size >= 1, "batch_size", self.batch_size, "use >= 1")
         require(self.epochs >= 1, "epochs", self.epochs, "use >= 1")
+        require(
+            0 <= self.label_smoothing < 1,
+            "label_smoothing",
+            self.label_smoothing,
+            "use 0 <= label_smoothing < 1",
+        )
         require(self.seed >= 0, "seed", self.seed, "use >= 0")
         rate = self.optimizer.get("learning_rate")
         require(

@@ -91,6 +91,40 @@ def cnn(
     )
 
 
+def narrow_cnn(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    filters: Sequence[Count] = (24, 32),
+    kernel_sizes: Sequence[Annotated[int, Interval(ge=1, le=9)]] = (5, 3),
+    dense_units: Count = 256,
+    dropout: Rate = 0.0,
+    dropout_dense: Rate = 0.0,
+) -> "keras.Model":
+    """Conv-ReLU-pool stages (one per entry of `filters`, no padding), dropout, a dense layer,
+    dropout and a softmax: few multiply-adds a digit, so fast on a CPU."""
+    import keras
+
+    if len(filters) != len(kernel_sizes):
+        from mnist_exp.errors import ConfigError
+
+        raise ConfigError(
+            f"model: filters has {len(filters)} stages but kernel_sizes {len(kernel_sizes)}; "
+            "give one kernel size per stage."
+        )
+    layers = [keras.Input(input_shape)]
+    for width, kernel in zip(filters, kernel_sizes, strict=True):
+        layers += [
+            keras.layers.Conv2D(width, kernel, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+        ]
+    layers += [keras.layers.Flatten(), keras.layers.Dropout(dropout)]
+    layers += [
+        keras.layers.Dense(dense_units, activation="relu"),
+        keras.layers.Dropout(dropout_dense),
+    ]
+    return keras.Sequential([*layers, softmax(num_classes)], name="narrow_cnn")
+
+
 def cnn_bn(
     input_shape: tuple[int, ...],
     num_classes: int,

@@ -46,6 +46,7 @@ from mnist_exp.names import (
     REPORT_TEXT,
     SPLIT_METRICS,
     TRAIN_SECONDS,
+    WALL_SECONDS,
 )
 from mnist_exp.tracking import notes
 from mnist_exp.tracking.read import config_hash
@@ -225,6 +226,11 @@ def log_evaluation(
     wrong = misclassified_figure(x_test, report.test.labels, report.test.predicted)
     mlflow.log_figure(wrong, "test/misclassified.png")
     log_predictions(report.test)
+
+
+def log_wall_seconds(seconds: float) -> None:
+    """The job's wall time, from its start to the end of its logging (a sweep job's cost)."""
+    mlflow.log_metric(WALL_SECONDS, seconds)
 
 
 def log_pruned(epoch: int) -> None:
