@@ -132,7 +132,10 @@ def test_schema_rejects_out_of_range_values(override, named):
         ("bach_size=64", "bach_size is not a config key; did you mean batch_size?"),
         ("optimizer.beta_1=0.5", "optimizer.beta_1 is not a config key"),
         ("optimizer=adamm", "optimizer=adamm is not an option: choose one of adadelta, adam,"),
-        ("model=resnet", "model=resnet is not an option: choose one of cnn, cnn_bn, lenet5, mlp, narrow_cnn."),
+        (
+            "model=resnet",
+            "model=resnet is not an option: choose one of cnn, cnn_bn, lenet5, mlp, narrow_cnn.",
+        ),
     ],
 )
 def test_wrong_types_unknown_keys_and_options_fail_at_compose_time(override, message):
@@ -158,7 +161,10 @@ CLI_MISTAKES = [
     ("model=cnn_bn model.downsample=max", "model.downsample='max' is not allowed: input should be"),
     ("model=mlp model.units=[512,0]", "model.units.1=0 is not allowed: input should be greater"),
     ("model=lenet5 model.c5_units=1.5", "model.c5_units=1.5 is not allowed: input should be a"),
-    ("model=resnet", "model=resnet is not an option: choose one of cnn, cnn_bn, lenet5, mlp, narrow_cnn."),
+    (
+        "model=resnet",
+        "model=resnet is not an option: choose one of cnn, cnn_bn, lenet5, mlp, narrow_cnn.",
+    ),
     ("-m optimizer=adam,adamm", "optimizer=adamm is not an option: choose one of adadelta,"),
     ("-m model=mlp,cnn optimizer.learning_rate=0", "optimizer.learning_rate=0 is not allowed"),
     ("mlflow.registered_model='{arch}'", "mlflow.registered_model='{arch}' is not allowed: use"),

@@ -19,7 +19,7 @@ import numpy as np
 THRESHOLDS = (0.99, 0.995, 0.996, 0.997)
 
 
-def test_watch(test_set: Callable[[], tuple[np.ndarray, np.ndarray]]):
+def watch_test_set(test_set: Callable[[], tuple[np.ndarray, np.ndarray]]):
     """A Keras callback that records, for each epoch, when it ended, its test accuracy and the
     seconds this callback has spent so far (`test_set()`, images and digits, included); and when
     the first training step began."""
@@ -56,7 +56,7 @@ def watched_project(overrides: list[str]) -> dict:
         arrays = fetch_mnist(DatasetConfig())
         return arrays["x_test"][..., None] / np.float32(255), arrays["y_test"]
 
-    watch = test_watch(test_set)
+    watch = watch_test_set(test_set)
     result = run_experiment(overrides, callbacks=[watch])
     return {
         "epochs": watch.epochs,
@@ -106,7 +106,7 @@ def watched_plain(overrides: list[str]) -> dict:
             data.x_train, data.y_train, config.batch_size, True, config.seed, transform, steps, 0
         )
         inputs = dict(x=batches, steps_per_epoch=steps)
-    watch = test_watch(lambda: (data.x_test, data.y_test.argmax(axis=1)))
+    watch = watch_test_set(lambda: (data.x_test, data.y_test.argmax(axis=1)))
     model.fit(
         **inputs,
         epochs=config.epochs,
