@@ -68,42 +68,42 @@ def watched_project(overrides: list[str]) -> dict:
     }
 
 
-def watched_plain(overrides: list[str]) -> dict:
+def watched_plain(overrides: list[str], workdir: Path) -> dict:
     """The same recipe written as a Keras user would: the project's model, optimizer, schedule
-    and augmentation code on the same data, then `model.fit` on arrays; no callbacks, no MLflow."""
+    and augmentation on the same data, then `model.fit` on arrays; no callbacks, no MLflow."""
     from mnist_exp.config.build import build
     from mnist_exp.config.compose import compose_config
     from mnist_exp.config.schema import validate
     from mnist_exp.console import import_tensorflow
     from mnist_exp.data import load_mnist
+    from mnist_exp.run import build_recipe
 
     config = validate(compose_config(overrides)[0])
     import_tensorflow()
     import keras
 
     from mnist_exp.groups.augment import training_batches
-    from mnist_exp.train import set_precision, steps_per_epoch
+    from mnist_exp.train import set_precision
 
     keras.utils.set_random_seed(config.seed)
     set_precision(config.precision)
     data = load_mnist(config.dataset, lambda labels: build("split", config.split, labels=labels))
     model = build("model", config.model, input_shape=data.input_shape, num_classes=data.num_classes)
-    steps = steps_per_epoch(len(data.x_train), config.batch_size)
-    schedule = build(
-        "schedule",
-        config.schedule,
-        learning_rate=config.optimizer["learning_rate"],
-        epochs=config.epochs,
-        steps_per_epoch=steps,
-    )
-    optimizer = build("optimizer", config.optimizer, learning_rate=schedule)
+    recipe = build_recipe(config, len(data.x_train), workdir)  # its callbacks stay unused
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
-    model.compile(loss=loss, optimizer=optimizer, metrics=["accuracy"])
+    model.compile(loss=loss, optimizer=recipe.optimizer, metrics=["accuracy"])
     inputs = dict(x=data.x_train, y=data.y_train, batch_size=config.batch_size)
-    if config.augment:
-        transform = build("augment", config.augment)
+    if recipe.transform is not None:
+        steps = recipe.steps_per_epoch
         batches = training_batches(
-            data.x_train, data.y_train, config.batch_size, True, config.seed, transform, steps, 0
+            data.x_train,
+            data.y_train,
+            config.batch_size,
+            True,
+            config.seed,
+            recipe.transform,
+            steps,
+            0,
         )
         inputs = dict(x=batches, steps_per_epoch=steps)
     watch = watch_test_set(lambda: (data.x_test, data.y_test.argmax(axis=1)))
@@ -124,7 +124,10 @@ def watched_plain(overrides: list[str]) -> dict:
 
 def main() -> None:
     contender, out, *overrides = sys.argv[1:]
-    seen = (watched_project if contender == "project" else watched_plain)(overrides)
+    if contender == "project":
+        seen = watched_project(overrides)
+    else:
+        seen = watched_plain(overrides, Path(out).parent)
     import keras
 
     seen.update(end=time.time(), precision=keras.mixed_precision.global_policy().name)
