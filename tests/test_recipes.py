@@ -23,8 +23,8 @@ from mnist_exp.train import Recipe, steps_per_epoch, train
 from .helpers import interrupting
 
 SMALL = ["model=mlp", "dataset.limit=1000", "split.size=1000"]
-# experiment=fast, 2 epochs on 10,000 images: 96.23% and 96.45% test (seeds 1, 2; AVX2, fp32)
-FAST_SUBSET_ACCURACY = 0.94
+# experiment=fast, 2 epochs on 4,000 training images: 92.98%, 93.04% test (seeds 1, 2; AVX2, fp32)
+FAST_SUBSET_ACCURACY = 0.90
 
 
 def rates(schedule, steps: list[int]) -> list[float]:
@@ -182,10 +182,12 @@ def test_resume_keeps_reduce_on_plateau_counting_where_it_stopped(tmp_path, trac
 
 
 def test_experiment_fast_learns_a_real_subset_and_times_its_phases(tmp_path):
-    """2 of its epochs on 10,000 images; the job's wall time and phases are recorded."""
+    """2 of its epochs on 4,000 images; the job's wall time and phases are recorded."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    overrides = ["experiment=fast", "dataset.limit=10000", "epochs=2", f"paths.root={tmp_path}"]
-    result = run_experiment(overrides)
+    subset = ["dataset.limit=5000", "split.size=1000", "epochs=2"]
+    result = run_experiment(
+        ["experiment=fast", *subset, f"paths.root={tmp_path}", f"mlflow.tracking_uri={uri}"]
+    )
     assert result.test_accuracy > FAST_SUBSET_ACCURACY, result
     assert set(result.phases) == {
         "start-up",
