@@ -22,9 +22,10 @@ from mnist_exp.bench.training import (
     bench_system_metrics,
     bench_training,
 )
-from mnist_exp.config.schema import DatasetConfig
+from mnist_exp.config.schema import DatasetConfig, MlflowConfig
 from mnist_exp.data import fetch_mnist
 from mnist_exp.machine import cpu_flags, cpu_model
+from mnist_exp.tracking.store import tracking_uri
 
 EXPERIMENT = "mnist_exp-bench"  # never the runs' experiment: a bench registers and promotes nothing
 
@@ -50,24 +51,19 @@ def throughput_rows(quick: bool, workdir: Path) -> tuple[list[dict], dict, dict]
     return rows, found, {f"after {epochs} epochs, {name}": a for name, a in accuracy.items()}
 
 
-def registered_versions() -> int:
+def registered_versions(uri: str) -> int:
     """How many model versions the user's registry holds (a bench must add none)."""
     from mlflow.tracking import MlflowClient
 
-    from mnist_exp.config.schema import MlflowConfig
-    from mnist_exp.tracking.store import tracking_uri
-
-    return len(MlflowClient(tracking_uri(MlflowConfig())).search_model_versions())
+    return len(MlflowClient(uri).search_model_versions())
 
 
-def log_bench(result: dict, figure) -> str:
-    """The table as an MLflow run of the bench's experiment: params, metrics, figure, JSON."""
+def log_bench(uri: str, result: dict, figure) -> str:
+    """The table as an MLflow run of the bench's experiment in the user's store `uri`: params,
+    metrics, figure, JSON."""
     import mlflow
 
-    from mnist_exp.config.schema import MlflowConfig
-    from mnist_exp.tracking.store import tracking_uri
-
-    mlflow.set_tracking_uri(tracking_uri(MlflowConfig()))
+    mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name="time to accuracy" if figure else "bench") as run:
         mlflow.log_params({k: result[k] for k in ("cpu", "flags", "cores", "quick")})
@@ -114,7 +110,10 @@ def main() -> None:
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {cpu_flags() or 'no AVX2'}")
 
     rows, found, accuracy, figure, watched_runs = [], {}, {}, None, {}
-    versions = registered_versions()
+    # the user's store, read before the measurements set MLflow's URI (and its environment
+    # variable) to their own temporary stores
+    user_store = tracking_uri(MlflowConfig())
+    versions = registered_versions(user_store)
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         if args.quick or args.time_to_accuracy:
@@ -153,12 +152,12 @@ def main() -> None:
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2))
-    run_id = log_bench(result, figure)
+    run_id = log_bench(user_store, result, figure)
     print(f"wrote {output}; MLflow run {run_id} in experiment {EXPERIMENT}")
     wrong = problems(rows, accuracy) if not args.time_to_accuracy else []
     if args.quick or args.time_to_accuracy:
         wrong += clock_problems(rows, recipes)
-    if (now := registered_versions()) != versions:
+    if (now := registered_versions(user_store)) != versions:
         wrong.append(f"the user's registry went from {versions} to {now} model versions")
     if wrong:
         raise SystemExit("bench check failed:\n  " + "\n  ".join(wrong))
