@@ -17,6 +17,7 @@ from .helpers import run_module
 SHARING_MODULES = ("tests.test_tracking", "tests.test_wheel")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(items):
     """With workers (`make test`: pytest -n auto --dist loadgroup), the tests that share an
     expensive fixture run in one worker, so it is built once."""
@@ -59,9 +60,19 @@ class TrainedRun:
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory) -> TrainedRun:
+def trained_run(request, tmp_path_factory) -> TrainedRun:
     """`python -m mnist_exp.run optimizer=adam epochs=1` on full MNIST into a private store: the
     default pipeline, one epoch of Adam (98.5% test, measured; 90 s on 2 AVX2 cores)."""
+    ungrouped = [
+        item.nodeid
+        for item in request.session.items
+        if "trained_run" in item.fixturenames and not item.nodeid.endswith("@trained_run")
+    ]
+    if request.config.getoption("loadgroup", False) and ungrouped:
+        pytest.fail(  # each worker would train it (pytest 9.2 ignores the node id xdist 3.8 sets)
+            f"xdist groups were not applied ({ungrouped[0]}): install the pytest and "
+            "pytest-xdist versions pyproject.toml allows (make install)"
+        )
     root = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     done = run_module(

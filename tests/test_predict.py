@@ -35,15 +35,10 @@ def user_images(tmp_path_factory, mnist_raw):
 
 
 @pytest.fixture(scope="session")
-def predictor(trained_run, monkeypatch_session):
-    monkeypatch_session.setenv("MLFLOW_TRACKING_URI", trained_run.tracking_uri)
-    return load_predictor(f"runs:/{trained_run.run_id}/model")
-
-
-@pytest.fixture(scope="session")
-def monkeypatch_session():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
+def predictor(trained_run):
+    with pytest.MonkeyPatch.context() as patch:  # only while loading: no other test sees it
+        patch.setenv("MLFLOW_TRACKING_URI", trained_run.tracking_uri)
+        return load_predictor(f"runs:/{trained_run.run_id}/model")
 
 
 def test_user_style_images_are_read_at_97_percent_and_beat_naive_resize(predictor, user_images):
