@@ -6,10 +6,10 @@ trained model. Each is imported on first use, so `import mnist_exp` stays light.
 """
 
 from mnist_exp.console import quiet_environment
-from mnist_exp.machine import thread_environment
+from mnist_exp.machine import tensorflow_environment
 
 quiet_environment()  # before TensorFlow or MLflow is imported: their start-up chatter off
-thread_environment()  # before TensorFlow starts: its threads follow the CPUs this process may use
+tensorflow_environment()  # before TensorFlow starts: threads for the usable CPUs, oneDNN on
 
 PUBLIC = {
     "run_experiment": "mnist_exp.run",

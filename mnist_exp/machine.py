@@ -40,9 +40,13 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def thread_environment() -> None:
-    """Size TensorFlow's thread pools to the usable CPUs (TensorFlow reads these when it starts;
-    a user's own values win). Without this a SLURM job's TensorFlow uses every CPU of its node."""
+def tensorflow_environment() -> None:
+    """Settings TensorFlow reads once, when it starts (a user's own values win): its thread pools
+    sized to the usable CPUs (else a SLURM job's TensorFlow uses every CPU of its node), and
+    oneDNN's kernels on x86, which TensorFlow enables by itself only on CPUs with AVX-512 VNNI
+    or AMX (on AVX2 they train the narrow CNN about 1.7x faster, measured)."""
     cpus = str(usable_cpus())
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", cpus)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", cpus)
+    if platform.machine() in ("x86_64", "AMD64"):
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

@@ -260,17 +260,19 @@ def test_threads_follow_the_cpus_the_process_may_use(slurm, expected, monkeypatc
     assert usable_cpus() == (expected or len(os.sched_getaffinity(0)))
 
 
-def test_tensorflow_gets_its_thread_counts_before_it_starts_and_a_users_win():
+@pytest.mark.parametrize(("users", "expected"), [({}, "1"), ({"TF_ENABLE_ONEDNN_OPTS": "0"}, "0")])
+def test_tensorflow_gets_its_settings_before_it_starts_and_a_users_win(users, expected):
     code = (
         "import os, mnist_exp; "
-        "print(os.environ['TF_NUM_INTRAOP_THREADS'], os.environ['TF_NUM_INTEROP_THREADS'])"
+        "print(*(os.environ[f'TF_{name}'] for name in "
+        "('NUM_INTRAOP_THREADS', 'NUM_INTEROP_THREADS', 'ENABLE_ONEDNN_OPTS')))"
     )
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
     done = subprocess.run(
         [sys.executable, "-c", code],
-        env=environment | {"SLURM_CPUS_PER_TASK": "1", "TF_NUM_INTEROP_THREADS": "3"},
+        env=environment | {"SLURM_CPUS_PER_TASK": "1", "TF_NUM_INTEROP_THREADS": "3"} | users,
         capture_output=True,
         text=True,
         check=True,
     )
-    assert done.stdout.split() == ["1", "3"]
+    assert done.stdout.split() == ["1", "3", expected]
