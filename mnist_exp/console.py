@@ -19,6 +19,7 @@ NOISE = (
     "cuda_fft.cc",
     "cuda_blas.cc",
     "computation_placer.cc",
+    "oneDNN custom operations are on",  # turned on by mnist_exp.machine; TF_ENABLE_ONEDNN_OPTS=0
 )
 
 
