@@ -44,7 +44,7 @@ def tensorflow_environment() -> None:
     """Settings TensorFlow reads once, when it starts (a user's own values win): its thread pools
     sized to the usable CPUs (else a SLURM job's TensorFlow uses every CPU of its node), and
     oneDNN's kernels on x86, which TensorFlow enables by itself only on CPUs with AVX-512 VNNI
-    or AMX (on AVX2 they train the narrow CNN about 1.7x faster, measured)."""
+    or AMX (on AVX2 they train the narrow CNN about 1.5x faster, measured)."""
     cpus = str(usable_cpus())
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", cpus)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", cpus)

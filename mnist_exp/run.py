@@ -29,7 +29,13 @@ from mnist_exp.config.job import Job, Result
 from mnist_exp.config.schema import Config, validate
 from mnist_exp.console import import_tensorflow
 from mnist_exp.errors import MnistExpError, exit_with
-from mnist_exp.names import BEST_VAL_ACCURACY, EPOCHS_RUN, TEST_ACCURACY, TRAIN_SECONDS
+from mnist_exp.names import (
+    BEST_VAL_ACCURACY,
+    EPOCHS_RUN,
+    TEST_ACCURACY,
+    TRAIN_SECONDS,
+    WALL_SECONDS,
+)
 from mnist_exp.sweeps import sweep
 
 if TYPE_CHECKING:
@@ -122,7 +128,8 @@ def experiment(
         clock.lap("figures and reports")
         log.log_model(model, work_dir, job, report.val.accuracy, config.mlflow)
         clock.lap("model logging and registration")
-        log.log_wall_seconds(time.perf_counter() - clock.start)
+        wall_seconds = time.perf_counter() - clock.start
+        log.log_wall_seconds(wall_seconds)
         log.describe_run(job)
     print(
         f"\nval accuracy {report.val.accuracy:.4f} | test accuracy {report.test.accuracy:.4f} | "
@@ -135,6 +142,7 @@ def experiment(
         test_accuracy=report.test.accuracy,
         epochs=len(history["loss"]),
         seconds=float(sum(history["epoch_seconds"])),
+        wall_seconds=wall_seconds,
         output_dir=work_dir,
         pruned=bool(reporter and reporter.pruned_at),
         phases=clock.phases,
@@ -175,6 +183,7 @@ def reused(run) -> Result:
         test_accuracy=metrics[TEST_ACCURACY],
         epochs=int(metrics[EPOCHS_RUN]),
         seconds=metrics[TRAIN_SECONDS],
+        wall_seconds=metrics.get(WALL_SECONDS),  # None: logged before it was measured
         output_dir=Path(run.data.tags["output_dir"]) if "output_dir" in run.data.tags else None,
         reused=True,
     )

@@ -20,7 +20,7 @@ def row(folder: Path) -> dict:
 
 
 def test_a_finished_job_records_its_result_and_returns_its_objective(tmp_path):
-    result = Result("abc", 0.98, 0.97, 4, 12.34, tmp_path)
+    result = Result("abc", 0.98, 0.97, 4, 12.34, 20.06, tmp_path)
     assert run_job(lambda: result, job_in(tmp_path)) == 0.98
     assert row(tmp_path) == {
         "job": 3,
@@ -31,6 +31,7 @@ def test_a_finished_job_records_its_result_and_returns_its_objective(tmp_path):
         "test_accuracy": 0.97,
         "epochs": 4,
         "seconds": 12.3,
+        "wall_seconds": 20.1,
         "reused": False,
     }
 

@@ -23,6 +23,7 @@ def job(number, overrides, status="FINISHED", val=None, test=None, epochs=None, 
     row = {"job": number, "overrides": overrides, "status": status}
     if status == "FINISHED":
         row |= dict(val_accuracy=val, test_accuracy=test, epochs=epochs, seconds=seconds)
+        row["wall_seconds"] = seconds + 6 if seconds is not None else None
         row["run_id"] = f"run{number}"
     return row
 
@@ -67,6 +68,7 @@ def test_jobs_group_into_configurations_with_failures_counted_apart():
     assert (adam["val_min"], adam["val_max"]) == (0.98, 0.99)
     assert adam["test_mean"] == pytest.approx(0.9775)
     assert (adam["epochs_mean"], adam["seconds_mean"], adam["best_run_id"]) == (4, 15, "run1")
+    assert adam["wall_seconds_mean"] == 21
     assert (sgd["n"], sgd["failed"], sgd["val_mean"], sgd["best_run_id"]) == (1, 1, 0.95, "run3")
     assert math.isnan(sgd["val_std"]) and math.isnan(sgd["val_ci_low"])
     assert (rmsprop["n"], rmsprop["failed"], rmsprop["best_run_id"]) == (0, 1, None)

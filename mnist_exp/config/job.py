@@ -24,6 +24,7 @@ class Result:
     test_accuracy: float
     epochs: int  # epochs trained
     seconds: float  # training time
+    wall_seconds: float | None  # from the job's start to the end of its logging
     output_dir: Path | None  # None: a reused run that did not record it
     reused: bool = False  # an identical FINISHED run was reused (skip_finished=true)
     pruned: bool = False  # an Optuna search's pruner stopped its training early

@@ -12,7 +12,10 @@ from mnist_exp.names import FINISHED
 from mnist_exp.tracking.notes import command, job_counts, sweep_note
 
 BY_CONFIG = "summary_by_config"  # the parent's .csv and .md: one row per configuration
-COLUMNS = ("job", "overrides", "status", "val_accuracy", "test_accuracy", "epochs", "seconds")
+COLUMNS = (
+    *("job", "overrides", "status", "val_accuracy", "test_accuracy"),
+    *("epochs", "seconds", "wall_seconds"),  # training; the job's start to the end of its logging
+)
 REPEATS = ("seed", "split.fold")  # overrides that repeat a configuration rather than change it
 STATISTICS = ("mean", "std", "min", "max", "ci_low", "ci_high")  # ci: the 95% t interval
 CONFIG_COLUMNS = (
@@ -22,6 +25,7 @@ CONFIG_COLUMNS = (
     *(f"{split}_{stat}" for split in ("val", "test") for stat in STATISTICS),
     "epochs_mean",
     "seconds_mean",
+    "wall_seconds_mean",
     "best_run_id",
 )
 
@@ -44,7 +48,8 @@ def configuration(overrides: str) -> str:
 
 def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per configuration, in job order: n finished jobs (failed ones counted apart), the
-    spread of their validation and test accuracy, mean epochs and seconds, the best run on val."""
+    spread of their validation and test accuracy, mean epochs, training and wall seconds, the best
+    run on val."""
     from mnist_exp.sweeps.stats import spread
 
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -60,6 +65,8 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row.update({f"{split}_{stat}": v for stat, v in zip(STATISTICS, numbers, strict=True)})
         row["epochs_mean"] = spread([job["epochs"] for job in done]).mean
         row["seconds_mean"] = spread([job["seconds"] for job in done]).mean
+        walls = [job["wall_seconds"] for job in done if job.get("wall_seconds") is not None]
+        row["wall_seconds_mean"] = spread(walls).mean
         best = max(done, key=lambda job: job["val_accuracy"], default=None)
         row["best_run_id"] = best["run_id"] if best else None
         grouped.append(row)
@@ -69,7 +76,7 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def cell(key: str, value: Any) -> str:
     if value is None or value != value:  # None or NaN: nothing to say
         return ""
-    if key.startswith(("seconds", "epochs")):
+    if key.startswith(("seconds", "wall_seconds", "epochs")):
         return f"{value:.1f}"
     return f"{value:.4f}" if key.startswith(("val", "test")) else str(value)
 
@@ -92,13 +99,15 @@ def grouped_markdown(grouped: list[dict[str, Any]]) -> str:
         span = f"{row[f'{split}_min']:.4f} to {row[f'{split}_max']:.4f}" if row["n"] else ""
         return [mean, interval(row, split), std, span]
 
-    head = ["configuration", "n", *(f"{s} {x}" for s in ("val", "test")
-            for x in ("mean", "95% CI", "std", "min to max")), "epochs", "seconds"]  # fmt: skip
+    statistics = ("mean", "95% CI", "std", "min to max")
+    head = ["configuration", "n", *(f"{s} {x}" for s in ("val", "test") for x in statistics)]
+    head += ["epochs", "seconds", "wall seconds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in grouped:
         n = f"{row['n']}" + (f" (+{row['failed']} failed)" if row["failed"] else "")
         cells = [row["overrides"], n, *values(row, "val"), *values(row, "test")]
         cells += [cell("epochs", row["epochs_mean"]), cell("seconds", row["seconds_mean"])]
+        cells.append(cell("wall_seconds", row["wall_seconds_mean"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

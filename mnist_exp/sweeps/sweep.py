@@ -50,6 +50,7 @@ def run_job(experiment: Callable[[], Result], job: Job) -> float | None:
         test_accuracy=result.test_accuracy,
         epochs=result.epochs,
         seconds=round(result.seconds, 1),
+        wall_seconds=None if result.wall_seconds is None else round(result.wall_seconds, 1),
         reused=result.reused,
     )
     return result.val_accuracy
