@@ -232,7 +232,7 @@ CPU_SETTINGS = {
     "1 intra-op thread": ({"TF_NUM_INTRAOP_THREADS": "1"}, [], False),
     "1 inter-op thread": ({"TF_NUM_INTEROP_THREADS": "1"}, [], False),
     "oneDNN off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, [], False),
-    "batch size 128": ({}, ["batch_size=128"], False),
+    "batch size 256": ({}, ["batch_size=256"], False),
     "batch size 512": ({}, ["batch_size=512"], False),
     "uint8 until the batch": ({}, [], True),
 }
