@@ -62,7 +62,8 @@ class TrainedRun:
 @pytest.fixture(scope="session")
 def trained_run(request, tmp_path_factory) -> TrainedRun:
     """`python -m mnist_exp.run optimizer=adam epochs=1` on full MNIST into a private store: the
-    default pipeline, one epoch of Adam (98.5% test, measured; 90 s on 2 AVX2 cores)."""
+    default pipeline, one epoch of Adam (98.5% test; 150-180 s on 2 AVX2 cores beside the other
+    worker, measured)."""
     ungrouped = [
         item.nodeid
         for item in request.session.items
