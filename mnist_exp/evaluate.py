@@ -6,9 +6,8 @@ import keras
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
-from mnist_exp.data import Mnist
+from mnist_exp.data import Dataset
 
-DIGITS = [str(d) for d in range(10)]
 # The training split is scored on its first images only: what it tells (how well the model fits,
 # dropout off) needs no more, and all 55,000 would cost the default CNN 15 s at the end of a run.
 TRAIN_SCORED = 10_000
@@ -20,10 +19,10 @@ class SplitReport:
 
     loss: float
     accuracy: float
-    labels: np.ndarray  # true digits
-    predicted: np.ndarray  # predicted digits
-    probabilities: np.ndarray  # (N, 10): the model's softmax output
-    confusion: np.ndarray  # (10, 10): rows true, columns predicted
+    labels: np.ndarray  # true labels
+    predicted: np.ndarray  # predicted labels
+    probabilities: np.ndarray  # (N, classes): the model's softmax output
+    confusion: np.ndarray  # (classes, classes): rows true, columns predicted
     report_text: str
     report_dict: dict
 
@@ -35,7 +34,10 @@ class Report:
     test: SplitReport
 
 
-def evaluate_split(model: keras.Model, images: np.ndarray, onehot: np.ndarray) -> SplitReport:
+def evaluate_split(
+    model: keras.Model, images: np.ndarray, onehot: np.ndarray, classes: tuple[str, ...]
+) -> SplitReport:
+    """Score the model on one split's images and one-hot labels; `classes` name the labels."""
     probabilities = model.predict(images, batch_size=1024, verbose=0)
     loss = float(np.mean(keras.losses.categorical_crossentropy(onehot, probabilities)))
     labels, predicted = onehot.argmax(axis=1), probabilities.argmax(axis=1)
@@ -45,21 +47,32 @@ def evaluate_split(model: keras.Model, images: np.ndarray, onehot: np.ndarray) -
         labels=labels,
         predicted=predicted,
         probabilities=probabilities,
-        confusion=confusion_matrix(labels, predicted, labels=range(10)),
+        confusion=confusion_matrix(labels, predicted, labels=range(len(classes))),
         report_text=classification_report(
-            labels, predicted, target_names=DIGITS, digits=4, zero_division=0
+            labels,
+            predicted,
+            labels=range(len(classes)),
+            target_names=classes,
+            digits=4,
+            zero_division=0,
         ),
         report_dict=classification_report(
-            labels, predicted, target_names=DIGITS, output_dict=True, zero_division=0
+            labels,
+            predicted,
+            labels=range(len(classes)),
+            target_names=classes,
+            output_dict=True,
+            zero_division=0,
         ),
     )
 
 
-def evaluate(model: keras.Model, data: Mnist) -> Report:
+def evaluate(model: keras.Model, data: Dataset) -> Report:
     """Loss, accuracy, confusion matrix and classification report on every split (of training,
     its first TRAIN_SCORED images)."""
+    first = slice(TRAIN_SCORED)
     return Report(
-        train=evaluate_split(model, data.x_train[:TRAIN_SCORED], data.y_train[:TRAIN_SCORED]),
-        val=evaluate_split(model, data.x_val, data.y_val),
-        test=evaluate_split(model, data.x_test, data.y_test),
+        train=evaluate_split(model, data.x_train[first], data.y_train[first], data.classes),
+        val=evaluate_split(model, data.x_val, data.y_val, data.classes),
+        test=evaluate_split(model, data.x_test, data.y_test, data.classes),
     )

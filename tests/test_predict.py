@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_exp.serving.images import ImageError, preprocess_image
+from mnist_exp.data.images import ImageError, preprocess_image
 from mnist_exp.serving.predict import ModelError, load_predictor
 
 from .helpers import ROOT, free_port, run_module, user_style_image, wait_until_up

@@ -12,10 +12,10 @@ from mlflow.tracking import MlflowClient
 
 from mnist_exp import run_experiment
 from mnist_exp.config.compose import compose_config
-from mnist_exp.config.schema import DatasetConfig, validate
-from mnist_exp.data import load_mnist
+from mnist_exp.config.schema import validate
 from mnist_exp.errors import ConfigError
 from mnist_exp.groups.augment import affine, training_batches
+from mnist_exp.groups.dataset import mnist
 from mnist_exp.groups.schedule import constant, cosine, exponential, one_cycle
 from mnist_exp.groups.split import holdout
 from mnist_exp.train import Recipe, steps_per_epoch, train
@@ -47,7 +47,7 @@ def test_a_warm_up_longer_than_training_is_one_line():
 
 
 def test_affine_augmentation_moves_ink_deterministically_and_identity_keeps_it():
-    images = tf.constant(load_mnist(DatasetConfig(limit=64)).x_train[:64])
+    images = tf.constant(mnist(limit=64).x_train[:64])
     seed = tf.constant([7, 0], tf.int64)
     moved = affine(rotation=15, shift=0.1, zoom=0.1)(images, seed)
     assert moved.shape == images.shape and moved.dtype == images.dtype
@@ -65,7 +65,7 @@ def test_affine_augmentation_moves_ink_deterministically_and_identity_keeps_it()
 def test_augmentation_touches_training_batches_only(tmp_path):
     """Training images carry a mark (a top-left pixel of 0.5; MNIST's corners are 0): every
     image the augmentation sees has it, so validation and test images never pass through it."""
-    data = load_mnist(DatasetConfig(limit=512), partial(holdout, size=256))
+    data = mnist(partial(holdout, size=256), limit=512)
     marked = data.x_train.copy()
     marked[:, 0, 0, 0] = 0.5
     data = dataclasses.replace(data, x_train=marked)

@@ -12,8 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mnist_exp.callbacks import save_atomically
-from mnist_exp.config.schema import DatasetConfig
-from mnist_exp.data import CACHE_FILE, load_mnist, read_npz
+from mnist_exp.data import CACHE_FILE, read_npz
+from mnist_exp.groups.dataset import mnist
 from mnist_exp.serving.predict import ModelError, load_predictor
 
 from .helpers import (
@@ -216,11 +216,11 @@ def test_runs_started_together_on_a_new_store_each_finish_in_a_directory_of_thei
     assert {run.info.status for run in runs} == {"FINISHED"}
     directories = {Path(run.data.tags["output_dir"]) for run in runs}
     assert len(directories) == 3 and all(tmp_path / "outputs" in d.parents for d in directories)
-    mnist = load_mnist(DatasetConfig())
+    data = mnist()
     for run in runs:  # each evaluated the checkpoint in its own directory
         model = keras.models.load_model(Path(run.data.tags["output_dir"]) / "best.keras")
-        predicted = model.predict(mnist.x_val, verbose=0).argmax(1)
-        accuracy = np.mean(predicted == mnist.y_val.argmax(1))
+        predicted = model.predict(data.x_val, verbose=0).argmax(1)
+        accuracy = np.mean(predicted == data.y_val.argmax(1))
         assert abs(accuracy - run.data.metrics["best_val_accuracy"]) <= 0.0004, run.info.run_id
 
 

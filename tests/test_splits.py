@@ -8,9 +8,11 @@ from mlflow.tracking import MlflowClient
 from mnist_exp import run_experiment
 from mnist_exp.config.build import build
 from mnist_exp.config.compose import compose_config
-from mnist_exp.config.schema import DatasetConfig, validate
-from mnist_exp.data import digest, index_digest, load_mnist, preprocess
+from mnist_exp.config.schema import validate
+from mnist_exp.data import digest, index_digest, preprocess
 from mnist_exp.errors import ConfigError
+from mnist_exp.groups.dataset import mnist
+from mnist_exp.run import load_data
 
 from .test_config import CONF
 
@@ -30,6 +32,15 @@ def test_every_split_divides_the_60000_into_disjoint_ascending_parts(option, mni
     assert len(train) + len(val) == 60_000 and not np.intersect1d(train, val).size
     assert np.all(np.diff(train) > 0) and np.all(np.diff(val) > 0)
     assert len(val) == (12_000 if option == "kfold" else 5_000)
+
+
+def test_a_split_size_may_be_a_fraction_of_the_training_images(mnist_raw):
+    labels = mnist_raw["y_train"]
+    for option in ("holdout", "stratified"):
+        train, val = split_of(labels, f"split={option}", "split.size=0.1")
+        assert (len(train), len(val)) == (54_000, 6_000), option
+    _, val = split_of(labels[:1_000], "split.size=0.25")  # a smaller set: a quarter of it
+    np.testing.assert_array_equal(val, np.arange(750, 1_000))
 
 
 def test_holdout_is_the_seeds_split_and_the_default(mnist_raw):
@@ -68,20 +79,21 @@ def test_k_folds_partition_the_60000_and_each_is_balanced(mnist_raw):
     [
         (["split=kfold", "split.fold=5"], "split.fold=5 is not allowed: use 0..4 (split.k=5)."),
         (["split=kfold", "split.k=2", "dataset.limit=40000"], "dataset.limit=40000 is not allo"),
+        (["split.size=60000"], "split.size=60000 is not allowed: the dataset has 60000 training"),
+        (["split=stratified", "split.size=0.9999999"], "split.size=0.9999999 is not allowed: the"),
     ],
 )
 def test_what_only_the_data_can_refuse_is_one_line(overrides, message):
-    cfg, _ = compose_config(overrides)
-    config = validate(cfg)
+    config = validate(compose_config(overrides)[0])
     with pytest.raises(ConfigError) as error:
-        load_mnist(config.dataset, lambda labels: build("split", cfg.split, labels=labels))
+        load_data(config)
     assert str(error.value).startswith(message)
 
 
 @pytest.mark.parametrize("option", OPTIONS)
 def test_no_split_touches_the_test_set(option, mnist_raw):
     cfg, _ = compose_config([f"split={option}"])
-    data = load_mnist(DatasetConfig(), lambda labels: build("split", cfg.split, labels=labels))
+    data = mnist(lambda labels: build("split", cfg.split, labels=labels))
     test = preprocess(mnist_raw["x_test"], mnist_raw["y_test"])
     assert digest(data.x_test, data.y_test) == digest(*test)
     # Training and validation together are the 60,000 training images, each exactly once.

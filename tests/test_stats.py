@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from mnist_exp.config.schema import DatasetConfig
 from mnist_exp.sweeps.stats import mcnemar, spread
 from mnist_exp.sweeps.summary import configuration, group_rows, grouped_markdown, summarise
 
@@ -106,7 +105,7 @@ def test_the_folds_of_one_configuration_are_summarised_as_one(tmp_path, capsys):
         job(n, f"split=kfold split.fold={n}", val=val, test=0.99, epochs=10, seconds=60.0)
         for n, val in enumerate((0.990, 0.992, 0.991))
     ]
-    summarise(parent, rows, DatasetConfig())
+    summarise(parent, rows, {"_target_": "mnist_exp.groups.dataset.mnist"})
     run = client.get_run(parent)
     assert run.data.metrics["best_config_val_mean"] == pytest.approx(0.991)
     assert run.data.metrics["best_config_n"] == 3
@@ -116,3 +115,20 @@ def test_the_folds_of_one_configuration_are_summarised_as_one(tmp_path, capsys):
     table = Path(client.download_artifacts(parent, "summary_by_config.csv")).read_text()
     assert table.splitlines()[1].startswith("split=kfold,3,0,0.991")
     assert "| split=kfold | 3 | 0.9910 |" in capsys.readouterr().out
+
+
+def test_the_figure_of_flipped_digits_shows_their_ink():
+    """The sweep's and `compare`'s figure draws the runs' test images dark on white."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from mnist_exp.figures import flipped_figure
+    from mnist_exp.sweeps.compare import test_images
+
+    images = test_images({"_target_": "mnist_exp.groups.dataset.mnist"})
+    assert images.dtype == np.float32 and images.shape == (10_000, 28, 28, 1) and images.max() == 1
+    labels = np.zeros(10_000, int)
+    figure = flipped_figure(images, labels, (labels, labels + (np.arange(10_000) < 48)), 0.01)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    grey = np.asarray(canvas.buffer_rgba())[..., :3].mean(axis=-1)
+    assert (grey < 64).mean() > 0.02  # 48 digits' strokes; white tiles where ink was lost

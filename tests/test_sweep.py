@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_exp.config.schema import DatasetConfig
-from mnist_exp.data import CACHE_FILE
+from mnist_exp.data import CACHE_DIR, CACHE_FILE
 from mnist_exp.errors import MnistExpError
 from mnist_exp.sweeps.compare import compare
 
@@ -191,7 +190,7 @@ def test_a_failed_job_does_not_stop_the_sweep_and_a_rerun_finishes_only_the_rest
 ):
     """Job 1 reads a corrupt MNIST copy and fails; once it is fixed, the identical sweep with
     skip_finished=true reruns only job 1."""
-    cache = Path(DatasetConfig().cache_dir).expanduser() / CACHE_FILE
+    cache = Path(CACHE_DIR).expanduser() / CACHE_FILE
     good, bad = tmp_path / "good", tmp_path / "bad"
     good.mkdir()
     bad.mkdir()

@@ -10,12 +10,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mnist_exp import run_experiment
-from mnist_exp.config.schema import DatasetConfig
-from mnist_exp.data import CACHE_FILE
+from mnist_exp.data import CACHE_DIR, CACHE_FILE
 
 from .helpers import CHROMIUM_FLAGS, chromium, free_port, wait_until_up
 
-CACHE = Path(DatasetConfig().cache_dir).expanduser().resolve() / CACHE_FILE
+CACHE = Path(CACHE_DIR).expanduser().resolve() / CACHE_FILE
 
 
 @pytest.fixture(scope="module")

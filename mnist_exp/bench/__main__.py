@@ -22,7 +22,7 @@ from mnist_exp.bench.training import (
     bench_system_metrics,
     bench_training,
 )
-from mnist_exp.config.schema import DatasetConfig, MlflowConfig
+from mnist_exp.config.schema import MlflowConfig
 from mnist_exp.data import fetch_mnist
 from mnist_exp.machine import cpu_flags, cpu_model
 from mnist_exp.tracking.store import tracking_uri
@@ -35,7 +35,7 @@ def throughput_rows(quick: bool, workdir: Path) -> tuple[list[dict], dict, dict]
     limit, epochs, repeats, calls, files = (
         (2000, 2, 1, 20, 50) if quick else (None, 3, 2, 300, 1000)
     )
-    test_images = fetch_mnist(DatasetConfig())["x_test"]
+    test_images = fetch_mnist()["x_test"]
     rows, accuracy = bench_training(limit, epochs, repeats, workdir, not quick)
     project_fp32 = next(r for r in rows if r["name"] == "training, project run, fp32")
     epoch_seconds = (limit or 55000) / project_fp32["median"]

@@ -48,12 +48,11 @@ def watch_test_set(test_set: Callable[[], tuple[np.ndarray, np.ndarray]]):
 
 def watched_project(overrides: list[str]) -> dict:
     """`run_experiment(overrides)` with the watcher: the project's whole run, logging included."""
-    from mnist_exp.config.schema import DatasetConfig
     from mnist_exp.data import fetch_mnist
     from mnist_exp.run import run_experiment
 
     def test_set() -> tuple[np.ndarray, np.ndarray]:
-        arrays = fetch_mnist(DatasetConfig())
+        arrays = fetch_mnist()
         return arrays["x_test"][..., None] / np.float32(255), arrays["y_test"]
 
     watch = watch_test_set(test_set)
@@ -75,8 +74,7 @@ def watched_plain(overrides: list[str], workdir: Path) -> dict:
     from mnist_exp.config.compose import compose_config
     from mnist_exp.config.schema import validate
     from mnist_exp.console import import_tensorflow
-    from mnist_exp.data import load_mnist
-    from mnist_exp.run import build_recipe
+    from mnist_exp.run import build_recipe, load_data
 
     config = validate(compose_config(overrides)[0])
     import_tensorflow()
@@ -87,7 +85,7 @@ def watched_plain(overrides: list[str], workdir: Path) -> dict:
 
     keras.utils.set_random_seed(config.seed)
     set_precision(config.precision)
-    data = load_mnist(config.dataset, lambda labels: build("split", config.split, labels=labels))
+    data = load_data(config)
     model = build("model", config.model, input_shape=data.input_shape, num_classes=data.num_classes)
     recipe = build_recipe(config, len(data.x_train), workdir)  # its callbacks stay unused
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from mnist_exp.bench.table import row, timed
-from mnist_exp.config.schema import DatasetConfig
 from mnist_exp.data import fetch_mnist
 from mnist_exp.names import TEST_ACCURACY
 
@@ -22,7 +21,7 @@ def plain_keras(limit: int | None, epochs: int, policy: str) -> dict:
 
     keras.utils.set_random_seed(42)
     keras.mixed_precision.set_global_policy(policy)
-    raw = fetch_mnist(DatasetConfig())
+    raw = fetch_mnist()
     x = raw["x_train"].reshape(-1, 28, 28, 1).astype("float32") / 255
     y = keras.utils.to_categorical(raw["y_train"], 10)
     x_train, y_train = x[:55000][:limit], y[:55000][:limit]
@@ -201,7 +200,7 @@ def throughput(overrides: list[str], limit: int, epochs: int, uint8: bool) -> li
 
     config = validate(compose_config(overrides)[0])
     keras.utils.set_random_seed(config.seed)
-    raw = fetch_mnist(DatasetConfig())
+    raw = fetch_mnist()
     x = raw["x_train"][:limit, :, :, None]
     y = keras.utils.to_categorical(raw["y_train"][:limit], 10)
     model = build("model", config.model, input_shape=(28, 28, 1), num_classes=10)

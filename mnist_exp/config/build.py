@@ -8,11 +8,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.errors import ConfigError
+from mnist_exp.errors import ConfigError, MnistExpError
 
 # What the runner passes to a group's builders, those of them a builder takes; a config must not
-# set these. Model and split builders must take theirs; `build` fails if the runner forgets one.
+# set these. Data, split and model builders must take theirs; `build` fails if the runner forgets
+# one.
 SUPPLIED = {
+    "dataset": ("split",),
     "split": ("labels",),
     "model": ("input_shape", "num_classes"),
     "schedule": ("learning_rate", "epochs", "steps_per_epoch"),
@@ -85,7 +87,7 @@ def check(key: str, node: Mapping[str, Any]) -> None:
     if given := sorted(set(knobs) & set(supplied)):
         raise ConfigError(f"{key}.{given[0]} is set by the runner; remove it.")
     missing = [name for name in supplied if name not in parameters]
-    if key in ("model", "split") and not open_ended and missing:
+    if key in ("dataset", "model", "split") and not open_ended and missing:
         raise ConfigError(f"{key}: {node['_target_']} must take {' and '.join(missing)} arguments.")
     hints = annotations(target)
     fields = {
@@ -103,25 +105,42 @@ def check(key: str, node: Mapping[str, Any]) -> None:
     try:
         schema.model_validate(knobs)
     except pydantic.ValidationError as error:
-        raise ConfigError(explain(key, node["_target_"], list(fields), error.errors()[0])) from None
+        first = error.errors()[0]
+        message = explain(
+            key, node["_target_"], list(fields), first, knob_path(knobs, first["loc"])
+        )
+        raise ConfigError(message) from None
 
 
-def explain(key: str, target: str, knobs: list[str], error: dict) -> str:
-    """One line for pydantic's first complaint, naming the knob, the builder and the fix."""
+def knob_path(knobs: dict[str, Any], loc: tuple) -> str:
+    """The knob pydantic's `loc` points at, as a config key (`units.1`): the names of a union's
+    member types that pydantic puts in `loc` (`constrained-int`) are not keys, so left out."""
+    value, parts = knobs, []
+    for part in loc:
+        inside = dict(enumerate(value)) if isinstance(value, list) else value
+        if isinstance(inside, dict) and part in inside:
+            value = inside[part]
+            parts.append(str(part))
+    return ".".join(parts) or str(loc[0])
+
+
+def explain(key: str, target: str, knobs: list[str], error: dict, where: str) -> str:
+    """One line for pydantic's first complaint about the knob at `where`, naming it, the builder
+    and the fix."""
     name = str(error["loc"][0])
-    where = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         takes = ", ".join(knobs) or "no knobs"
         return f"{key}.{name} is not an argument of {target} (it takes {takes}); fix the name."
     if error["type"] == "missing":
         return f"{key}.{name} is missing: {target} needs it; add it to the {key} config."
-    return f"{key}.{where}={error['input']!r} is not allowed: {error['msg'].lower()} ({target})."
+    reason = error["msg"].removeprefix("Value error, ").lower()
+    return f"{key}.{where}={error['input']!r} is not allowed: {reason} ({target})."
 
 
 def build(key: str, node: Mapping[str, Any], **supplied: Any) -> Any:
     """Call the node's `_target_` with its knobs and those of `supplied` it takes. What a config
     can get wrong (a name that does not import, knobs that do not fit together or the data) is
-    a ConfigError."""
+    a ConfigError; data a builder refuses, its DataError."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -135,7 +154,7 @@ def build(key: str, node: Mapping[str, Any], **supplied: Any) -> Any:
         return instantiate(OmegaConf.create(plain(node)), **supplied, _convert_="all")
     except InstantiationException as error:
         cause = error.__cause__
-        if isinstance(cause, ConfigError):
+        if isinstance(cause, MnistExpError):  # a config or data mistake, already one line
             raise cause from None
         if not isinstance(cause, ValueError):
             raise

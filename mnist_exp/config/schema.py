@@ -10,14 +10,13 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from mnist_exp.config import build
 from mnist_exp.errors import ConfigError
 from mnist_exp.names import METRICS
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
-MNIST_TRAIN_SIZE = 60_000
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -27,31 +26,10 @@ def require(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 
 @dataclass
-class DatasetConfig:
-    source_dir: str | None = None
-    cache_dir: str = "~/.cache/mnist_exp"
-    limit: int | None = None
-
-    def __post_init__(self) -> None:
-        require(
-            self.source_dir is None or Path(self.source_dir).expanduser().is_dir(),
-            "dataset.source_dir",
-            self.source_dir,
-            "use a directory holding mnist.npz or the four IDX files, or null",
-        )
-        require(
-            self.limit is None or self.limit > 0,
-            "dataset.limit",
-            self.limit,
-            "use null (all training images of the split) or a positive number",
-        )
-
-
-@dataclass
 class MlflowConfig:
     tracking_uri: str | None = None
     experiment_name: str = "mnist_exp"
-    registered_model: str | None = "mnist-{model}"
+    registered_model: str | None = "{dataset}-{model}"
     alias: str = "champion"
     system_metrics: bool = True
     system_metrics_interval: float = 1.0
@@ -59,14 +37,14 @@ class MlflowConfig:
     def __post_init__(self) -> None:
         name = self.registered_model
         try:
-            ok = name is None or bool(name.format(model="cnn"))
+            ok = name is None or bool(name.format(dataset="mnist", model="cnn"))
         except (ValueError, KeyError, IndexError):
             ok = False
         require(
             ok,
             "mlflow.registered_model",
             name,
-            "use a name, where {model} stands for the architecture (model=...), or null",
+            "use a name, where {dataset} and {model} stand for the data and architecture, or null",
         )
         require(
             self.system_metrics_interval > 0,
@@ -91,8 +69,8 @@ class PathsConfig:
 
 @dataclass
 class Config:
-    dataset: DatasetConfig = MISSING
     # Each group that builds something: its builder's _target_ and knobs (checked by `validate`).
+    dataset: dict[str, Any] = MISSING  # the images: MNIST, an IDX set, a folder
     split: dict[str, Any] = MISSING  # which images validate
     model: dict[str, Any] = MISSING
     optimizer: dict[str, Any] = MISSING
@@ -171,6 +149,8 @@ def validate(cfg: DictConfig) -> Config:
     ConfigError if anything is off."""
     try:
         config = OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as error:  # a YAML's ??? that nothing set
+        raise ConfigError(f"{error.full_key} is missing: set it ({error.full_key}=...).") from None
     except OmegaConfBaseException as error:
         raise ConfigError(str(error).splitlines()[0]) from None
     for key, node in built(cfg):

@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from mnist_exp.console import import_tensorflow
+from mnist_exp.data.images import IMAGE_SUFFIXES, ImageError, open_image, preprocess_image
 from mnist_exp.errors import MnistExpError, exit_with
-from mnist_exp.serving.images import IMAGE_SUFFIXES, ImageError, open_image, preprocess_image
 
 
 class ModelError(MnistExpError):

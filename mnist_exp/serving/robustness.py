@@ -94,7 +94,7 @@ def label(path: Path) -> int:
 def accuracy(paths: list[Path], model: str | None = None) -> tuple[float, list[Path]]:
     """The share of `paths` the predictor (default: the store's best model) reads right, with
     the preprocessing of `python -m mnist_exp.predict`; and the files it got wrong."""
-    from mnist_exp.serving.images import preprocess_image
+    from mnist_exp.data.images import preprocess_image
     from mnist_exp.serving.predict import load_predictor
 
     predictor = load_predictor(model)

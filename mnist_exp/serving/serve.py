@@ -14,8 +14,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from mnist_exp.data.images import open_image, preprocess_image
 from mnist_exp.errors import MnistExpError, exit_with
-from mnist_exp.serving.images import open_image, preprocess_image
 from mnist_exp.serving.predict import Predictor, load_predictor, to_prediction
 
 STATIC = files("mnist_exp.serving") / "static"

@@ -4,10 +4,11 @@ test on the test digits only one of them gets right, and a figure of those digit
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from mnist_exp.config.schema import DatasetConfig, MlflowConfig
+from mnist_exp.config.schema import MlflowConfig
 from mnist_exp.errors import MnistExpError, exit_with
 from mnist_exp.sweeps.stats import mcnemar
 
@@ -67,11 +68,15 @@ def verdict(comparison: Comparison) -> str:
     )
 
 
-def mnist_test_images(dataset: DatasetConfig) -> np.ndarray:
-    """MNIST's 10,000 test images, verified, from where the runs got them."""
-    from mnist_exp.data import fetch_mnist
+def test_images(dataset: dict[str, Any]) -> np.ndarray:
+    """The test images (pixels in [0, 1]) of the dataset group's node the runs were scored on."""
+    from mnist_exp.config.build import build
+    from mnist_exp.groups.split import holdout
 
-    return fetch_mnist(dataset)["x_test"]
+    def no_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # only the test set is used
+        return holdout(labels, size=1)
+
+    return build("dataset", dataset, split=no_split).x_test
 
 
 def main() -> None:
@@ -86,7 +91,12 @@ def main() -> None:
     out = Path(args.out or f"outputs/compare/{args.run_a[:8]}_vs_{args.run_b[:8]}.png")
     try:
         comparison = compare(args.run_a, args.run_b, tracking_uri(MlflowConfig()))
-        images = mnist_test_images(DatasetConfig())
+        images = test_images({"_target_": "mnist_exp.groups.dataset.mnist"})
+        if len(images) != len(comparison.labels):
+            raise MnistExpError(
+                f"The runs were scored on {len(comparison.labels):,} test images, not MNIST's "
+                f"{len(images):,}: this command draws MNIST runs; compare others in a sweep."
+            )
         figure = flipped_figure(images, comparison.labels, comparison.predicted, comparison.p_value)
         out.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(out, dpi=80)

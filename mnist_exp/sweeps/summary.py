@@ -6,7 +6,6 @@ import io
 import sys
 from typing import Any
 
-from mnist_exp.config.schema import DatasetConfig
 from mnist_exp.errors import MnistExpError
 from mnist_exp.names import FINISHED
 from mnist_exp.tracking.notes import command, job_counts, sweep_note
@@ -120,7 +119,7 @@ def csv_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     return out.getvalue()
 
 
-def summarise(run_id: str, rows: list[dict[str, Any]], dataset: DatasetConfig) -> None:
+def summarise(run_id: str, rows: list[dict[str, Any]], dataset: dict[str, Any]) -> None:
     """Log the job table, and where seeds or folds repeat a configuration the table by
     configuration, the figure, the best configuration (on mean validation accuracy) and its
     paired test against the runner-up to the parent run; print the tables and the verdict."""
@@ -195,13 +194,13 @@ def summarise(run_id: str, rows: list[dict[str, Any]], dataset: DatasetConfig) -
         print(f"Best against the runner-up, on the test set (best runs of each):\n{paired}")
 
 
-def pair_best(run_id: str, ranked: list[dict[str, Any]], dataset: DatasetConfig) -> str | None:
+def pair_best(run_id: str, ranked: list[dict[str, Any]], dataset: dict[str, Any]) -> str | None:
     """McNemar's test between the best-validation runs of the two best configurations, logged to
     the parent (`comparison.txt`, `comparison.png`, metric `mcnemar_p_value`); its verdict."""
     import mlflow
 
     from mnist_exp.figures import flipped_figure
-    from mnist_exp.sweeps.compare import compare, mnist_test_images, verdict
+    from mnist_exp.sweeps.compare import compare, test_images, verdict
 
     if len(ranked) < 2:
         return None
@@ -209,7 +208,7 @@ def pair_best(run_id: str, ranked: list[dict[str, Any]], dataset: DatasetConfig)
         comparison = compare(ranked[0]["best_run_id"], ranked[1]["best_run_id"],
                              mlflow.get_tracking_uri())  # fmt: skip
         figure = flipped_figure(
-            mnist_test_images(dataset), comparison.labels, comparison.predicted, comparison.p_value
+            test_images(dataset), comparison.labels, comparison.predicted, comparison.p_value
         )
     except MnistExpError as error:
         print(f"No paired test of the two best configurations: {error}", file=sys.stderr)

@@ -82,7 +82,9 @@ class SweepRun(Callback):
         except MnistExpError as error:
             exit_with(error)
         self.sweep_dir = Path(config.hydra.sweep.dir)
-        self.dataset = OmegaConf.to_object(config.dataset)  # for the figure of flipped digits
+        self.dataset = OmegaConf.to_container(
+            config.dataset, resolve=True
+        )  # flipped digits' figure
         self.searching = "optuna" in config.hydra.sweeper._target_.lower()
         import mnist_exp.figures  # noqa: F401  (now: a summary at exit cannot import any more)
 

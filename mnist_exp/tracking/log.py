@@ -1,8 +1,6 @@
-"""The write side: a run's lifecycle (start, fail, interrupt) and everything it logs, the
-registry included."""
+"""The write side: a run's lifecycle (start, fail, interrupt) and everything it logs but its
+model (`registry`)."""
 
-import contextlib
-import io
 import json
 import os
 import signal
@@ -12,21 +10,16 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib.metadata import version
 from pathlib import Path
 
 import keras
 import mlflow
 import numpy as np
-from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.config.job import Job
-from mnist_exp.config.schema import MlflowConfig, flatten
-from mnist_exp.console import quiet_logger
-from mnist_exp.data import Mnist, digest
+from mnist_exp.config.schema import flatten
+from mnist_exp.data import Dataset, digest
 from mnist_exp.errors import MnistExpError, disk_full
 from mnist_exp.evaluate import Report, SplitReport
 from mnist_exp.figures import (
@@ -39,8 +32,8 @@ from mnist_exp.names import (
     BEST_EPOCH,
     BEST_FILE,
     BEST_TRAIN_ACCURACY,
-    BEST_VAL_ACCURACY,
     CONFUSION_CSV,
+    DATASET,
     EPOCHS_RUN,
     PREDICTIONS,
     REPORT_TEXT,
@@ -75,13 +68,6 @@ def run_name(cfg: DictConfig, job: Job) -> str:
         f"lr={learning_rate:g}" if isinstance(learning_rate, int | float) else "",
     ]
     return " ".join(word for word in words if word)
-
-
-def registered_name(cfg: MlflowConfig, job: Job) -> str | None:
-    """The registered model's name, `{model}` filled in with the architecture; None: don't."""
-    if cfg.registered_model is None:
-        return None
-    return cfg.registered_model.format(model=job.choices.get("model", "model"))
 
 
 @contextmanager
@@ -160,8 +146,9 @@ def describe_run(job: Job, ending: str | None = None) -> None:
     mlflow.set_tag("mlflow.note.content", notes.run_note(run, job.overrides, ending))
 
 
-def log_datasets(data: Mnist) -> None:
-    """The splits as the run's dataset inputs (UI: Datasets), each digested by its exact data."""
+def log_datasets(data: Dataset) -> None:
+    """The splits as the run's dataset inputs (UI: Datasets), each digested by its exact data; the
+    classes, and the checksums of a set not known in advance (so that it is identified)."""
     import mlflow.data
 
     source = Path(data.source).as_uri()
@@ -172,10 +159,14 @@ def log_datasets(data: Mnist) -> None:
                 images,
                 targets=labels,
                 source=source,
-                name=f"mnist-{context}",
+                name=f"{data.name}-{context}",
                 digest=digest(images, labels),
             )
         mlflow.log_input(dataset, context=context)
+    mlflow.set_tag(DATASET, data.name)
+    mlflow.log_dict({"classes": list(data.classes)}, "dataset/classes.json")
+    if data.checksums:  # in the form dataset.checksums takes, to pin the set
+        mlflow.log_dict(data.checksums, "dataset/checksums.yaml")
 
 
 def log_model_card(model: keras.Model) -> None:
@@ -193,23 +184,25 @@ class MlflowMetrics(keras.callbacks.Callback):
         mlflow.log_metrics({key: float(value) for key, value in logs.items()}, step=epoch + 1)
 
 
-def log_split(split: SplitReport, name: str) -> None:
+def log_split(split: SplitReport, name: str, classes: tuple[str, ...]) -> None:
     """A split's loss and accuracy (`SPLIT_METRICS`), confusion matrix and report."""
     loss, accuracy = SPLIT_METRICS[name]
     mlflow.log_metrics({loss: split.loss, accuracy: split.accuracy})
     mlflow.log_figure(
-        confusion_figure(split.confusion, f"{name} confusion matrix"),
+        confusion_figure(split.confusion, f"{name} confusion matrix", classes),
         f"{name}/confusion_matrix.png",
     )
-    header = "true\\predicted," + ",".join(str(d) for d in range(10))
-    rows = [f"{d}," + ",".join(map(str, row)) for d, row in enumerate(split.confusion)]
+    header = "true\\predicted," + ",".join(classes)
+    rows = [
+        f"{c}," + ",".join(map(str, row)) for c, row in zip(classes, split.confusion, strict=True)
+    ]
     mlflow.log_text("\n".join([header, *rows]) + "\n", f"{name}/{CONFUSION_CSV}")
     mlflow.log_text(split.report_text, f"{name}/{REPORT_TEXT}")
     mlflow.log_text(json.dumps(split.report_dict, indent=2), f"{name}/classification_report.json")
 
 
 def log_evaluation(
-    history: dict[str, list[float]], best: int, report: Report, x_test: np.ndarray
+    history: dict[str, list[float]], best: int, report: Report, data: Dataset
 ) -> None:
     """Final metrics of the best epoch, reports and figures."""
     mlflow.log_metrics(
@@ -221,9 +214,10 @@ def log_evaluation(
         }
     )
     for name in SPLIT_METRICS:
-        log_split(getattr(report, name), name)
+        log_split(getattr(report, name), name, data.classes)
     mlflow.log_figure(curves_figure(history), "training_curves.png")
-    wrong = misclassified_figure(x_test, report.test.labels, report.test.predicted)
+    test = report.test
+    wrong = misclassified_figure(data.x_test, test.labels, test.predicted, data.classes)
     mlflow.log_figure(wrong, "test/misclassified.png")
     log_predictions(report.test)
 
@@ -249,47 +243,3 @@ def log_predictions(split: SplitReport) -> None:
             probabilities=split.probabilities.astype(np.float16),
         )
         mlflow.log_artifact(str(path), str(Path(PREDICTIONS).parent))
-
-
-def log_model(
-    model: keras.Model, work_dir: Path, job: Job, val_accuracy: float, cfg: MlflowConfig
-) -> None:
-    """The MLflow Keras model (with signature, registered per architecture), plus mnist.h5 and
-    mnist.keras files in the run's directory (a resumed run's: where it began)."""
-    for filename in ("mnist.h5", "mnist.keras"):
-        with quiet_logger("absl"):  # Keras calls HDF5 "legacy": the seed asks for mnist.h5
-            model.save(work_dir / filename)
-        mlflow.log_artifact(str(work_dir / filename))
-    sample = np.zeros((1, *model.input_shape[1:]), np.float32)
-    signature = infer_signature(sample, model(sample, training=False).numpy())
-    name = registered_name(cfg, job)
-    with contextlib.redirect_stderr(
-        io.StringIO()
-    ):  # "Successfully registered...": our line says it
-        info = mlflow.keras.log_model(
-            model,
-            name="model",
-            signature=signature,
-            registered_model_name=name,
-            # Stated, not inferred: inference re-imports the model in a subprocess (~6 s a run).
-            pip_requirements=[f"{p}=={version(p)}" for p in ("tensorflow", "keras")],
-        )
-    if name:
-        run = mlflow.get_run(mlflow.active_run().info.run_id)
-        MlflowClient().update_model_version(
-            name, info.registered_model_version, notes.version_note(run)
-        )
-        promote(name, cfg.alias, info.registered_model_version, val_accuracy)
-
-
-def promote(name: str, alias: str, version: int, val_accuracy: float) -> None:
-    """Move `alias` to this version if its validation accuracy beats the current holder's."""
-    client = MlflowClient()
-    try:
-        holder = client.get_model_version_by_alias(name, alias)
-        holder_accuracy = client.get_run(holder.run_id).data.metrics.get(BEST_VAL_ACCURACY, 0.0)
-    except MlflowException:  # no holder yet
-        holder_accuracy = -1.0
-    if val_accuracy > holder_accuracy:
-        client.set_registered_model_alias(name, alias, version)
-        print(f"Model {name} version {version} is now @{alias} (val accuracy {val_accuracy:.4f}).")

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.config.schema import MlflowConfig
 from mnist_exp.errors import MnistExpError
-from mnist_exp.names import BEST_VAL_ACCURACY, PREDICTIONS, STATE_FILE
+from mnist_exp.names import BEST_VAL_ACCURACY, DATASET, PREDICTIONS, STATE_FILE
 from mnist_exp.tracking.store import global_tracking_uri, tracking_uri
 
 
@@ -72,8 +72,9 @@ def load_predictions(run_id: str, uri: str) -> dict[str, np.ndarray]:
             return dict(arrays)
 
 
-def best_model_uri(cfg: MlflowConfig) -> str:
-    """The model URI of the finished run with the best validation accuracy in the store."""
+def best_model_uri(cfg: MlflowConfig, dataset: str = "mnist") -> str:
+    """The model URI of the finished run on `dataset` with the best validation accuracy in the
+    store (runs logged before runs named their dataset were all on MNIST)."""
     uri = tracking_uri(cfg)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(cfg.experiment_name)
@@ -81,14 +82,14 @@ def best_model_uri(cfg: MlflowConfig) -> str:
         [experiment.experiment_id],
         filter_string="attributes.status = 'FINISHED'",
         order_by=[f"metrics.{BEST_VAL_ACCURACY} DESC"],
-        max_results=1,
     )
-    if not runs:
+    best = next((r for r in runs or () if r.data.tags.get(DATASET, "mnist") == dataset), None)
+    if best is None:
         raise MnistExpError(
-            f"No finished run in {uri} (experiment {cfg.experiment_name}): "
+            f"No finished run on {dataset} in {uri} (experiment {cfg.experiment_name}): "
             "train one with `python -m mnist_exp.run`, or pass --model."
         )
-    return f"runs:/{runs[0].info.run_id}/model"
+    return f"runs:/{best.info.run_id}/model"
 
 
 def load_logged_model(uri: str, cfg: MlflowConfig) -> keras.Model:

