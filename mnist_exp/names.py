@@ -20,6 +20,7 @@ SPLIT_METRICS = {
 }
 EPOCHS_RUN, BEST_EPOCH, TRAIN_SECONDS = "epochs_run", "best_epoch", "train_seconds"
 DATASET = "dataset"  # a run's tag: the name of its data (`mnist`, a dataset=idx set's name)
+CLASS_BALANCE = "class_balance"  # a run's tag: its training images per class, and how uneven
 WALL_SECONDS = "wall_seconds"  # the job, from its start to the end of its logging
 BEST_TRAIN_ACCURACY = "best_train_accuracy"  # the per-epoch (dropout on) accuracy of that epoch
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
+from PIL import Image
 
 from mnist_exp.config.build import build
 from mnist_exp.config.compose import CONF_DIR as CONF
@@ -33,6 +34,12 @@ def test_every_group_option_composes_and_builds(option, tmp_path, mnist_raw):
     if option == "dataset=idx":
         subset = {key: array[:6_000] for key, array in mnist_raw.items()}
         given = [f"dataset.source_dir={write_idx_set(tmp_path / 'set', subset)}"]
+    if option == "dataset=folder":
+        pairs = zip(mnist_raw["x_test"][:40], mnist_raw["y_test"][:40], strict=True)
+        for n, (image, digit) in enumerate(pairs):
+            (tmp_path / "digits" / str(digit)).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(255 - image).save(tmp_path / "digits" / str(digit) / f"{n}.png")
+        given = [f"dataset.root={tmp_path / 'digits'}", "split.size=0.2", "dataset.test_size=10"]
     cfg, _ = compose_config([option, *given])
     config = validate(cfg)
     if option.startswith("dataset="):
@@ -202,7 +209,10 @@ CLI_MISTAKES = [
     ("dataset=idx dataset.source_dir=/no/such", "dataset.source_dir='/no/such' is not allowed: no"),
     ("dataset=idx dataset.source_dir=/ dataset.classes=[a,a]", "classes=['a', 'a'] is not all"),
     ("dataset=idx dataset.source_dir=/ dataset.name=my/set", "dataset.name='my/set' is not all"),
-    ("dataset=fashion", "dataset=fashion is not an option: choose one of idx, mnist."),
+    ("dataset=fashion", "dataset=fashion is not an option: choose one of folder, idx, mnist."),
+    ("dataset=folder", "dataset.root is missing: set it (dataset.root=...)."),
+    ("dataset=folder dataset.root=/no/such", "dataset.root='/no/such' is not allowed: use a dir"),
+    ("dataset=folder dataset.root=/ dataset.test_size=0", "dataset.test_size=0 is not allowed"),
     ("callbacks.early_stopping.patience=-1", "callbacks.early_stopping.patience=-1 is not allowed"),
     (
         "optimizer=adamm",

@@ -50,6 +50,7 @@ class Dataset:
     source: str = ""  # the file or directory the verified arrays were read from
     split_digest: str = ""  # identifies which training images validate (`index_digest`)
     checksums: dict[str, str] | None = None  # SHA-256 of each array read (logged); MNIST's: known
+    unreadable: tuple[str, ...] = ()  # one line for each file of a folder that could not be read
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -1,5 +1,6 @@
 """All image preprocessing: open a user's image safely, and turn it into an MNIST-like 28x28 digit
-(grey, inverted if light, cropped to the ink, fitted into 20x20, centred by mass)."""
+(grey, inverted if light, cropped to the ink, fitted into 20x20, centred by mass) or, for images
+that are not digits, into the whole picture at 28x28."""
 
 import warnings
 from pathlib import Path
@@ -15,6 +16,7 @@ MAX_PIXELS = 50_000_000  # refuse larger images instead of exhausting memory
 WORK_SIDE = 512  # larger images are downscaled to this side before any pixel work
 INK_THRESHOLD = 0.2  # fraction of the ink range below which a pixel counts as background
 MIN_INK_RANGE = 24  # grey levels between background and ink; less means no digit
+PREPROCESSING_VERSION = 1  # raise it when preprocess_image changes: cached folders are redone
 
 
 class ImageError(MnistExpError):
@@ -73,9 +75,12 @@ def center_of_mass(ink: np.ndarray) -> tuple[float, float]:
     return float((rows * ink).sum() / ink.sum()), float((cols * ink).sum() / ink.sum())
 
 
-def preprocess_image(image: Image.Image | np.ndarray | str | Path) -> np.ndarray:
+def preprocess_image(
+    image: Image.Image | np.ndarray | str | Path, digit_style: bool = True
+) -> np.ndarray:
     """Make a user's digit look like MNIST: white ink on black, fitted into 20x20 and centred by
-    centre of mass in 28x28, scaled to [0, 1]. Returns float32 (28, 28, 1)."""
+    centre of mass in 28x28, scaled to [0, 1]. Returns float32 (28, 28, 1). Not `digit_style`:
+    the whole picture, light on dark, squeezed into 28x28 (as Fashion-MNIST's are)."""
     name = str(image) if isinstance(image, str | Path) else "image"
     if isinstance(image, str | Path):
         image = open_image(Path(image))
@@ -96,6 +101,11 @@ def preprocess_image(image: Image.Image | np.ndarray | str | Path) -> np.ndarray
     ink = np.clip(grey - background, 0, None)
     if ink.max() < MIN_INK_RANGE:
         raise ImageError(f"{name}: no digit found (the image is blank or has too little contrast).")
+    if not digit_style:
+        whole = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8))
+        return (np.asarray(whole.resize((28, 28), Image.Resampling.LANCZOS), np.float32) / 255)[
+            :, :, None
+        ]
     ink[ink < INK_THRESHOLD * ink.max()] = 0
     rows, cols = np.nonzero(ink)
     ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]

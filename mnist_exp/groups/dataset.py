@@ -3,6 +3,7 @@ of these builders: it gets the split (a function of the training labels) and ret
 
 A builder's signature is its schema, checked before TensorFlow is imported."""
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -22,7 +23,9 @@ from mnist_exp.data import (
     read_source,
     sha256,
 )
-from mnist_exp.groups.split import holdout
+from mnist_exp.data.folder import read_folder
+from mnist_exp.errors import ConfigError, DataError
+from mnist_exp.groups.split import Size, holdout
 
 
 def existing_directory(path: str) -> str:
@@ -34,6 +37,12 @@ def existing_directory(path: str) -> str:
 def existing_source(path: str) -> str:
     if not Path(path).expanduser().exists():
         raise ValueError("no such file or directory: name the set's directory or its .npz file")
+    return path
+
+
+def image_folder(path: str) -> str:
+    if not Path(path).expanduser().is_dir():
+        raise ValueError("use a directory of <label>/ folders of images")
     return path
 
 
@@ -52,6 +61,9 @@ def plain_name(name: str) -> str:
 Limit = Annotated[int, Ge(1)] | None  # train on the first N training images of the split
 Split = Callable[[np.ndarray], Indices]
 ArrayName = Literal["x_train", "y_train", "x_test", "y_test"]
+Classes = Annotated[list[str], Len(min_length=2), AfterValidator(distinct)] | None
+Name = Annotated[str, AfterValidator(plain_name)]
+Folder = Annotated[str, AfterValidator(image_folder)]
 
 
 def mnist(
@@ -69,8 +81,8 @@ def mnist(
 def idx(
     source_dir: Annotated[str, AfterValidator(existing_source)],
     split: Split = holdout,
-    classes: Annotated[list[str], Len(min_length=2), AfterValidator(distinct)] | None = None,
-    name: Annotated[str, AfterValidator(plain_name)] = "idx",
+    classes: Classes = None,
+    name: Name = "idx",
     checksums: dict[ArrayName, str] | None = None,
     transpose: bool = False,
     limit: Limit = None,
@@ -86,3 +98,61 @@ def idx(
     labels = np.concatenate([raw["y_train"], raw["y_test"]])
     names = tuple(classes) if classes else tuple(str(c) for c in range(int(labels.max()) + 1))
     return assemble(raw, split, limit, names, name, str(path), checksums)
+
+
+def folder(
+    root: Folder,
+    split: Split = holdout,
+    classes: Classes = None,
+    test_root: Folder | None = None,
+    test_size: Size = 0.2,
+    test_seed: Annotated[int, Ge(0)] = 0,
+    digit_style: bool = True,
+    name: Name = "folder",
+    cache_dir: str = CACHE_DIR,
+    limit: Limit = None,
+) -> Dataset:
+    """Images in `root/<label>/` folders, read as the predict CLI reads an image (`digit_style`:
+    cropped to the ink and centred, as MNIST's digits are) and cached; tested on `test_root`'s
+    images, or on a `test_size` share of each class that every run holds out alike."""
+    path = Path(root).expanduser().resolve()
+    images, labels, names, unreadable = read_folder(path, classes, digit_style, cache_dir)
+    # shuffled (the same way for every run), so that no split validates on the last folders only
+    order = np.random.default_rng(test_seed).permutation(len(labels))
+    if test_root is None:
+        train, test = held_out(labels, order, test_size, test_seed, path)
+        test_images, test_labels = images[test], labels[test]
+    else:
+        tests = Path(test_root).expanduser().resolve()
+        train = order
+        test_images, test_labels, _, more = read_folder(tests, list(names), digit_style, cache_dir)
+        unreadable += more
+    raw = {"x_train": images[train], "y_train": labels[train]}
+    raw |= {"x_test": test_images, "y_test": test_labels}
+    data = assemble(raw, split, limit, names, name, str(path))
+    return dataclasses.replace(data, unreadable=tuple(unreadable))
+
+
+def held_out(
+    labels: np.ndarray, order: np.ndarray, size: int | float, seed: int, root: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """The positions (in `order`) that train and the `size` (a count or a share) held out for
+    testing, each class in its share."""
+    from sklearn.model_selection import train_test_split
+
+    count = round(size * len(labels)) if isinstance(size, float) else size
+    if not 1 <= count < len(labels):
+        raise ConfigError(
+            f"dataset.test_size={size} is not allowed: {root} has {len(labels)} readable images; "
+            "hold out fewer, or give a test folder (dataset.test_root)."
+        )
+    try:
+        train, test = train_test_split(
+            order, test_size=count, stratify=labels[order], random_state=seed
+        )
+    except ValueError as error:
+        raise DataError(
+            f"{root}: cannot hold out dataset.test_size={size} of every class ({error}); add "
+            "images to the smallest class, or give a test folder (dataset.test_root)."
+        ) from None
+    return train, test

@@ -32,6 +32,7 @@ from mnist_exp.names import (
     BEST_EPOCH,
     BEST_FILE,
     BEST_TRAIN_ACCURACY,
+    CLASS_BALANCE,
     CONFUSION_CSV,
     DATASET,
     EPOCHS_RUN,
@@ -163,10 +164,24 @@ def log_datasets(data: Dataset) -> None:
                 digest=digest(images, labels),
             )
         mlflow.log_input(dataset, context=context)
-    mlflow.set_tag(DATASET, data.name)
+    mlflow.set_tags({DATASET: data.name, CLASS_BALANCE: class_balance(data)})
     mlflow.log_dict({"classes": list(data.classes)}, "dataset/classes.json")
     if data.checksums:  # in the form dataset.checksums takes, to pin the set
         mlflow.log_dict(data.checksums, "dataset/checksums.yaml")
+    if data.unreadable:
+        mlflow.log_text("\n".join(data.unreadable) + "\n", "dataset/unreadable.txt")
+
+
+def class_balance(data: Dataset) -> str:
+    """How many training images each class has, and how uneven that is: `10 classes, 4,506 to
+    5,444 training images each`, `... (the largest 3.0x the smallest)`, `no images of: 4, 9`."""
+    counts = data.y_train.sum(axis=0).astype(int)
+    text = f"{len(counts)} classes, {counts.min():,} to {counts.max():,} training images each"
+    if missing := [name for name, n in zip(data.classes, counts, strict=True) if n == 0]:
+        return f"{text}; no training images of: {', '.join(missing)}"
+    if counts.max() > 1.5 * counts.min():
+        text += f" (imbalanced: the largest {counts.max() / counts.min():.1f}x the smallest)"
+    return text
 
 
 def log_model_card(model: keras.Model) -> None:

@@ -12,6 +12,7 @@ from mnist_exp.machine import cpu_model
 from mnist_exp.names import (
     BEST_EPOCH,
     BEST_VAL_ACCURACY,
+    CLASS_BALANCE,
     EPOCHS_RUN,
     FINISHED,
     PRUNED,
@@ -101,6 +102,7 @@ def run_note(run: Any, overrides: Sequence[str], ending: str | None = None) -> s
         if TRAIN_SECONDS in metrics
         else "",
         "data": data,
+        "classes": run.data.tags.get(CLASS_BALANCE, ""),
         "machine": machine(),
     }
     rows = "\n".join(f"| {key} | {value} |" for key, value in table.items() if value)
