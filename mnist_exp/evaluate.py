@@ -1,6 +1,6 @@
 """Metrics, confusion matrices and classification reports of a trained model on each split."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -32,6 +32,7 @@ class Report:
     train: SplitReport  # its first TRAIN_SCORED images, dropout off (unlike per-epoch accuracy)
     val: SplitReport
     test: SplitReport
+    extra: dict[str, SplitReport] = field(default_factory=dict)  # evaluate.extra, by name
 
 
 def evaluate_split(
@@ -67,12 +68,17 @@ def evaluate_split(
     )
 
 
-def evaluate(model: keras.Model, data: Dataset) -> Report:
+def evaluate(
+    model: keras.Model, data: Dataset, extra: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> Report:
     """Loss, accuracy, confusion matrix and classification report on every split (of training,
-    its first TRAIN_SCORED images)."""
+    its first TRAIN_SCORED images) and on each `extra` set (images, one-hot labels) by name."""
     first = slice(TRAIN_SCORED)
     return Report(
         train=evaluate_split(model, data.x_train[first], data.y_train[first], data.classes),
         val=evaluate_split(model, data.x_val, data.y_val, data.classes),
         test=evaluate_split(model, data.x_test, data.y_test, data.classes),
+        extra={
+            name: evaluate_split(model, *arrays, data.classes) for name, arrays in extra.items()
+        },
     )

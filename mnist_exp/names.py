@@ -18,6 +18,13 @@ SPLIT_METRICS = {
     "val": (BEST_VAL_LOSS, BEST_VAL_ACCURACY),
     "test": (TEST_LOSS, TEST_ACCURACY),
 }
+
+
+def extra_metrics(name: str) -> tuple[str, str]:
+    """The loss and accuracy metrics of an `evaluate.extra` set."""
+    return f"extra_{name}_loss", f"extra_{name}_accuracy"
+
+
 EPOCHS_RUN, BEST_EPOCH, TRAIN_SECONDS = "epochs_run", "best_epoch", "train_seconds"
 DATASET = "dataset"  # a run's tag: the name of its data (`mnist`, a dataset=idx set's name)
 CLASS_BALANCE = "class_balance"  # a run's tag: its training images per class, and how uneven

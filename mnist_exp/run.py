@@ -85,6 +85,7 @@ def experiment(
     check_writable("hydra.run.dir", job.output_dir)
     import_tensorflow()  # heavy imports only now, so `--help` and `--cfg job` answer at once
     from mnist_exp.config.build import build
+    from mnist_exp.data.scoring import scoring_sets
     from mnist_exp.evaluate import evaluate
     from mnist_exp.sweeps import trial as search_trial
     from mnist_exp.tracking import log, read, registry, store
@@ -102,6 +103,7 @@ def experiment(
     clock.lap("start-up")
 
     data = load_data(config)
+    extra = scoring_sets(config.evaluate.extra, data.classes)
     clock.lap("data")
     model = build("model", config.model, input_shape=data.input_shape, num_classes=data.num_classes)
     recipe = build_recipe(config, len(data.x_train), work_dir)
@@ -123,7 +125,7 @@ def experiment(
         clock.lap("training")
         if reporter and reporter.pruned_at:
             log.log_pruned(reporter.pruned_at)
-        report = evaluate(model, data)
+        report = evaluate(model, data, extra)
         clock.lap("evaluation")
         log.log_evaluation(history, best, report, data)
         clock.lap("figures and reports")
@@ -132,8 +134,10 @@ def experiment(
         wall_seconds = time.perf_counter() - clock.start
         log.log_wall_seconds(wall_seconds)
         log.describe_run(job)
+    scored = "".join(f"{name} {split.accuracy:.4f} | " for name, split in report.extra.items())
     print(
         f"\nval accuracy {report.val.accuracy:.4f} | test accuracy {report.test.accuracy:.4f} | "
+        f"{scored}"
         f"{len(history['loss'])} epochs (best {best + 1}) | run {run.info.run_id}\n"
         f"Browse runs: mlflow ui --backend-store-uri {uri}"
     )

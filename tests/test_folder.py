@@ -10,10 +10,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mnist_exp import run_experiment
+from mnist_exp.config.compose import check_overrides
 from mnist_exp.data import DIGITS
 from mnist_exp.data import folder as folder_module
 from mnist_exp.data.folder import folder_classes
-from mnist_exp.errors import DataError
+from mnist_exp.data.scoring import scoring_set
+from mnist_exp.errors import ConfigError, DataError
 from mnist_exp.groups.dataset import folder
 from mnist_exp.groups.split import holdout
 from mnist_exp.serving.robustness import label, make_set
@@ -132,3 +134,50 @@ def test_a_folder_that_cannot_make_a_set_is_one_line(tmp_path, printed, layout, 
 def test_a_folder_outside_the_named_classes_is_refused(tmp_path, printed):
     with pytest.raises(DataError, match=r"digits/0 is not one of dataset.classes \(a, b\)"):
         folder(str(printed), quarter, classes=["a", "b"], cache_dir=str(tmp_path))
+
+
+def test_an_mnist_model_is_also_scored_on_a_folder_of_printed_digits(tmp_path, printed):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_experiment(
+        [
+            "dataset.limit=5000",
+            "experiment=fast",
+            "epochs=2",
+            f"evaluate.extra=[folder:{printed},mnist]",
+            "mlflow.system_metrics=false",
+            f"mlflow.tracking_uri={uri}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ]
+    )
+    client = MlflowClient(uri)
+    metrics = client.get_run(result.run_id).data.metrics
+    assert metrics["extra_mnist_accuracy"] == pytest.approx(result.test_accuracy)  # the same set
+    assert metrics["extra_digits_accuracy"] > 0.65  # measured 0.820, 0.771 (seeds 42, 1)
+    csv = client.download_artifacts(
+        result.run_id, "extra/digits/confusion_matrix.csv", str(tmp_path)
+    )
+    rows = Path(csv).read_text().splitlines()[1:]
+    assert sum(int(n) for row in rows for n in row.split(",")[1:]) == 510  # the readable files
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            "[folder]",
+            "evaluate.extra='folder' is not allowed: give each set as folder:DIR, idx:DIR or",
+        ),
+        ("[folder:/no/such]", "evaluate.extra='folder:/no/such' is not allowed: /no/such does not"),
+    ],
+)
+def test_an_extra_set_that_is_not_one_is_a_config_error(extra, message):
+    with pytest.raises(ConfigError) as error:
+        check_overrides([f"evaluate.extra={extra}"])
+    assert str(error.value).startswith(message)
+
+
+def test_an_extra_set_of_other_classes_is_refused_before_the_run(tmp_path, printed):
+    shutil.copytree(printed / "1", tmp_path / "pets/cat")
+    shutil.copytree(printed / "2", tmp_path / "pets/dog")
+    with pytest.raises(DataError, match="its classes cat, dog are not the model's"):
+        scoring_set(f"folder:{tmp_path / 'pets'}", DIGITS, str(tmp_path / "cache"))

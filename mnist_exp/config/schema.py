@@ -54,6 +54,45 @@ class MlflowConfig:
         )
 
 
+EXTRA_KINDS = ("folder", "idx", "mnist")  # evaluate.extra entries: folder:DIR, idx:DIR, mnist
+
+
+def extra_name(spec: str) -> str:
+    """What an `evaluate.extra` entry is called in metrics and artifacts: `mnist`, or its
+    directory's name (`folder:~/my_digits`: `my_digits`)."""
+    kind, _, where = spec.partition(":")
+    name = Path(where).expanduser().name if where else kind
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+@dataclass
+class EvaluateConfig:
+    extra: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for spec in self.extra:
+            kind, _, where = spec.partition(":")
+            require(
+                kind in EXTRA_KINDS and (kind == "mnist") == (not where),
+                "evaluate.extra",
+                spec,
+                "give each set as folder:DIR, idx:DIR or mnist",
+            )
+            require(
+                not where or Path(where).expanduser().exists(),
+                "evaluate.extra",
+                spec,
+                f"{where} does not exist",
+            )
+        names = [extra_name(spec) for spec in self.extra]
+        require(
+            len(set(names)) == len(names),
+            "evaluate.extra",
+            self.extra,
+            "two sets have one name (their directories'); rename one",
+        )
+
+
 @dataclass
 class PathsConfig:
     root: str = "."  # relative: to the working directory, resolved where it is used
@@ -77,6 +116,7 @@ class Config:
     schedule: dict[str, Any] = MISSING
     callbacks: dict[str, dict[str, Any]] = MISSING  # {name: a callback's builder and knobs}
     augment: dict[str, Any] | None = None  # {} or null: none
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 42

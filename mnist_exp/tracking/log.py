@@ -41,6 +41,7 @@ from mnist_exp.names import (
     SPLIT_METRICS,
     TRAIN_SECONDS,
     WALL_SECONDS,
+    extra_metrics,
 )
 from mnist_exp.tracking import notes
 from mnist_exp.tracking.read import config_hash
@@ -199,9 +200,12 @@ class MlflowMetrics(keras.callbacks.Callback):
         mlflow.log_metrics({key: float(value) for key, value in logs.items()}, step=epoch + 1)
 
 
-def log_split(split: SplitReport, name: str, classes: tuple[str, ...]) -> None:
-    """A split's loss and accuracy (`SPLIT_METRICS`), confusion matrix and report."""
-    loss, accuracy = SPLIT_METRICS[name]
+def log_split(
+    split: SplitReport, name: str, metrics: tuple[str, str], classes: tuple[str, ...]
+) -> None:
+    """A split's loss and accuracy (as `metrics` name them), confusion matrix and report, under
+    `name/`."""
+    loss, accuracy = metrics
     mlflow.log_metrics({loss: split.loss, accuracy: split.accuracy})
     mlflow.log_figure(
         confusion_figure(split.confusion, f"{name} confusion matrix", classes),
@@ -229,7 +233,9 @@ def log_evaluation(
         }
     )
     for name in SPLIT_METRICS:
-        log_split(getattr(report, name), name, data.classes)
+        log_split(getattr(report, name), name, SPLIT_METRICS[name], data.classes)
+    for name, split in report.extra.items():
+        log_split(split, f"extra/{name}", extra_metrics(name), data.classes)
     mlflow.log_figure(curves_figure(history), "training_curves.png")
     test = report.test
     wrong = misclassified_figure(data.x_test, test.labels, test.predicted, data.classes)

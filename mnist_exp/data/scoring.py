@@ -1,0 +1,50 @@
+"""Sets a trained model is scored on beside its own test set (`evaluate.extra`): a folder of image
+files, an MNIST-format set's test images, or MNIST's; each named, its labels the model's classes."""
+
+from pathlib import Path
+
+import numpy as np
+
+from mnist_exp.config.schema import extra_name
+from mnist_exp.data import DIGITS, preprocess
+from mnist_exp.data.folder import read_folder
+from mnist_exp.data.formats import read_source
+from mnist_exp.data.mnist import CACHE_DIR, fetch_mnist
+from mnist_exp.errors import DataError
+
+
+def scoring_sets(
+    specs: list[str], classes: tuple[str, ...], cache_dir: str = CACHE_DIR
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every `evaluate.extra` entry's images and labels, by its name."""
+    return {extra_name(spec): scoring_set(spec, classes, cache_dir) for spec in specs}
+
+
+def scoring_set(
+    spec: str, classes: tuple[str, ...], cache_dir: str = CACHE_DIR
+) -> tuple[np.ndarray, np.ndarray]:
+    """The images (N, 28, 28, 1) in [0, 1] and one-hot labels over `classes` (the model's) of an
+    `evaluate.extra` entry; a DataError if its classes are not among the model's."""
+    kind, _, where = spec.partition(":")
+    path = Path(where).expanduser().resolve()
+    if kind == "mnist":
+        raw = fetch_mnist()
+        images, labels, names = raw["x_test"], raw["y_test"], DIGITS
+    elif kind == "idx":
+        raw = read_source(path)
+        images, labels, names = raw["x_test"], raw["y_test"], classes
+    else:
+        images, labels, names, _ = read_folder(path, None, True, cache_dir)
+    if labels.max() >= len(names):
+        raise DataError(
+            f"evaluate.extra={spec}: labels up to {labels.max()}, but the model has "
+            f"{len(classes)} classes; score it with a model of its classes."
+        )
+    unknown = sorted({names[label] for label in np.unique(labels)} - set(classes))
+    if unknown:
+        raise DataError(
+            f"evaluate.extra={spec}: its classes {', '.join(unknown)} are not the model's "
+            f"({', '.join(classes)}); score it with a model of those classes."
+        )
+    mapped = np.array([classes.index(names[label]) for label in labels])
+    return preprocess(images, mapped, len(classes))
