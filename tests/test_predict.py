@@ -176,7 +176,7 @@ def test_registered_alias_and_saved_files_load_the_same_model(
     images = mnist_raw["x_test"][:100, :, :, None] / np.float32(255)
     expected = predictor.probabilities(images)
     for source in (
-        "models:/mnist-cnn@champion",
+        "models:/mnist-narrow_cnn@champion",
         trained_run.output_dir / "mnist.h5",
         trained_run.output_dir / "mnist.keras",
     ):

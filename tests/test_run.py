@@ -26,14 +26,14 @@ def test_a_short_run_trains_logs_and_serves_a_98_percent_model(trained_run, mnis
     assert run.info.status == "FINISHED"
     assert run.data.metrics["test_accuracy"] >= 0.98
     assert run.data.params["optimizer.learning_rate"] == "0.001"
-    assert run.info.run_name == "cnn adam lr=0.001"
-    champion = MlflowClient(tracking_uri).get_model_version_by_alias("mnist-cnn", "champion")
+    assert run.info.run_name == "narrow_cnn adam lr=0.001"
+    champion = MlflowClient(tracking_uri).get_model_version_by_alias("mnist-narrow_cnn", "champion")
     assert champion.run_id == run.info.run_id
     native_bf16 = cpu_has_bf16(cpuinfo())
     assert run.data.params["precision_used"] == ("bf16" if native_bf16 else "fp32")  # auto
     client = MlflowClient(tracking_uri)
     for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
-        assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1]
+        assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2]
     artifacts = set()
     for folder in (None, "val", "test"):
         artifacts |= {a.path for a in client.list_artifacts(run.info.run_id, folder)}
