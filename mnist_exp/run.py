@@ -4,6 +4,7 @@
 around the same `experiment`, for single runs and for each job of a sweep.
 """
 
+import dataclasses
 import signal
 import sys
 import time
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.config.compose import (
     CONF_DIR,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from mnist_exp.data import Dataset
+    from mnist_exp.tracking.read import Source
     from mnist_exp.train import Recipe
 
 
@@ -89,9 +91,13 @@ def experiment(
     from mnist_exp.evaluate import evaluate
     from mnist_exp.sweeps import trial as search_trial
     from mnist_exp.tracking import log, read, registry, store
-    from mnist_exp.train import check_resumable, seed_everything, set_precision, train
+    from mnist_exp.train import check_resumable, seed_everything, set_precision, start_from, train
 
     uri = store.use_store(config.mlflow, config.paths.root)  # unreachable: fails now, not later
+    source = read.init_source(config.init_from, config.mlflow) if config.init_from else None
+    if source:
+        cfg, job = take_source(cfg, job, source)
+        config = validate(cfg)
     if config.skip_finished and (twin := read.finished_twin(cfg)):
         print(f"Skipped: this exact config already finished as run {twin.info.run_id}.")
         return reused(twin)
@@ -106,6 +112,9 @@ def experiment(
     extra = scoring_sets(config.evaluate.extra, data.classes)
     clock.lap("data")
     model = build("model", config.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    if source and not config.resume:  # a resumed run has its own weights
+        weights = read.load_source(source, config.mlflow)
+        start_from(model, weights, source.pinned, data.classes, source.classes)
     recipe = build_recipe(config, len(data.x_train), work_dir)
     trial = search_trial.job_trial(config.epochs)  # None unless an Optuna search launched this job
     reporter = search_trial.ReportToTrial(trial) if trial else None
@@ -152,6 +161,19 @@ def experiment(
         pruned=bool(reporter and reporter.pruned_at),
         phases=clock.phases,
     )
+
+
+def take_source(cfg: DictConfig, job: Job, source: "Source") -> tuple[DictConfig, Job]:
+    """Pin `init_from` to the one version it resolved to (so `skip_finished` tells two champions
+    apart), and train the source's architecture unless the command chose the model."""
+    cfg.init_from = source.pinned
+    chosen = any(o.lstrip("+~").partition("=")[0].split(".")[0] == "model" for o in job.overrides)
+    if source.model is None or chosen or OmegaConf.to_container(cfg.model) == source.model:
+        return cfg, job
+    cfg.model = source.model
+    choice = source.choice or cfg.model["_target_"].rpartition(".")[2]
+    print(f"init_from: {source.pinned} is a {choice}, so this run trains a {choice}.")
+    return cfg, dataclasses.replace(job, choices={**job.choices, "model": choice})
 
 
 def load_data(config: Config) -> "Dataset":

@@ -100,6 +100,31 @@ def check_resumable(work_dir: Path) -> None:
             ) from None
 
 
+def start_from(
+    model: keras.Model,
+    source: keras.Model,
+    name: str,
+    classes: Sequence[str],
+    source_classes: Sequence[str] | None,
+) -> None:
+    """Give `model` the weights of `source` (`init_from=name`), whose classes must be the data's:
+    the same names in the same order (or, for a bare file, the same number)."""
+    known = list(source_classes or classes)
+    if known != list(classes) or source.output_shape[-1] != len(classes):
+        trained_on = ", ".join(known) if source_classes else f"{source.output_shape[-1]} classes"
+        raise ConfigError(
+            f"init_from={name} was trained on {trained_on}; the data has {', '.join(classes)}: "
+            "start from a model of data with the same classes, in the same order."
+        )
+    try:
+        model.set_weights(source.get_weights())
+    except ValueError as error:
+        raise ConfigError(
+            f"init_from={name}: its layers are not this model's ({str(error).splitlines()[0]}); "
+            "set model= to the architecture it was trained as."
+        ) from None
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a model is trained, each part built from its config group by the runner."""

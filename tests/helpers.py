@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +210,19 @@ def write_idx_set(directory: Path, arrays: dict[str, np.ndarray], gz: bool = Fal
         data = idx_bytes(arrays[key].astype(np.uint8))
         (directory / name).write_bytes(gzip.compress(data, compresslevel=1) if gz else data)
     return directory
+
+
+@contextmanager
+def small_tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (`3m`) mounted at `mount` while the block runs: a disk to fill."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill needs root")
+    mount.mkdir(parents=True)
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)]
+    ).returncode:
+        pytest.skip("this machine does not let root mount a tmpfs")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from mnist_exp import run_experiment
 from mnist_exp.config.schema import MlflowConfig
@@ -14,6 +15,8 @@ from mnist_exp.data import sha256
 from mnist_exp.errors import DataError, MnistExpError
 from mnist_exp.groups.dataset import idx
 from mnist_exp.groups.split import holdout
+from mnist_exp.serving.predict import load_predictor
+from mnist_exp.serving.predict import main as predict_main
 from mnist_exp.tracking.read import best_model_uri
 
 from .helpers import run_module, write_idx_set
@@ -38,7 +41,9 @@ def permuted(raw: dict, train: int, test: int) -> dict[str, np.ndarray]:
     }
 
 
-def test_an_idx_set_trains_with_its_labels_classes_and_own_model_name(tmp_path, mnist_raw):
+def test_an_idx_set_trains_with_its_labels_classes_and_own_model_name(
+    tmp_path, mnist_raw, monkeypatch, capsys
+):
     arrays = permuted(mnist_raw, 10_000, 2_000)
     source = write_idx_set(tmp_path / "perm", arrays, gz=True)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -79,6 +84,20 @@ def test_an_idx_set_trains_with_its_labels_classes_and_own_model_name(tmp_path, 
     assert classes == {"classes": NAMES}
     logged = (tmp_path / "artifacts/dataset/checksums.yaml").read_text()
     assert all(f"{key}: {sha256(a)}" in logged for key, a in arrays.items())
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert load_predictor("models:/perm-narrow_cnn@champion").classes == tuple(NAMES)
+    (tmp_path / "files").mkdir()
+    truth = {}
+    for i in range(20):
+        Image.fromarray(mnist_raw["x_test"][i]).save(tmp_path / f"files/{i:02d}.png")
+        truth[f"{i:02d}.png"] = NAMES[PERMUTATION[mnist_raw["y_test"][i]]]
+    assert (
+        predict_main([str(tmp_path / "files"), "--model", "models:/perm-narrow_cnn@champion"]) == 0
+    )
+    answers = dict(line.split(": ") for line in capsys.readouterr().out.splitlines()[-20:])
+    named = [answers[str(tmp_path / "files" / name)].split(" (")[0] for name in truth]
+    assert sum(a == b for a, b in zip(named, truth.values(), strict=True)) >= 17  # the names
 
 
 @pytest.fixture(scope="module")

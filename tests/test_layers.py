@@ -24,6 +24,7 @@ LAYERS = [
         "mnist_exp.serve",
         "mnist_exp.compare",
         "mnist_exp.robustness",
+        "mnist_exp.score",
         "mnist_exp",
         "hydra_plugins",
     ],

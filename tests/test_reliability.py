@@ -22,6 +22,7 @@ from .helpers import (
     interrupt_at_epoch,
     run_during_epoch,
     run_module,
+    small_tmpfs,
     start_tracking_server,
     stop,
     wait_until_up,
@@ -282,15 +283,8 @@ def test_a_checkpoint_is_replaced_whole_or_not_at_all(tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 3 MB tmpfs: room for a run's small files, not for a model checkpoint."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs to fill needs root")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)])
-    if done.returncode != 0:
-        pytest.skip("this machine does not let root mount a tmpfs")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=True)
+    with small_tmpfs(tmp_path / "small", "3m") as mount:
+        yield mount
 
 
 def test_a_full_disk_fails_the_run_in_one_line_naming_the_cause(small_disk, tracking_uri):

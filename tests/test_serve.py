@@ -10,30 +10,34 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from .helpers import CHROMIUM_FLAGS, ROOT, chromium, free_port, user_style_image, wait_until_up
+from .helpers import (
+    CHROMIUM_FLAGS,
+    ROOT,
+    chromium,
+    free_port,
+    small_tmpfs,
+    user_style_image,
+    wait_until_up,
+)
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def server(trained_run):
+@contextmanager
+def serving(trained_run, *flags: str) -> Iterator[str]:
     """`python -m mnist_exp.serve` on a free port, serving the trained run's logged model."""
     port = free_port()
+    model = f"runs:/{trained_run.run_id}/model"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mnist_exp.serve",
-            "--model",
-            f"runs:/{trained_run.run_id}/model",
-            "--port",
-            str(port),
-        ],
+        [sys.executable, "-m", "mnist_exp.serve", "--model", model, "--port", str(port), *flags],
         cwd=ROOT,
         env={**os.environ, "MLFLOW_TRACKING_URI": trained_run.tracking_uri},
         stdout=subprocess.PIPE,
@@ -49,9 +53,23 @@ def server(trained_run):
         process.wait(timeout=30)
 
 
-def post(url: str, body: bytes, content_type: str) -> tuple[int, dict]:
+@pytest.fixture(scope="module")
+def server(trained_run):
+    with serving(trained_run) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def collecting(trained_run, tmp_path_factory):
+    """The server with --collect on a 2 MB disk of its own; the URL and the folder."""
+    disk = tmp_path_factory.mktemp("collect") / "disk"
+    with small_tmpfs(disk, "2m"), serving(trained_run, "--collect", str(disk / "mine")) as url:
+        yield url, disk / "mine"
+
+
+def post(url: str, body: bytes, content_type: str, path: str = "/predict") -> tuple[int, dict]:
     request = urllib.request.Request(
-        f"{url}/predict", data=body, headers={"Content-Type": content_type}
+        f"{url}{path}", data=body, headers={"Content-Type": content_type}
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -169,3 +187,96 @@ def test_a_digit_drawn_with_the_mouse_in_chromium_is_read(server, tmp_path):
         assert page.locator("#bars li").count() == 10
         browser.close()
     assert (tmp_path / "zero.png").stat().st_size > 10_000
+
+
+def files_under(folder) -> list:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def test_the_page_saves_a_corrected_drawing_under_its_label_in_chromium(collecting, server):
+    from playwright.sync_api import sync_playwright
+
+    url, folder = collecting
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 900, "height": 900})
+        page.goto(url)
+        page.wait_for_function("document.getElementById('labels').childElementCount === 10")
+        assert page.locator("#collect").is_hidden()  # nothing to correct before a prediction
+        box = page.locator("#pad").bounding_box()
+        page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.15 * box["height"])
+        page.mouse.down()
+        for t in range(11):
+            page.mouse.move(box["x"] + 0.5 * box["width"],
+                            box["y"] + (0.15 + 0.07 * t) * box["height"], steps=3)  # fmt: skip
+        page.mouse.up()
+        with page.expect_response(lambda response: response.url.endswith("/predict")):
+            page.get_by_role("button", name="Predict").click()
+        page.get_by_role("button", name="It is 7").wait_for()
+        for _ in range(2):  # saved twice: two files, neither overwritten
+            with page.expect_response(lambda response: "/collect?label=7" in response.url):
+                page.get_by_role("button", name="It is 7").click()
+            page.wait_for_function("document.getElementById('saved').textContent.includes('7/')")
+        saved = files_under(folder)
+        assert [p.parent.name for p in saved] == ["7", "7"] and saved[0].name != saved[1].name
+        for path in saved:
+            assert Image.open(path).format == "PNG" and Image.open(path).size == (280, 280)
+        assert page.locator("#saved").text_content() in {f"Saved as 7/{p.name}" for p in saved}
+        browser.close()
+    with urllib.request.urlopen(f"{server}/model") as response:
+        assert json.load(response)["collect"] is False
+    status, answer = post(
+        server, png_bytes(Image.new("L", (28, 28))), "image/png", "/collect?label=1"
+    )
+    assert status == 404 and "--collect DIR" in answer["error"]
+
+
+def test_collecting_refuses_bad_requests_saves_at_once_and_survives_a_full_disk(
+    collecting, mnist_raw
+):
+    url, folder = collecting
+    before = files_under(folder)
+    png = png_bytes(user_style_image(mnist_raw["x_test"][0], np.random.default_rng(2), "png-rgb"))
+    cases = [
+        (png, "image/png", "/collect?label=x", 400, "label=x is not one of the model's classes"),
+        (png, "image/png", "/collect", 400, "label=None is not one of"),
+        (b"not an image", "image/png", "/collect?label=3", 422, "upload"),
+        (bytes(20_000_000), "image/png", "/collect?label=3", 413, "larger than"),
+    ]
+    for body, content_type, path, expected, message in cases:
+        status, answer = post(url, body, content_type, path)
+        assert (status, set(answer)) == (expected, {"error"}) and message in answer["error"]
+        assert "\n" not in answer["error"]
+    assert files_under(folder) == before  # nothing saved from a bad request
+
+    jpeg = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("RGB").save(jpeg, "JPEG")
+    bodies = [
+        (png, "image/png"),
+        (jpeg.getvalue(), "image/jpeg"),
+        (as_data_url(png), "application/json"),
+    ]
+    with ThreadPoolExecutor(8) as pool:  # 24 saves at once: 24 files, each whole
+        answers = list(pool.map(lambda i: post(url, *bodies[i % 3], "/collect?label=3"), range(24)))
+    assert all(status == 200 for status, _ in answers), answers
+    added = [p for p in files_under(folder) if p not in before]
+    assert len(added) == 24 and {p.suffix for p in added} == {".png", ".jpg"}
+    assert sorted(answer["saved"] for _, answer in answers) == [f"3/{p.name}" for p in added]
+    assert all(p.read_bytes() in (png, jpeg.getvalue()) for p in added)
+
+    filler = folder.parent / "filler"
+    with open(filler, "wb", buffering=0) as file:  # fill the disk to its last block
+        try:
+            while True:
+                file.write(bytes(64_000))
+        except OSError:
+            pass
+    try:
+        status, answer = post(url, png, "image/png", "/collect?label=5")
+        assert status == 507 and answer["error"].startswith("No space left on device in ")
+        assert not (folder / "5").exists() or files_under(folder / "5") == []
+        assert not [p for p in folder.rglob(".*") if p.is_file()]  # no partial file left
+    finally:
+        filler.unlink()
+    status, answer = post(url, png, "image/png", "/collect?label=5")
+    assert status == 200 and (folder / answer["saved"]).read_bytes() == png

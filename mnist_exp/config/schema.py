@@ -126,6 +126,7 @@ class Config:
     shuffle: bool = True
     deterministic: bool = False
     resume: str | None = None
+    init_from: str | None = None
     skip_finished: bool = False
     precision: str = "auto"
 

@@ -2,7 +2,10 @@
 preprocessing into MNIST-like arrays, and cached by each file's path, size and time."""
 
 import hashlib
+import os
 import sys
+import time
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -138,3 +141,21 @@ def read_folder(
         names,
         unreadable,
     )
+
+
+def add_image(root: Path, label: str, data: bytes, suffix: str) -> Path:
+    """Save an image's bytes as a new file in `root/<label>/`: a unique name, never overwriting
+    another, and whole or not at all (written aside, then linked into place)."""
+    folder = root / label
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:12]}{suffix}"
+    aside = folder / f".{name}.part"
+    try:
+        with open(aside, "xb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.link(aside, folder / name)  # fails rather than replace a file of that name
+    finally:
+        aside.unlink(missing_ok=True)
+    return folder / name

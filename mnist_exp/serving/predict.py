@@ -4,6 +4,7 @@ import argparse
 import json
 import sys
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from mnist_exp.console import import_tensorflow
+from mnist_exp.data import DIGITS
 from mnist_exp.data.images import IMAGE_SUFFIXES, ImageError, open_image, preprocess_image
 from mnist_exp.errors import MnistExpError, exit_with
 
@@ -21,23 +23,26 @@ class ModelError(MnistExpError):
 
 @dataclass(frozen=True)
 class Prediction:
-    digit: int
+    digit: int  # the class's index
     confidence: float
-    probabilities: np.ndarray  # (10,) softmax output
+    probabilities: np.ndarray  # (classes,) softmax output
+    label: str  # the class's name: the digit itself for MNIST
 
 
 class Predictor:
-    """A loaded model with a compiled forward pass: one image costs a few milliseconds."""
+    """A loaded model with a compiled forward pass: one image costs a few milliseconds. `classes`
+    names its outputs (default: the digits)."""
 
-    def __init__(self, model, source: str):
+    def __init__(self, model, source: str, classes: Sequence[str] | None = None):
         import tensorflow as tf
 
-        if tuple(model.input_shape[1:]) != (28, 28, 1) or model.output_shape[-1] != 10:
+        classes = tuple(classes or (DIGITS if model.output_shape[-1] == 10 else ()))
+        if tuple(model.input_shape[1:]) != (28, 28, 1) or model.output_shape[-1] != len(classes):
             raise ModelError(
-                f"{source} takes input {model.input_shape} and gives "
-                f"{model.output_shape}; expected (None, 28, 28, 1) -> (None, 10)."
+                f"{source} takes input {model.input_shape} and gives {model.output_shape}; "
+                f"expected (None, 28, 28, 1) -> (None, {len(classes) or 10}): its classes."
             )
-        self.model, self.source = model, source
+        self.model, self.source, self.classes = model, source, classes
         self.forward = tf.function(
             lambda x: model(x, training=False),
             input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.float32)],
@@ -49,12 +54,12 @@ class Predictor:
 
     def predict_digit(self, image: Image.Image | np.ndarray | str | Path) -> Prediction:
         """The digit in one image (a path, a PIL image or an array), preprocessed like MNIST."""
-        return to_prediction(self.probabilities(preprocess_image(image)[None])[0])
+        return to_prediction(self.probabilities(preprocess_image(image)[None])[0], self.classes)
 
 
-def to_prediction(probabilities: np.ndarray) -> Prediction:
+def to_prediction(probabilities: np.ndarray, classes: Sequence[str] = DIGITS) -> Prediction:
     digit = int(np.argmax(probabilities))
-    return Prediction(digit, float(probabilities[digit]), probabilities)
+    return Prediction(digit, float(probabilities[digit]), probabilities, classes[digit])
 
 
 def load_predictor(model: str | Path | None = None) -> Predictor:
@@ -77,9 +82,10 @@ def load_predictor(model: str | Path | None = None) -> Predictor:
             loaded = keras.models.load_model(source, compile=False, safe_mode=True)
         except (OSError, ValueError) as error:
             raise ModelError(f"Cannot load {source}: {str(error).splitlines()[0]}") from None
-    else:
-        loaded = read.load_logged_model(source, store)
-    return Predictor(loaded, source)
+        return Predictor(loaded, source)
+    loaded = read.load_logged_model(source, store)
+    run = read.model_run(source, store)
+    return Predictor(loaded, source, read.run_classes(run.info.run_id, store) if run else None)
 
 
 def predict_digit(
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         choices=range(1, 11),
         metavar="K",
-        help="also show the K most likely digits (1-10)",
+        help="also show the K most likely classes (1-10)",
     )
     parser.add_argument(
         "--explain", metavar="DIR", help="save a before/after picture per image into DIR"
@@ -156,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         probabilities = predictor.probabilities(np.stack(inputs))
         for path, seen, probs in zip(readable, inputs, probabilities, strict=True):
-            prediction = to_prediction(probs)
-            report(path, prediction, args)
+            prediction = to_prediction(probs, predictor.classes)
+            report(path, prediction, args, predictor.classes)
             if args.explain:
                 save_explanation(path, seen, prediction, Path(args.explain))
     for failure in failures:
@@ -168,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures else 0
 
 
-def report(path: Path, prediction: Prediction, args: argparse.Namespace) -> None:
+def report(
+    path: Path, prediction: Prediction, args: argparse.Namespace, classes: Sequence[str]
+) -> None:
+    """One image's answer: `path: 7 (99.1%)`, a class's name where the classes are not digits."""
     top = np.argsort(prediction.probabilities)[::-1][: max(1, args.top_k)]
     if args.json:
         print(
@@ -176,11 +185,13 @@ def report(path: Path, prediction: Prediction, args: argparse.Namespace) -> None
                 {
                     "file": str(path),
                     "digit": prediction.digit,
+                    "label": prediction.label,
                     "confidence": round(prediction.confidence, 6),
                     "probabilities": [round(float(p), 6) for p in prediction.probabilities],
                     "top_k": [
                         {
                             "digit": int(d),
+                            "label": classes[d],
                             "probability": round(float(prediction.probabilities[d]), 6),
                         }
                         for d in top
@@ -189,9 +200,9 @@ def report(path: Path, prediction: Prediction, args: argparse.Namespace) -> None
             )
         )
     else:
-        ranked = "  ".join(f"{d}:{prediction.probabilities[d]:.3f}" for d in top)
+        ranked = "  ".join(f"{classes[d]}:{prediction.probabilities[d]:.3f}" for d in top)
         print(
-            f"{path}: {prediction.digit} ({prediction.confidence:.1%})"
+            f"{path}: {prediction.label} ({prediction.confidence:.1%})"
             + (f"  top-{len(top)} {ranked}" if args.top_k > 1 else "")
         )
 
@@ -201,6 +212,6 @@ def save_explanation(path: Path, seen: np.ndarray, prediction: Prediction, folde
     from mnist_exp.figures import explain_figure
 
     original = np.asarray(ImageOps.exif_transpose(open_image(path).convert("RGB")))
-    caption = f"{prediction.digit} ({prediction.confidence:.1%})"
+    caption = f"{prediction.label} ({prediction.confidence:.1%})"
     figure = explain_figure(path.name, original, seen, caption)
     figure.savefig(folder / f"{path.stem}.explain.png", dpi=100)

@@ -3,9 +3,12 @@
 import argparse
 import base64
 import binascii
+import errno
 import io
 import json
+import os
 from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -14,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from mnist_exp.data.folder import add_image
 from mnist_exp.data.images import open_image, preprocess_image
 from mnist_exp.errors import MnistExpError, exit_with
 from mnist_exp.serving.predict import Predictor, load_predictor, to_prediction
@@ -79,9 +83,40 @@ async def image_bytes(request: Request) -> bytes:
     raise RequestError(415, f"Content type {kind or '(none)'} is not accepted; send {ACCEPTED}.")
 
 
-def create_app(predictor: Predictor, model: dict) -> FastAPI:
-    """The page at /, POST /predict, GET /health and GET /model (what `model` says)."""
+def collect_image(root: Path, label: str | None, data: bytes, classes: tuple[str, ...]) -> str:
+    """Save an upload under `root/<label>/` as the file it came in (`7/20261201-...-ab12.png`);
+    the label must be one of the model's classes and the bytes an image."""
+    if label not in classes or label.startswith(".") or "/" in label:
+        raise RequestError(
+            400, f"label={label} is not one of the model's classes ({', '.join(classes)})."
+        )
+    image = open_image(io.BytesIO(data), "upload")  # an ImageError (422) if it is none
+    suffix = {"JPEG": ".jpg"}.get(image.format, f".{(image.format or 'png').lower()}")
+    try:
+        return str(add_image(root, label, data, suffix).relative_to(root))
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise RequestError(
+                507, f"No space left on device in {root}: free some, and save again."
+            ) from None
+        raise RequestError(500, f"Cannot save into {root / label}: {error.strerror}.") from None
+
+
+def check_collect(root: Path) -> None:
+    """Refuse a --collect folder that cannot be made or written, before the model loads."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MnistExpError(f"--collect {root}: cannot make it ({error.strerror}).") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise MnistExpError(f"--collect {root}: not writable; choose a folder you can write.")
+
+
+def create_app(predictor: Predictor, model: dict, collect: Path | None = None) -> FastAPI:
+    """The page at /, POST /predict, GET /health and GET /model (what `model` says, the classes
+    and whether it collects); with `collect`, POST /collect?label=L saves an image there."""
     app = FastAPI(title="mnist_exp", docs_url=None, redoc_url=None)
+    model = {**model, "classes": list(predictor.classes), "collect": collect is not None}
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.exception_handler(MnistExpError)
@@ -110,13 +145,24 @@ def create_app(predictor: Predictor, model: dict) -> FastAPI:
             return seen, predictor.probabilities(seen[None])[0]
 
         seen, probabilities = await run_in_threadpool(answer)
-        prediction = to_prediction(probabilities)
+        prediction = to_prediction(probabilities, predictor.classes)
         return {
             "digit": prediction.digit,
+            "label": prediction.label,
             "confidence": prediction.confidence,
             "probabilities": [round(float(p), 5) for p in prediction.probabilities],
             "image": np.round(seen[..., 0], 3).tolist(),
         }
+
+    @app.post("/collect")
+    async def collect_one(request: Request) -> dict:
+        """Save the image (sent as to /predict) under its true label, `?label=7`: where it went."""
+        if collect is None:
+            raise RequestError(404, "This server does not collect; start it with --collect DIR.")
+        data = await image_bytes(request)
+        label = request.query_params.get("label")
+        saved = await run_in_threadpool(collect_image, collect, label, data, predictor.classes)
+        return {"saved": saved}
 
     return app
 
@@ -149,8 +195,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument(
+        "--collect",
+        metavar="DIR",
+        type=Path,
+        help="offer to correct each answer, saving the image under DIR/<label>/ "
+        "(a dataset=folder set)",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.collect:
+            check_collect(args.collect)
         predictor = load_predictor(args.model)
     except MnistExpError as error:
         exit_with(error)
@@ -160,4 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     accuracy = model.get("test_accuracy")
     tested = f" (test accuracy {accuracy:.2%})" if accuracy is not None else ""
     print(f"Model {predictor.source}{tested}\nOpen http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(create_app(predictor, model), host=args.host, port=args.port, log_level="warning")
+    if args.collect:
+        print(f"Corrections are saved under {args.collect.resolve()}/<label>/", flush=True)
+    app = create_app(predictor, model, args.collect and args.collect.resolve())
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

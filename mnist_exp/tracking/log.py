@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 import mlflow
 import numpy as np
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.config.job import Job
@@ -201,13 +202,20 @@ class MlflowMetrics(keras.callbacks.Callback):
 
 
 def log_split(
-    split: SplitReport, name: str, metrics: tuple[str, str], classes: tuple[str, ...]
+    split: SplitReport,
+    name: str,
+    metrics: tuple[str, str],
+    classes: tuple[str, ...],
+    run_id: str | None = None,
 ) -> None:
     """A split's loss and accuracy (as `metrics` name them), confusion matrix and report, under
-    `name/`."""
+    `name/`, in the active run or the run `run_id` (which stays as it was: FINISHED, say)."""
+    client, run_id = MlflowClient(), run_id or mlflow.active_run().info.run_id
     loss, accuracy = metrics
-    mlflow.log_metrics({loss: split.loss, accuracy: split.accuracy})
-    mlflow.log_figure(
+    client.log_metric(run_id, loss, split.loss)
+    client.log_metric(run_id, accuracy, split.accuracy)
+    client.log_figure(
+        run_id,
         confusion_figure(split.confusion, f"{name} confusion matrix", classes),
         f"{name}/confusion_matrix.png",
     )
@@ -215,9 +223,10 @@ def log_split(
     rows = [
         f"{c}," + ",".join(map(str, row)) for c, row in zip(classes, split.confusion, strict=True)
     ]
-    mlflow.log_text("\n".join([header, *rows]) + "\n", f"{name}/{CONFUSION_CSV}")
-    mlflow.log_text(split.report_text, f"{name}/{REPORT_TEXT}")
-    mlflow.log_text(json.dumps(split.report_dict, indent=2), f"{name}/classification_report.json")
+    client.log_text(run_id, "\n".join([header, *rows]) + "\n", f"{name}/{CONFUSION_CSV}")
+    client.log_text(run_id, split.report_text, f"{name}/{REPORT_TEXT}")
+    report = json.dumps(split.report_dict, indent=2)
+    client.log_text(run_id, report, f"{name}/classification_report.json")
 
 
 def log_evaluation(

@@ -91,6 +91,7 @@ def run_note(run: Any, overrides: Sequence[str], ending: str | None = None) -> s
         f"{int(params.get('model_params', 0)):,} parameters",
         "optimizer": f"`{params.get('optimizer._target_')}`, learning rate "
         f"{params.get('optimizer.learning_rate', '?')}, batch {params.get('batch_size')}",
+        "starts from": "" if params.get("init_from", "None") == "None" else params["init_from"],
         "split": split(run),
         "recipe": ", ".join(
             f"{group} {run.data.tags[f'choice.{group}']}"

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -14,7 +15,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.config.schema import MlflowConfig
-from mnist_exp.errors import MnistExpError
+from mnist_exp.data import DIGITS
+from mnist_exp.errors import ConfigError, MnistExpError
 from mnist_exp.names import BEST_VAL_ACCURACY, DATASET, PREDICTIONS, STATE_FILE
 from mnist_exp.tracking.store import global_tracking_uri, tracking_uri
 
@@ -90,6 +92,68 @@ def best_model_uri(cfg: MlflowConfig, dataset: str = "mnist") -> str:
             "train one with `python -m mnist_exp.run`, or pass --model."
         )
     return f"runs:/{best.info.run_id}/model"
+
+
+@dataclass(frozen=True)
+class Source:
+    """What `init_from=` names, resolved: where the model loads from, the one version it stands
+    for (the config's identity), and its run's architecture and classes (None for a file)."""
+
+    uri: str  # runs:/..., models:/name/version or a file path
+    pinned: str  # models:/name@alias resolved to models:/name/version; a file with its digest
+    model: dict | None  # the source run's model config
+    choice: str | None  # its model group option (`cnn_bn`)
+    classes: list[str] | None
+
+
+def init_source(spec: str, cfg: MlflowConfig) -> Source:
+    """Resolve `init_from=` (a registered or logged model's URI, or a .keras/.h5 file) to the one
+    model it names now; a ConfigError in one line if it names none."""
+    if "://" not in spec and ":/" not in spec:
+        path = Path(spec).expanduser().resolve()
+        if not path.is_file() or path.suffix not in (".keras", ".h5"):
+            raise ConfigError(
+                f"init_from={spec}: no such .keras or .h5 file; give a saved model file, or a "
+                "model URI (models:/mnist-cnn@champion, runs:/<run id>/model)."
+            )
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return Source(str(path), f"{path}@sha256:{digest}", None, None, None)
+    run = model_run(spec, cfg)
+    if run is None:
+        raise ConfigError(
+            f"init_from={spec}: no such model in {tracking_uri(cfg)}; name a registered one "
+            "(models:/mnist-cnn@champion, models:/mnist-cnn/3) or a run's (runs:/<run id>/model)."
+        )
+    pinned = spec
+    if spec.startswith("models:/") and "@" in spec:
+        name, alias = spec.removeprefix("models:/").split("@", 1)
+        version = MlflowClient(tracking_uri(cfg)).get_model_version_by_alias(name, alias).version
+        pinned = f"models:/{name}/{version}"
+    config = OmegaConf.create(run_artifact_text(run.info.run_id, "config.yaml", cfg))
+    model = OmegaConf.to_container(config.model, resolve=True)
+    classes = run_classes(run.info.run_id, cfg)
+    return Source(pinned, pinned, model, run.data.tags.get("choice.model"), classes)
+
+
+def run_classes(run_id: str, cfg: MlflowConfig) -> list[str]:
+    """A run's class names, in the order of its model's outputs (runs logged before they were
+    recorded are MNIST's: the digits)."""
+    try:
+        return json.loads(run_artifact_text(run_id, "dataset/classes.json", cfg))["classes"]
+    except (MlflowException, OSError):
+        return list(DIGITS)
+
+
+def load_source(source: Source, cfg: MlflowConfig) -> keras.Model:
+    """The model `init_from=` resolved to, uncompiled."""
+    if source.model is not None:
+        return load_logged_model(source.uri, cfg)
+    try:
+        return keras.models.load_model(source.uri, compile=False)
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"init_from={source.uri} cannot be loaded as a Keras model: {str(error)[:200]}"
+        ) from None
 
 
 def load_logged_model(uri: str, cfg: MlflowConfig) -> keras.Model:

@@ -1,5 +1,6 @@
-// Draw on #pad (mouse, pen, touch), POST the PNG to /predict, show the digit, the ten
-// probabilities and the 28x28 image the model received.
+// Draw on #pad (mouse, pen, touch), POST the PNG to /predict, show the class, its
+// probabilities and the 28x28 image the model received; where the server collects, a button per
+// class saves the drawing under its true label (POST /collect?label=...).
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -8,6 +9,8 @@ const $ = (id) => document.getElementById(id);
 let drawing = false;
 let inked = false;
 let timer = null;
+let classes = [..."0123456789"];  // the model's, once /model answers
+let last = null;  // the last prediction's request, to save under its true label
 
 function clearPad() {
   clearTimeout(timer);
@@ -17,6 +20,9 @@ function clearPad() {
   $("digit").textContent = "?";
   $("confidence").textContent = "Draw a digit, then Predict.";
   $("error").textContent = "";
+  $("collect").hidden = true;
+  $("saved").textContent = "";
+  last = null;
   showBars(null);
   $("seen").getContext("2d").clearRect(0, 0, 28, 28);
 }
@@ -68,6 +74,7 @@ async function send(body, headers) {
     const response = await fetch("/predict", { method: "POST", body, headers });
     const answer = await response.json();
     if (!response.ok) throw new Error(answer.error || response.statusText);
+    last = { body, headers };
     show(answer);
   } catch (error) {
     $("error").textContent = error.message;
@@ -85,7 +92,10 @@ function predict() {
 }
 
 function show(answer) {
-  $("digit").textContent = answer.digit;
+  $("digit").textContent = answer.label;
+  $("digit").classList.toggle("long", answer.label.length > 2);
+  $("collect").hidden = !$("labels").childElementCount;
+  $("saved").textContent = "";
   $("confidence").textContent = `${(answer.confidence * 100).toFixed(1)}% sure`;
   showBars(answer.probabilities);
   const seen = $("seen").getContext("2d");
@@ -99,15 +109,43 @@ function show(answer) {
 function showBars(probabilities) {
   const top = probabilities ? probabilities.indexOf(Math.max(...probabilities)) : -1;
   $("bars").innerHTML = "";
-  for (let digit = 0; digit < 10; digit++) {
-    const p = probabilities ? probabilities[digit] : 0;
+  classes.forEach((name, i) => {
+    const p = probabilities ? probabilities[i] : 0;
     const item = document.createElement("li");
-    item.className = digit === top ? "top" : "";
-    item.setAttribute("aria-label", `${digit}: ${(p * 100).toFixed(1)}%`);
-    item.innerHTML = `<span>${digit}</span><span class="track"><span class="fill"
+    item.className = i === top ? "top" : "";
+    item.setAttribute("aria-label", `${name}: ${(p * 100).toFixed(1)}%`);
+    item.innerHTML = `<span></span><span class="track"><span class="fill"
       style="display:block;width:${(p * 100).toFixed(1)}%"></span></span>
       <span class="value">${(p * 100).toFixed(1)}%</span>`;
+    item.firstChild.textContent = name;  // a class name is text, never markup
     $("bars").append(item);
+  });
+}
+
+async function save(label) {
+  if (!last) return;
+  $("error").textContent = "";
+  try {
+    const response = await fetch(`/collect?label=${encodeURIComponent(label)}`,
+                                 { method: "POST", body: last.body, headers: last.headers });
+    const answer = await response.json();
+    if (!response.ok) throw new Error(answer.error || response.statusText);
+    $("saved").textContent = `Saved as ${answer.saved}`;
+  } catch (error) {
+    $("error").textContent = error.message;
+  }
+}
+
+function labelButtons() {
+  $("labels").innerHTML = "";
+  for (const name of classes) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "secondary";
+    button.textContent = name;
+    button.setAttribute("aria-label", `It is ${name}`);
+    button.addEventListener("click", () => save(name));
+    $("labels").append(button);
   }
 }
 
@@ -126,6 +164,9 @@ fetch("/model").then((r) => r.json()).then((model) => {
     : `, test accuracy ${(model.test_accuracy * 100).toFixed(2)}%`;
   const run = model.run_id ? ` — run ${model.run_name || model.run_id.slice(0, 8)}` : "";
   $("model").textContent = `Model: ${model.model}${run}${accuracy}`;
+  classes = model.classes || classes;
+  if (model.collect) labelButtons();
+  showBars(null);
 }).catch(() => { $("model").textContent = "Model information unavailable."; });
 
 clearPad();

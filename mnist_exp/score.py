@@ -1,0 +1,55 @@
+"""`python -m mnist_exp.score MODEL SET...`: a registered or logged model scored on more sets
+(`folder:DIR`, `idx:DIR`, `mnist`), each logged to the model's run as `evaluate.extra` does."""
+
+import argparse
+
+from mnist_exp.config.schema import EvaluateConfig, MlflowConfig, extra_name
+from mnist_exp.errors import MnistExpError, exit_with
+
+
+def score_model(uri: str, specs: list[str], cfg: MlflowConfig) -> tuple[str, dict]:
+    """Score the model `uri` names on each set; log each set's metrics, confusion matrix and
+    report to its run under `extra/<name>/`. The run's id and {name: SplitReport}."""
+    EvaluateConfig(extra=specs)  # the same checks as evaluate.extra, in one line each
+    from mnist_exp.console import import_tensorflow
+
+    import_tensorflow()
+    from mnist_exp.data.scoring import scoring_sets
+    from mnist_exp.evaluate import evaluate_split
+    from mnist_exp.names import extra_metrics
+    from mnist_exp.tracking import log, read
+
+    run = read.model_run(uri, cfg)
+    if run is None:
+        raise MnistExpError(
+            f"{uri} is no logged model in {read.tracking_uri(cfg)}: give a registered model "
+            "(models:/mnist-cnn@champion) or a run's (runs:/<run id>/model)."
+        )
+    classes = tuple(read.run_classes(run.info.run_id, cfg))
+    sets = scoring_sets(specs, classes)
+    model = read.load_logged_model(uri, cfg)
+    reports = {name: evaluate_split(model, *arrays, classes) for name, arrays in sets.items()}
+    for name, report in reports.items():
+        log.log_split(report, f"extra/{name}", extra_metrics(name), classes, run.info.run_id)
+    return run.info.run_id, reports
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mnist_exp.score", description=__doc__)
+    parser.add_argument("model", help="models:/mnist-cnn@champion, runs:/<run id>/model, ...")
+    parser.add_argument("sets", nargs="+", metavar="SET", help="folder:DIR, idx:DIR or mnist")
+    args = parser.parse_args(argv)
+    try:
+        run_id, reports = score_model(args.model, args.sets, MlflowConfig())
+    except MnistExpError as error:
+        exit_with(error)
+    for spec in args.sets:
+        report = reports[extra_name(spec)]
+        print(
+            f"{extra_name(spec)}: accuracy {report.accuracy:.4f} on {len(report.labels):,} images, "
+            f"logged to run {run_id} under extra/{extra_name(spec)}/"
+        )
+
+
+if __name__ == "__main__":
+    main()
