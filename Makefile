@@ -11,7 +11,7 @@ ARTIFACTS ?= $(CURDIR)/mlruns
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data browser run test test-fast bench report ui server serve docs lint format clean
+.PHONY: help install data browser fonts slurm-install slurm slurm-stop run test test-fast bench report ui server serve docs lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,8 +34,27 @@ browser: ## install Debian's chromium for the browser tests if it is missing (ap
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
+# Debian's handwriting fonts for the robustness set (mnist_exp/serving/robustness.py names the files)
+FONTS := fonts-dkg-handwriting fonts-breip fonts-bwht fonts-humor-sans fonts-rufscript \
+	fonts-sjfonts fonts-comic-neue fonts-klee
+fonts: $(STAMP) ## install Debian's handwriting fonts for the robustness set if missing (apt-get; root or sudo)
+	@$(BIN)/python -c "from mnist_exp.serving.robustness import handwriting_fonts_missing as m; \
+		raise SystemExit(bool(m()))" || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(FONTS); }
+
+slurm-install: ## install Debian's SLURM (slurmctld, slurmd, munge) if missing (apt-get; root or sudo)
+	@command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install \
+		-y -qq --no-install-recommends slurmctld slurmd slurm-client munge; }
+
+slurm: $(STAMP) slurm-install ## a one-node SLURM cluster on 127.0.0.1 (outputs/slurm; root); make slurm-stop
+	$(BIN)/python -m tests.cluster start outputs/slurm
+
+slurm-stop: ## stop the cluster `make slurm` started
+	$(BIN)/python -m tests.cluster stop outputs/slurm
+
 # One worker per core: much of the suite waits on processes, servers and files, not on the CPU.
-test: data browser ## run the whole test suite, real-MNIST training included; prints the 25 slowest
+test: data browser fonts slurm-install ## run the whole test suite, real-MNIST training included; prints the 25 slowest
 	$(BIN)/pytest -n auto --dist loadgroup --durations=25
 
 # No download can hide in the fast tests: every connection but to this machine goes to a dead proxy.

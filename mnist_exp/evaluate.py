@@ -7,6 +7,7 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
 from mnist_exp.data import Dataset
+from mnist_exp.data.scoring import ScoringSet
 
 # The training split is scored on its first images only: what it tells (how well the model fits,
 # dropout off) needs no more, and all 55,000 would cost the default CNN 15 s at the end of a run.
@@ -68,9 +69,7 @@ def evaluate_split(
     )
 
 
-def evaluate(
-    model: keras.Model, data: Dataset, extra: dict[str, tuple[np.ndarray, np.ndarray]]
-) -> Report:
+def evaluate(model: keras.Model, data: Dataset, extra: dict[str, ScoringSet]) -> Report:
     """Loss, accuracy, confusion matrix and classification report on every split (of training,
     its first TRAIN_SCORED images) and on each `extra` set (images, one-hot labels) by name."""
     first = slice(TRAIN_SCORED)
@@ -79,6 +78,7 @@ def evaluate(
         val=evaluate_split(model, data.x_val, data.y_val, data.classes),
         test=evaluate_split(model, data.x_test, data.y_test, data.classes),
         extra={
-            name: evaluate_split(model, *arrays, data.classes) for name, arrays in extra.items()
+            name: evaluate_split(model, scored.images, scored.labels, data.classes)
+            for name, scored in extra.items()
         },
     )

@@ -87,6 +87,7 @@ def experiment(
     check_writable("hydra.run.dir", job.output_dir)
     import_tensorflow()  # heavy imports only now, so `--help` and `--cfg job` answer at once
     from mnist_exp.config.build import build
+    from mnist_exp.data import digest
     from mnist_exp.data.scoring import scoring_sets
     from mnist_exp.evaluate import evaluate
     from mnist_exp.sweeps import trial as search_trial
@@ -94,13 +95,15 @@ def experiment(
     from mnist_exp.train import check_resumable, seed_everything, set_precision, start_from, train
 
     uri = store.use_store(config.mlflow, config.paths.root)  # unreachable: fails now, not later
-    source = read.init_source(config.init_from, config.mlflow) if config.init_from else None
-    if source:
+    source = None
+    if config.init_from:
+        source = (
+            read.resumed_source(config.resume, config.mlflow)
+            if config.resume
+            else read.init_source(config.init_from, config.mlflow)
+        )
         cfg, job = take_source(cfg, job, source)
         config = validate(cfg)
-    if config.skip_finished and (twin := read.finished_twin(cfg)):
-        print(f"Skipped: this exact config already finished as run {twin.info.run_id}.")
-        return reused(twin)
     work_dir = read.resume_dir(config.resume) if config.resume else job.output_dir
     if config.resume:
         check_resumable(work_dir)  # before the run is reopened: it stays as it was
@@ -110,6 +113,11 @@ def experiment(
 
     data = load_data(config)
     extra = scoring_sets(config.evaluate.extra, data.classes)
+    if config.skip_finished:  # the same config on the same data (a folder may have changed)
+        digests = {**data.digests(), **{n: digest(s.images, s.labels) for n, s in extra.items()}}
+        if twin := read.finished_twin(cfg, digests):
+            print(f"Skipped: this exact config already finished as run {twin.info.run_id}.")
+            return reused(twin)
     clock.lap("data")
     model = build("model", config.model, input_shape=data.input_shape, num_classes=data.num_classes)
     if source and not config.resume:  # a resumed run has its own weights
@@ -126,7 +134,7 @@ def experiment(
         cfg, job, work_dir, resume=config.resume, parent=parent, params=params, tags=tags
     ) as run:
         if not config.resume:
-            log.log_datasets(data)
+            log.log_datasets(data, extra)
             log.log_model_card(model)
         clock.lap("build and log the model card")
         reporters = [log.MlflowMetrics(), *([reporter] if reporter else []), *callbacks]
@@ -165,13 +173,19 @@ def experiment(
 
 def take_source(cfg: DictConfig, job: Job, source: "Source") -> tuple[DictConfig, Job]:
     """Pin `init_from` to the one version it resolved to (so `skip_finished` tells two champions
-    apart), and train the source's architecture unless the command chose the model."""
+    apart), and train the source's architecture, with the command's `model.*` knobs, unless the
+    command chose another (`model=`)."""
     cfg.init_from = source.pinned
-    chosen = any(o.lstrip("+~").partition("=")[0].split(".")[0] == "model" for o in job.overrides)
-    if source.model is None or chosen or OmegaConf.to_container(cfg.model) == source.model:
+    keys = [o.lstrip("+~").partition("=")[0] for o in job.overrides]
+    if source.model is None or "model" in keys:
         return cfg, job
-    cfg.model = source.model
-    choice = source.choice or cfg.model["_target_"].rpartition(".")[2]
+    model = OmegaConf.create(source.model)
+    for knob in (key.removeprefix("model.") for key in keys if key.startswith("model.")):
+        OmegaConf.update(model, knob, OmegaConf.select(cfg.model, knob), merge=False)
+    if OmegaConf.to_container(model) == OmegaConf.to_container(cfg.model):
+        return cfg, job
+    cfg.model = model
+    choice = source.choice or model["_target_"].rpartition(".")[2]
     print(f"init_from: {source.pinned} is a {choice}, so this run trains a {choice}.")
     return cfg, dataclasses.replace(job, choices={**job.choices, "model": choice})
 
@@ -265,7 +279,7 @@ def cli() -> None:
             print(describe(overrides, resolve="--resolve" in arguments), end="")
             return
         if flags <= {"-m", "--multirun"}:  # other flags (--help, --info, ...) are Hydra's
-            check_overrides([a for a in arguments if a not in flags])
+            check_overrides([a for a in arguments if a not in flags], multirun=bool(flags))
     except MnistExpError as error:
         exit_with(error)
     main()

@@ -1,5 +1,6 @@
 """`python -m mnist_exp.score MODEL SET...`: a registered or logged model scored on more sets
-(`folder:DIR`, `idx:DIR`, `mnist`), each logged to the model's run as `evaluate.extra` does."""
+(`folder:DIR`, `idx:DIR`, `mnist`), each set's metrics and reports logged to the model's run as
+`evaluate.extra` logs them (the run's dataset inputs stay those it trained with)."""
 
 import argparse
 
@@ -18,19 +19,21 @@ def score_model(uri: str, specs: list[str], cfg: MlflowConfig) -> tuple[str, dic
     from mnist_exp.evaluate import evaluate_split
     from mnist_exp.names import extra_metrics
     from mnist_exp.tracking import log, read
+    from mnist_exp.tracking.store import global_tracking_uri, tracking_uri
 
     run = read.model_run(uri, cfg)
     if run is None:
         raise MnistExpError(
-            f"{uri} is no logged model in {read.tracking_uri(cfg)}: give a registered model "
+            f"{uri} is no logged model in {tracking_uri(cfg)}: give a registered model "
             "(models:/mnist-cnn@champion) or a run's (runs:/<run id>/model)."
         )
     classes = tuple(read.run_classes(run.info.run_id, cfg))
     sets = scoring_sets(specs, classes)
     model = read.load_logged_model(uri, cfg)
-    reports = {name: evaluate_split(model, *arrays, classes) for name, arrays in sets.items()}
-    for name, report in reports.items():
-        log.log_split(report, f"extra/{name}", extra_metrics(name), classes, run.info.run_id)
+    reports = {name: evaluate_split(model, s.images, s.labels, classes) for name, s in sets.items()}
+    with global_tracking_uri(tracking_uri(cfg)):
+        for name, report in reports.items():
+            log.log_split(report, f"extra/{name}", extra_metrics(name), classes, run.info.run_id)
     return run.info.run_id, reports
 
 

@@ -21,7 +21,7 @@ from mnist_exp.errors import ConfigError, DataError
 from mnist_exp.groups.dataset import folder
 from mnist_exp.groups.split import holdout
 from mnist_exp.score import main as score_main
-from mnist_exp.serving.robustness import label, make_set
+from mnist_exp.serving.robustness import label, make_set, printed_fonts
 
 
 def quarter(labels):
@@ -32,7 +32,9 @@ def quarter(labels):
 def printed(tmp_path_factory):
     """Printed digits in root/<digit>/, 17 fonts x 10 digits x 3, and two broken files."""
     root = tmp_path_factory.mktemp("printed")
-    for path in make_set(root / "flat", per_font=3, seed=5):
+    for path in make_set(
+        root / "flat", per_font=3, seed=5, per_digit=0, fonts_used=printed_fonts()
+    ):
         (root / "digits" / str(label(path))).mkdir(parents=True, exist_ok=True)
         shutil.move(path, root / "digits" / str(label(path)) / path.name)
     (root / "digits/3/notes.png").write_text("not an image")
@@ -158,7 +160,7 @@ def mnist_run(tmp_path_factory, printed):
     return uri, result
 
 
-def test_an_mnist_model_is_also_scored_on_a_folder_of_printed_digits(tmp_path, mnist_run):
+def test_an_mnist_model_is_also_scored_on_a_folder_of_printed_digits(tmp_path, printed, mnist_run):
     uri, result = mnist_run
     client = MlflowClient(uri)
     metrics = client.get_run(result.run_id).data.metrics
@@ -169,6 +171,32 @@ def test_an_mnist_model_is_also_scored_on_a_folder_of_printed_digits(tmp_path, m
     )
     rows = Path(csv).read_text().splitlines()[1:]
     assert sum(int(n) for row in rows for n in row.split(",")[1:]) == 510  # the readable files
+    inputs = {i.dataset.name: i for i in client.get_run(result.run_id).inputs.dataset_inputs}
+    assert {"digits", "mnist"} <= set(inputs) and str(printed) in inputs["digits"].dataset.source
+    assert '"features_shape": [510' in inputs["digits"].dataset.profile
+    assert [t.value for t in inputs["digits"].tags] == ["extra"]
+
+
+def test_skip_finished_reuses_a_run_only_while_its_folder_is_unchanged(tmp_path, printed):
+    root = tmp_path / "mine"
+    shutil.copytree(printed, root)
+    args = [
+        "dataset=folder",
+        f"dataset.root={root}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        "split.size=0.2",
+        "model=mlp",
+        "epochs=1",
+        "skip_finished=true",
+        "mlflow.system_metrics=false",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
+    first = run_experiment([*args, f"hydra.run.dir={tmp_path / 'a'}"])
+    again = run_experiment([*args, f"hydra.run.dir={tmp_path / 'b'}"])
+    assert again.reused and again.run_id == first.run_id
+    shutil.copy(next((root / "4").glob("*.png")), root / "4" / "one_more.png")
+    changed = run_experiment([*args, f"hydra.run.dir={tmp_path / 'c'}"])
+    assert not changed.reused  # a file more: other data, so it trains
 
 
 @pytest.mark.parametrize(
@@ -311,3 +339,20 @@ def test_score_logs_a_registered_model_on_another_set_to_its_run(
             score_main(arguments)
         assert exit.value.code == 2
         assert capsys.readouterr().err.startswith(f"error: {message}")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "multirun", "message"),
+    [
+        (
+            ["init_from=models:/mnist-cnn@champion", "seed=1,2"],
+            True,
+            "in a sweep, give the version",
+        ),
+        (["init_from=models:/mnist-cnn/3", "hparams_search=optuna"], True, "init_from and hparams"),
+    ],
+)
+def test_a_sweep_must_start_every_job_from_one_version(overrides, multirun, message):
+    with pytest.raises(ConfigError, match=message):
+        check_overrides(overrides, multirun=multirun)
+    check_overrides(["init_from=models:/mnist-cnn/3", "seed=1,2"], multirun=True)  # a version

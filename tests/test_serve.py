@@ -68,9 +68,8 @@ def collecting(trained_run, tmp_path_factory):
 
 
 def post(url: str, body: bytes, content_type: str, path: str = "/predict") -> tuple[int, dict]:
-    request = urllib.request.Request(
-        f"{url}{path}", data=body, headers={"Content-Type": content_type}
-    )
+    headers = {"Content-Type": content_type, "X-Collect": "1"}
+    request = urllib.request.Request(f"{url}{path}", data=body, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.load(response)
@@ -210,13 +209,14 @@ def test_the_page_saves_a_corrected_drawing_under_its_label_in_chromium(collecti
             page.mouse.move(box["x"] + 0.5 * box["width"],
                             box["y"] + (0.15 + 0.07 * t) * box["height"], steps=3)  # fmt: skip
         page.mouse.up()
-        with page.expect_response(lambda response: response.url.endswith("/predict")):
-            page.get_by_role("button", name="Predict").click()
-        page.get_by_role("button", name="It is 7").wait_for()
-        for _ in range(2):  # saved twice: two files, neither overwritten
+        for _ in range(2):  # predicted and saved twice: two files, neither overwritten
+            with page.expect_response(lambda response: response.url.endswith("/predict")):
+                page.get_by_role("button", name="Predict").click()
+            page.get_by_role("button", name="It is 7").wait_for()
             with page.expect_response(lambda response: "/collect?label=7" in response.url):
                 page.get_by_role("button", name="It is 7").click()
             page.wait_for_function("document.getElementById('saved').textContent.includes('7/')")
+            assert page.locator("#collect").is_hidden()  # saved once per answer
         saved = files_under(folder)
         assert [p.parent.name for p in saved] == ["7", "7"] and saved[0].name != saved[1].name
         for path in saved:
@@ -237,6 +237,13 @@ def test_collecting_refuses_bad_requests_saves_at_once_and_survives_a_full_disk(
     url, folder = collecting
     before = files_under(folder)
     png = png_bytes(user_style_image(mnist_raw["x_test"][0], np.random.default_rng(2), "png-rgb"))
+    multipart, boundary = as_multipart(png)
+    bare = urllib.request.Request(  # as any other site's page could send it: no X-Collect
+        f"{url}/collect?label=3", data=multipart, headers={"Content-Type": boundary}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(bare, timeout=60)
+    assert refused.value.code == 403 and "X-Collect: 1" in json.load(refused.value)["error"]
     cases = [
         (png, "image/png", "/collect?label=x", 400, "label=x is not one of the model's classes"),
         (png, "image/png", "/collect", 400, "label=None is not one of"),

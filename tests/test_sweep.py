@@ -2,7 +2,9 @@
 
 import csv
 import io
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from mnist_exp.data import CACHE_DIR, CACHE_FILE
 from mnist_exp.errors import MnistExpError
 from mnist_exp.sweeps.compare import compare
 
+from . import cluster
 from .helpers import free_port, run_module, start_tracking_server, stop, wait_until_up
 
 pytestmark = pytest.mark.slow
@@ -183,6 +186,31 @@ def test_grid_with_the_submitit_launcher_local_executor(tmp_path, tracking_uri):
     assert {swept(c) for c in children} == {"optimizer=adam", "optimizer=sgd"}
     assert {c.info.status for c in children} == {"FINISHED"}
     assert [r["status"] for r in summary_rows(tracking_uri, parent)] == ["FINISHED"] * 2
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A one-node SLURM cluster (tests/cluster.py) for this module; its clients' environment."""
+    root = tmp_path_factory.mktemp("slurm")
+    try:
+        env = cluster.start(root)
+    except cluster.ClusterError as error:
+        pytest.skip(str(error))  # a failure in CI (CI=true)
+    yield env
+    cluster.stop(root)
+
+
+def test_a_grid_runs_through_sbatch_on_a_real_slurm_cluster(tmp_path, tracking_uri, slurm):
+    env = {**slurm, "MLFLOW_TRACKING_URI": tracking_uri}
+    done = sweep(tmp_path, tracking_uri, *GRID, "hydra/launcher=slurm",
+                 "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_grid(tracking_uri, tmp_path)
+    _, children = parent_and_children(tracking_uri)
+    jobs = {c.data.tags.get("slurm_job_id") for c in children}
+    assert len(jobs) == 4 and None not in jobs, jobs  # each child ran as its own SLURM job
+    queue = subprocess.run(["squeue", "-h"], env={**os.environ, **slurm}, capture_output=True)
+    assert queue.returncode == 0 and queue.stdout == b""
 
 
 def test_a_failed_job_does_not_stop_the_sweep_and_a_rerun_finishes_only_the_rest(

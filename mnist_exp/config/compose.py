@@ -116,10 +116,10 @@ def given(overrides: Sequence[str], key: str) -> str:
     return next(values, "?")
 
 
-def check_overrides(overrides: Sequence[str]) -> None:
+def check_overrides(overrides: Sequence[str], multirun: bool = False) -> None:
     """Compose and validate what these overrides ask for, before Hydra starts anything. In a
-    sweep: every combination of the swept config groups (model=mlp,cnn_bn), each with every value
-    of each other swept key; a search's intervals are left to the search."""
+    sweep (`multirun`): every combination of the swept config groups (model=mlp,cnn_bn), each
+    with every value of each other swept key; a search's intervals are left to the search."""
     from itertools import product
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -136,10 +136,23 @@ def check_overrides(overrides: Sequence[str]) -> None:
         for o in parsed
         if o.is_discrete_sweep() and not isinstance(o.value(), Glob)
     }
-    if "model" in swept and any(o.startswith("hparams_search=") for o in fixed):
+    searching = any(o.startswith("hparams_search=") for o in fixed)
+    if "model" in swept and searching:
         raise ConfigError(
             "model is swept, but a search explores one architecture's space "
             "(conf/hparams_search/space/): run one search per model=."
+        )
+    starts = [o.partition("=")[2] for o in fixed if o.lstrip("+").startswith("init_from=")]
+    starts += [o.partition("=")[2] for o in swept.get("init_from", [])]
+    if starts and searching:
+        raise ConfigError(
+            "init_from and hparams_search: a search changes the architecture that the weights "
+            "fix; fine-tune with a grid instead (-m optimizer.learning_rate=0.0001,0.0003)."
+        )
+    if multirun and (alias := next((s for s in starts if "@" in s), None)):
+        raise ConfigError(
+            f"init_from={alias}: in a sweep, give the version (models:/name/3), not an alias, "
+            "which a job of the sweep could move while it runs."
         )
     knobs = [value for key, values in swept.items() if not is_group(key) for value in values]
     for combination in product(*(values for key, values in swept.items() if is_group(key))):

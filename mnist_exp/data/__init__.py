@@ -68,6 +68,10 @@ class Dataset:
             "test": (self.x_test, self.y_test),
         }
 
+    def digests(self) -> dict[str, str]:
+        """Each split's `digest` by its MLflow dataset's name (`mnist-training`, ...)."""
+        return {f"{self.name}-{split}": digest(*arrays) for split, arrays in self.splits().items()}
+
 
 def digest(images: np.ndarray, labels: np.ndarray) -> str:
     """Identifies a split by its exact images and labels: the same data, the same digest."""

@@ -1,6 +1,7 @@
 """A folder of labelled image files, `root/<label>/*.png|jpg|...`, read through the predict
 preprocessing into MNIST-like arrays, and cached by each file's path, size and time."""
 
+import errno
 import hashlib
 import os
 import sys
@@ -155,7 +156,12 @@ def add_image(root: Path, label: str, data: bytes, suffix: str) -> Path:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.link(aside, folder / name)  # fails rather than replace a file of that name
+        try:
+            os.link(aside, folder / name)  # fails rather than replace a file of that name
+        except OSError as error:  # a file system without hard links (FAT, some mounts)
+            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                raise
+            os.rename(aside, folder / name)  # the name is unique already
     finally:
         aside.unlink(missing_ok=True)
     return folder / name

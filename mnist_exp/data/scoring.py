@@ -2,6 +2,7 @@
 files, an MNIST-format set's test images, or MNIST's; each named, its labels the model's classes."""
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -9,27 +10,32 @@ from mnist_exp.config.schema import extra_name
 from mnist_exp.data import DIGITS, preprocess
 from mnist_exp.data.folder import read_folder
 from mnist_exp.data.formats import read_source
-from mnist_exp.data.mnist import CACHE_DIR, fetch_mnist
+from mnist_exp.data.mnist import CACHE_DIR, CACHE_FILE, fetch_mnist
 from mnist_exp.errors import DataError
+
+
+class ScoringSet(NamedTuple):
+    images: np.ndarray  # (N, 28, 28, 1) in [0, 1]
+    labels: np.ndarray  # one-hot over the model's classes
+    source: str  # the directory or file it was read from
 
 
 def scoring_sets(
     specs: list[str], classes: tuple[str, ...], cache_dir: str = CACHE_DIR
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+) -> dict[str, ScoringSet]:
     """Every `evaluate.extra` entry's images and labels, by its name."""
     return {extra_name(spec): scoring_set(spec, classes, cache_dir) for spec in specs}
 
 
-def scoring_set(
-    spec: str, classes: tuple[str, ...], cache_dir: str = CACHE_DIR
-) -> tuple[np.ndarray, np.ndarray]:
-    """The images (N, 28, 28, 1) in [0, 1] and one-hot labels over `classes` (the model's) of an
-    `evaluate.extra` entry; a DataError if its classes are not among the model's."""
+def scoring_set(spec: str, classes: tuple[str, ...], cache_dir: str = CACHE_DIR) -> ScoringSet:
+    """The images and one-hot labels over `classes` (the model's) of an `evaluate.extra` entry;
+    a DataError if its classes are not among the model's."""
     kind, _, where = spec.partition(":")
     path = Path(where).expanduser().resolve()
     if kind == "mnist":
         raw = fetch_mnist()
         images, labels, names = raw["x_test"], raw["y_test"], DIGITS
+        path = Path(CACHE_DIR).expanduser() / CACHE_FILE
     elif kind == "idx":
         raw = read_source(path)
         images, labels, names = raw["x_test"], raw["y_test"], classes
@@ -47,4 +53,4 @@ def scoring_set(
             f"({', '.join(classes)}); score it with a model of those classes."
         )
     mapped = np.array([classes.index(names[label]) for label in labels])
-    return preprocess(images, mapped, len(classes))
+    return ScoringSet(*preprocess(images, mapped, len(classes)), str(path))

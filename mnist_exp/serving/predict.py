@@ -40,7 +40,8 @@ class Predictor:
         if tuple(model.input_shape[1:]) != (28, 28, 1) or model.output_shape[-1] != len(classes):
             raise ModelError(
                 f"{source} takes input {model.input_shape} and gives {model.output_shape}; "
-                f"expected (None, 28, 28, 1) -> (None, {len(classes) or 10}): its classes."
+                f"expected (None, 28, 28, 1) -> (None, {len(classes) or 10}) (a bare file is read "
+                "as digits: load a model of other classes by its run, runs:/<id>/model)."
             )
         self.model, self.source, self.classes = model, source, classes
         self.forward = tf.function(

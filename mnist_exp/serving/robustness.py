@@ -1,9 +1,11 @@
 """A robustness set of digits that are not MNIST, and the predictor's accuracy on it.
 
 Digits printed in the fonts matplotlib ships (sans, serif, Computer Modern, STIX, typewriter;
-regular, bold, italic), thin or heavy, slanted, rotated, scaled and off-centre, in dark ink on
-noisy, tinted paper, some blurred or saved as JPEG. `python -m mnist_exp.robustness` writes the set
-(seeded) and scores a model on it through the same preprocessing as `python -m mnist_exp.predict`.
+regular, bold, italic) and in Debian's handwriting fonts (`make fonts`), thin or heavy, slanted,
+rotated, scaled and off-centre, in dark ink on noisy, tinted paper, some blurred or saved as JPEG;
+and real handwriting from scikit-learn's 8x8 digits (43 writers), upscaled and put on paper alike.
+`python -m mnist_exp.robustness` writes the set (seeded) and scores a model on it through the
+same preprocessing as `python -m mnist_exp.predict`.
 """
 
 import argparse
@@ -24,14 +26,43 @@ FONT_FILES = (
     "cmtt10.ttf",
     "cmti10.ttf",
 )  # fmt: skip  (not DejaVu Sans Mono: its zero has a dot inside)
+DEBIAN_FONTS = Path("/usr/share/fonts")
+HANDWRITING_FONTS = (  # Debian's packages (make fonts): fonts-dkg-handwriting, fonts-breip, ...
+    "truetype/fifthhorseman/dkg.ttf",
+    "truetype/fifthhorseman/dkgBd.ttf",
+    "truetype/breip/Breip.ttf",
+    *(
+        f"opentype/bwht/BecauseWe{s}-Regular.otf"
+        for s in ("Build", "Connect", "Create", "Learn", "Mentor", "Organize")
+    ),
+    "truetype/humor-sans/Humor-Sans.ttf",
+    "truetype/rufscript/Rufscript010.ttf",
+    "truetype/sjfonts/Delphine.ttf",
+    "truetype/sjfonts/SteveHand.ttf",
+    "opentype/comic-neue/ComicNeue-Regular.otf",
+    "opentype/comic-neue/ComicNeue-Bold.otf",
+    "truetype/klee/KleeOne-Regular.ttf",
+)  # fmt: skip  (not femkeklaver: its digits are outlines)
 
 
-def fonts() -> list[Path]:
-    """The TrueType fonts of the set, from matplotlib's own data (present wherever it is)."""
+def printed_fonts() -> list[Path]:
+    """The TrueType fonts matplotlib ships (present wherever it is)."""
     import matplotlib
 
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     return [folder / name for name in FONT_FILES]
+
+
+def fonts() -> list[Path]:
+    """The fonts of the set: matplotlib's, then those of Debian's handwriting fonts that are
+    installed (`handwriting_fonts_missing` names the others)."""
+    handwriting = [DEBIAN_FONTS / name for name in HANDWRITING_FONTS]
+    return printed_fonts() + [path for path in handwriting if path.is_file()]
+
+
+def handwriting_fonts_missing() -> list[str]:
+    """The Debian handwriting fonts the set would use but this machine lacks."""
+    return [name for name in HANDWRITING_FONTS if not (DEBIAN_FONTS / name).is_file()]
 
 
 def render(digit: int, font: Path, rng: np.random.Generator) -> Image.Image:
@@ -52,7 +83,12 @@ def render(digit: int, font: Path, rng: np.random.Generator) -> Image.Image:
     shear = (1, slant, -slant * 1.5 * size, 0, 1, 0)  # slanted about the centre
     glyph = glyph.transform(glyph.size, Image.Transform.AFFINE, shear, Image.Resampling.BILINEAR)
     glyph = glyph.rotate(rng.uniform(-12, 12), Image.Resampling.BILINEAR)
-    glyph = glyph.crop(glyph.getbbox())
+    return on_paper(glyph.crop(glyph.getbbox()), rng)
+
+
+def on_paper(glyph: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A grey glyph (ink 255) as dark ink on a sheet of noisy, tinted paper, at a random size and
+    place; blurred half the time."""
     side = int(rng.integers(64, 200))
     height = int(side * rng.uniform(0.35, 0.8))
     width = max(1, min(side - 2, round(glyph.width * height / glyph.height)))
@@ -69,21 +105,58 @@ def render(digit: int, font: Path, rng: np.random.Generator) -> Image.Image:
     return canvas
 
 
-def make_set(folder: Path, per_font: int = 5, seed: int = 0) -> list[Path]:
-    """Write `per_font` versions of each digit in each font to `folder`, named
-    `<digit>_<font>_<n>.png` (or .jpg); return the paths."""
+def written(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """One of scikit-learn's 8x8 handwritten digits (0-16 per pixel), upscaled and on paper."""
+    glyph = Image.fromarray((image * 255 / 16).astype(np.uint8)).resize(
+        (48, 48), Image.Resampling.BICUBIC
+    )
+    return on_paper(glyph.crop(glyph.getbbox()), rng)
+
+
+def save(image: Image.Image, path: Path, rng: np.random.Generator) -> Path:
+    """Save as PNG, or (three times in ten) as a JPEG of random quality; the path written."""
+    if rng.random() < 0.3:
+        image.save(path := path.with_suffix(".jpg"), quality=int(rng.integers(60, 95)))
+    else:
+        image.save(path := path.with_suffix(".png"))
+    return path
+
+
+def make_set(
+    folder: Path,
+    per_font: int = 5,
+    seed: int = 0,
+    per_digit: int = 20,
+    fonts_used: list[Path] | None = None,
+) -> list[Path]:
+    """Write `per_font` versions of each digit in each font (default: `fonts()`), named
+    `<digit>_<font>_<n>.png` (or .jpg), and `per_digit` of each digit by scikit-learn's writers
+    (`<digit>_sklearn_<n>`), to `folder`; return the paths."""
+    from sklearn.datasets import load_digits
+
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = []
-    for font in fonts():
+    for font in fonts() if fonts_used is None else fonts_used:
         for digit in range(10):
             for n in range(per_font):
                 image = render(digit, font, rng)
-                jpeg = rng.random() < 0.3
-                path = folder / f"{digit}_{font.stem}_{n}.{'jpg' if jpeg else 'png'}"
-                image.save(path, quality=int(rng.integers(60, 95))) if jpeg else image.save(path)
-                paths.append(path)
+                paths.append(save(image, folder / f"{digit}_{font.stem}_{n}", rng))
+    writers = load_digits()
+    for digit in range(10):
+        chosen = rng.choice(np.flatnonzero(writers.target == digit), per_digit, replace=False)
+        for n, index in enumerate(chosen):
+            image = written(writers.images[index], rng)
+            paths.append(save(image, folder / f"{digit}_sklearn_{n}", rng))
     return paths
+
+
+def part(path: Path) -> str:
+    """Which part of the set a file is in: `printed`, `handwriting fonts` or `writers`."""
+    source = path.stem.split("_")[1]
+    if source == "sklearn":
+        return "writers"
+    return "printed" if f"{source}.ttf" in FONT_FILES else "handwriting fonts"
 
 
 def label(path: Path) -> int:
@@ -110,15 +183,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--folder", type=Path, default=Path("outputs/robustness"))
     parser.add_argument("--per-font", type=int, default=5, help="versions of each digit per font")
+    parser.add_argument(
+        "--per-digit", type=int, default=20, help="scikit-learn writers' versions of each digit"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", help="as for mnist_exp.predict (default: the best in the store)")
     args = parser.parse_args(argv)
     try:
-        paths = make_set(args.folder, args.per_font, args.seed)
+        paths = make_set(args.folder, args.per_font, args.seed, args.per_digit)
         share, wrong = accuracy(paths, args.model)
     except MnistExpError as error:
         exit_with(error)
-    print(f"{len(paths)} images ({len(fonts())} fonts) in {args.folder}")
+    if missing := handwriting_fonts_missing():
+        print(f"{len(missing)} of Debian's handwriting fonts are not installed: make fonts")
+    hand = 10 * args.per_digit
+    print(f"{len(paths)} images ({len(fonts())} fonts, {hand} by hand) in {args.folder}")
+    for name in ("printed", "handwriting fonts", "writers"):
+        members = [p for p in paths if part(p) == name]
+        right = 1 - sum(part(p) == name for p in wrong) / max(1, len(members))
+        print(f"  {name}: {right:.4f} of {len(members)}")
     print(f"accuracy {share:.4f} ({len(wrong)} wrong: {', '.join(p.name for p in wrong[:10])}"
           f"{' ...' if len(wrong) > 10 else ''})")  # fmt: skip
     return 0

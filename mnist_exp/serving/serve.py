@@ -83,6 +83,23 @@ async def image_bytes(request: Request) -> bytes:
     raise RequestError(415, f"Content type {kind or '(none)'} is not accepted; send {ACCEPTED}.")
 
 
+SUFFIXES = {  # the formats kept as they came, by the suffix dataset=folder reads them by
+    "PNG": ".png",
+    "JPEG": ".jpg",
+    "MPO": ".jpg",  # a camera's JPEG with a preview
+    "GIF": ".gif",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+    "WEBP": ".webp",
+}
+
+
+def png_of(image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
 def collect_image(root: Path, label: str | None, data: bytes, classes: tuple[str, ...]) -> str:
     """Save an upload under `root/<label>/` as the file it came in (`7/20261201-...-ab12.png`);
     the label must be one of the model's classes and the bytes an image."""
@@ -91,7 +108,9 @@ def collect_image(root: Path, label: str | None, data: bytes, classes: tuple[str
             400, f"label={label} is not one of the model's classes ({', '.join(classes)})."
         )
     image = open_image(io.BytesIO(data), "upload")  # an ImageError (422) if it is none
-    suffix = {"JPEG": ".jpg"}.get(image.format, f".{(image.format or 'png').lower()}")
+    suffix = SUFFIXES.get(image.format or "")
+    if suffix is None:  # a format dataset=folder does not read: kept as a PNG of it
+        data, suffix = png_of(image), ".png"
     try:
         return str(add_image(root, label, data, suffix).relative_to(root))
     except OSError as error:
@@ -159,6 +178,8 @@ def create_app(predictor: Predictor, model: dict, collect: Path | None = None) -
         """Save the image (sent as to /predict) under its true label, `?label=7`: where it went."""
         if collect is None:
             raise RequestError(404, "This server does not collect; start it with --collect DIR.")
+        if request.headers.get("x-collect") != "1":  # which no other site's page can send
+            raise RequestError(403, "POST /collect needs the header X-Collect: 1.")
         data = await image_bytes(request)
         label = request.query_params.get("label")
         saved = await run_in_threadpool(collect_image, collect, label, data, predictor.classes)

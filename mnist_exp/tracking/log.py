@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_exp.config.job import Job
 from mnist_exp.config.schema import flatten
 from mnist_exp.data import Dataset, digest
+from mnist_exp.data.scoring import ScoringSet
 from mnist_exp.errors import MnistExpError, disk_full
 from mnist_exp.evaluate import Report, SplitReport
 from mnist_exp.figures import (
@@ -149,23 +150,25 @@ def describe_run(job: Job, ending: str | None = None) -> None:
     mlflow.set_tag("mlflow.note.content", notes.run_note(run, job.overrides, ending))
 
 
-def log_datasets(data: Dataset) -> None:
-    """The splits as the run's dataset inputs (UI: Datasets), each digested by its exact data; the
-    classes, and the checksums of a set not known in advance (so that it is identified)."""
+def log_input(images: np.ndarray, labels: np.ndarray, source: str, name: str, context: str):
+    """One set as a dataset input of the run (UI: Datasets), digested by its exact data."""
     import mlflow.data
 
-    source = Path(data.source).as_uri()
+    with warnings.catch_warnings():  # MLflow registers its local-file source twice, and says so
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_numpy(
+            images, targets=labels, source=source, name=name, digest=digest(images, labels)
+        )
+    mlflow.log_input(dataset, context=context)
+
+
+def log_datasets(data: Dataset, extra: dict[str, ScoringSet]) -> None:
+    """The splits and the `evaluate.extra` sets as the run's dataset inputs; the classes, and
+    the checksums of a set not known in advance (so that it is identified)."""
     for context, (images, labels) in data.splits().items():
-        with warnings.catch_warnings():  # MLflow registers its local-file source twice, and says so
-            warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_numpy(
-                images,
-                targets=labels,
-                source=source,
-                name=f"{data.name}-{context}",
-                digest=digest(images, labels),
-            )
-        mlflow.log_input(dataset, context=context)
+        log_input(images, labels, Path(data.source).as_uri(), f"{data.name}-{context}", context)
+    for name, scored in extra.items():
+        log_input(scored.images, scored.labels, Path(scored.source).as_uri(), name, "extra")
     mlflow.set_tags({DATASET: data.name, CLASS_BALANCE: class_balance(data)})
     mlflow.log_dict({"classes": list(data.classes)}, "dataset/classes.json")
     if data.checksums:  # in the form dataset.checksums takes, to pin the set
@@ -210,7 +213,8 @@ def log_split(
 ) -> None:
     """A split's loss and accuracy (as `metrics` name them), confusion matrix and report, under
     `name/`, in the active run or the run `run_id` (which stays as it was: FINISHED, say)."""
-    client, run_id = MlflowClient(), run_id or mlflow.active_run().info.run_id
+    client = MlflowClient(mlflow.get_tracking_uri())
+    run_id = run_id or mlflow.active_run().info.run_id
     loss, accuracy = metrics
     client.log_metric(run_id, loss, split.loss)
     client.log_metric(run_id, accuracy, split.accuracy)

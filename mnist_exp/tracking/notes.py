@@ -46,11 +46,13 @@ def machine() -> str:
 
 
 def datasets(run: Any) -> dict[str, tuple[str, str, int]]:
-    """{context: (name, digest, images)} of a run's dataset inputs."""
+    """{context: (name, digest, images)} of a run's dataset inputs; an extra set's context is
+    `extra <name>`."""
     found = {}
     for item in run.inputs.dataset_inputs:
         context = next((t.value for t in item.tags if t.key == "mlflow.data.context"), "")
         rows = json.loads(item.dataset.profile or "{}").get("features_shape", [0])[0]
+        context = f"extra {item.dataset.name}" if context == "extra" else context
         found[context] = (item.dataset.name, item.dataset.digest, rows)
     return found
 

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -26,18 +27,25 @@ def config_hash(cfg: DictConfig) -> str:
     tree = OmegaConf.to_container(cfg, resolve=True)
     for key in ("mlflow", "paths", "resume", "skip_finished"):
         tree.pop(key, None)
+    if tree.get("init_from") is None:  # as runs before the knob: their identity unchanged
+        tree.pop("init_from", None)
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def finished_twin(cfg: DictConfig) -> mlflow.entities.Run | None:
-    """The latest FINISHED run of exactly this config in the current experiment, if any; a run
-    that a search's pruner stopped early does not count."""
+def finished_twin(cfg: DictConfig, digests: dict[str, str]) -> mlflow.entities.Run | None:
+    """The latest FINISHED run of exactly this config on exactly this data (the digest of each of
+    its MLflow datasets, by name: a folder that gained a file is other data) in the current
+    experiment, if any; a run that a search's pruner stopped early does not count."""
     runs = mlflow.search_runs(
         filter_string=f"tags.config_hash = '{config_hash(cfg)}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         output_format="list",
     )
-    return next((run for run in runs if "pruned" not in run.data.tags), None)
+    for run in runs:
+        logged = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
+        if "pruned" not in run.data.tags and all(logged.get(n) == d for n, d in digests.items()):
+            return run
+    return None
 
 
 def resume_dir(run_id: str) -> Path:
@@ -116,23 +124,45 @@ def init_source(spec: str, cfg: MlflowConfig) -> Source:
                 f"init_from={spec}: no such .keras or .h5 file; give a saved model file, or a "
                 "model URI (models:/mnist-cnn@champion, runs:/<run id>/model)."
             )
+        if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+            raise ConfigError(f"init_from={spec}: not a .keras archive (truncated or damaged).")
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         return Source(str(path), f"{path}@sha256:{digest}", None, None, None)
-    run = model_run(spec, cfg)
-    if run is None:
-        raise ConfigError(
-            f"init_from={spec}: no such model in {tracking_uri(cfg)}; name a registered one "
-            "(models:/mnist-cnn@champion, models:/mnist-cnn/3) or a run's (runs:/<run id>/model)."
-        )
+    missing = ConfigError(
+        f"init_from={spec}: no such model in {tracking_uri(cfg)}; name a registered one "
+        "(models:/mnist-cnn@champion, models:/mnist-cnn/3) or a run's (runs:/<run id>/model)."
+    )
     pinned = spec
-    if spec.startswith("models:/") and "@" in spec:
+    if spec.startswith("models:/") and "@" in spec:  # resolved once: what loads is what is logged
         name, alias = spec.removeprefix("models:/").split("@", 1)
-        version = MlflowClient(tracking_uri(cfg)).get_model_version_by_alias(name, alias).version
-        pinned = f"models:/{name}/{version}"
-    config = OmegaConf.create(run_artifact_text(run.info.run_id, "config.yaml", cfg))
-    model = OmegaConf.to_container(config.model, resolve=True)
+        try:
+            version = MlflowClient(tracking_uri(cfg)).get_model_version_by_alias(name, alias)
+        except MlflowException:
+            raise missing from None
+        pinned = f"models:/{name}/{version.version}"
+    if (run := model_run(pinned, cfg)) is None:
+        raise missing
+    return run_source(run, pinned, cfg)
+
+
+def run_source(run: mlflow.entities.Run, pinned: str, cfg: MlflowConfig) -> Source:
+    """The Source of a model `run` logged: its architecture (None if it logged no config) and
+    classes."""
+    try:
+        logged = OmegaConf.create(run_artifact_text(run.info.run_id, "config.yaml", cfg))
+        model = OmegaConf.to_container(logged.model, resolve=True)
+    except (MlflowException, OSError):  # registered by another tool: the model group's
+        model = None
     classes = run_classes(run.info.run_id, cfg)
     return Source(pinned, pinned, model, run.data.tags.get("choice.model"), classes)
+
+
+def resumed_source(run_id: str, cfg: MlflowConfig) -> Source:
+    """What an interrupted run started from and trains: its own config's `init_from` and
+    architecture, whatever the alias names now (its weights are in its own state)."""
+    run = MlflowClient(tracking_uri(cfg)).get_run(run_id)
+    started = OmegaConf.create(run_artifact_text(run_id, "config.yaml", cfg)).get("init_from")
+    return run_source(run, started or "", cfg)
 
 
 def run_classes(run_id: str, cfg: MlflowConfig) -> list[str]:

@@ -91,14 +91,18 @@ def global_tracking_uri(uri: str | None = None) -> Iterator[None]:
 
 
 def process_tags() -> dict[str, str]:
-    """Which process on which host owns a run, so a later one can tell if it died."""
+    """Which process on which host owns a run, so a later one can tell if it died; under SLURM,
+    its job too (`slurm_job_id`, for squeue, sacct and scancel)."""
     import psutil
 
-    return {
+    tags = {
         "host": socket.gethostname(),
         "pid": str(os.getpid()),
         "pid_started": str(psutil.Process().create_time()),
     }
+    if "SLURM_JOB_ID" in os.environ:
+        tags["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    return tags
 
 
 def process_alive(tags: dict[str, str]) -> bool:

@@ -20,9 +20,8 @@ function clearPad() {
   $("digit").textContent = "?";
   $("confidence").textContent = "Draw a digit, then Predict.";
   $("error").textContent = "";
-  $("collect").hidden = true;
   $("saved").textContent = "";
-  last = null;
+  forget();
   showBars(null);
   $("seen").getContext("2d").clearRect(0, 0, 28, 28);
 }
@@ -38,9 +37,15 @@ function later(delay) {  // predict as you draw, once the pen has rested for `de
   timer = setTimeout(predict, delay);
 }
 
+function forget() {  // a new drawing or request: nothing to save until it is answered
+  last = null;
+  $("collect").hidden = true;
+}
+
 pad.addEventListener("pointerdown", (event) => {
   drawing = true;
   inked = true;
+  forget();
   pad.setPointerCapture(event.pointerId);
   ctx.lineWidth = 20;
   ctx.lineCap = ctx.lineJoin = "round";
@@ -70,6 +75,7 @@ pad.addEventListener("keydown", (event) => {
 
 async function send(body, headers) {
   $("error").textContent = "";
+  forget();
   try {
     const response = await fetch("/predict", { method: "POST", body, headers });
     const answer = await response.json();
@@ -126,10 +132,12 @@ async function save(label) {
   if (!last) return;
   $("error").textContent = "";
   try {
+    const headers = { ...last.headers, "X-Collect": "1" };
     const response = await fetch(`/collect?label=${encodeURIComponent(label)}`,
-                                 { method: "POST", body: last.body, headers: last.headers });
+                                 { method: "POST", body: last.body, headers });
     const answer = await response.json();
     if (!response.ok) throw new Error(answer.error || response.statusText);
+    forget();  // saved once: Predict again to save it again
     $("saved").textContent = `Saved as ${answer.saved}`;
   } catch (error) {
     $("error").textContent = error.message;
