@@ -3,6 +3,7 @@
 `evaluate.extra` logs them (the run's dataset inputs stay those it trained with)."""
 
 import argparse
+import dataclasses
 
 from mnist_exp.config.schema import EvaluateConfig, MlflowConfig, extra_name
 from mnist_exp.errors import MnistExpError, exit_with
@@ -21,6 +22,7 @@ def score_model(uri: str, specs: list[str], cfg: MlflowConfig) -> tuple[str, dic
     from mnist_exp.tracking import log, read
     from mnist_exp.tracking.store import global_tracking_uri, tracking_uri
 
+    cfg = dataclasses.replace(cfg, tracking_uri=tracking_uri(cfg))  # one store, read once
     run = read.model_run(uri, cfg)
     if run is None:
         raise MnistExpError(

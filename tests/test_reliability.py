@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from mnist_exp import run_experiment
 from mnist_exp.callbacks import save_atomically
 from mnist_exp.data import CACHE_FILE, read_npz
+from mnist_exp.errors import MnistExpError
 from mnist_exp.groups.dataset import mnist
 from mnist_exp.serving.predict import ModelError, load_predictor
 
@@ -74,15 +76,16 @@ def test_an_interrupted_run_ends_killed_with_its_checkpoint_and_how_to_resume(
     assert not any((tmp_path / "b").glob("*.keras")) and not any((tmp_path / "b").glob("*.h5"))
 
 
-def test_finished_run_cannot_be_resumed(trained_run):
-    done = run_module(
-        "mnist_exp.run",
-        f"resume={trained_run.run_id}",
-        f"mlflow.tracking_uri={trained_run.tracking_uri}",
-        timeout=120,
-    )
-    assert done.returncode == 2
-    assert f"resume={trained_run.run_id}: the run is FINISHED" in done.stderr
+def test_finished_run_cannot_be_resumed(trained_run, tmp_path):
+    with pytest.raises(MnistExpError) as error:
+        run_experiment(
+            [
+                f"resume={trained_run.run_id}",
+                f"mlflow.tracking_uri={trained_run.tracking_uri}",
+                f"hydra.run.dir={tmp_path / 'run'}",
+            ]
+        )
+    assert str(error.value).startswith(f"resume={trained_run.run_id}: the run is FINISHED")
 
 
 def test_deterministic_runs_repeat_every_metric_and_weight(tmp_path, tracking_uri):

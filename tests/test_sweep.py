@@ -178,16 +178,6 @@ def test_grid_with_the_joblib_launcher_and_two_workers(tmp_path, tracking_uri):
     assert "Best configuration on validation: val" in done.stdout
 
 
-def test_grid_with_the_submitit_launcher_local_executor(tmp_path, tracking_uri):
-    done = sweep(tmp_path, tracking_uri, "optimizer=adam,sgd", "hydra/launcher=submitit_local")
-    assert done.returncode == 0, done.stderr[-3000:]
-    parent, children = parent_and_children(tracking_uri)
-    assert parent.info.status == "FINISHED" and len(children) == 2
-    assert {swept(c) for c in children} == {"optimizer=adam", "optimizer=sgd"}
-    assert {c.info.status for c in children} == {"FINISHED"}
-    assert [r["status"] for r in summary_rows(tracking_uri, parent)] == ["FINISHED"] * 2
-
-
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     """A one-node SLURM cluster (tests/cluster.py) for this module; its clients' environment."""
@@ -200,17 +190,37 @@ def slurm(tmp_path_factory):
     cluster.stop(root)
 
 
-def test_a_grid_runs_through_sbatch_on_a_real_slurm_cluster(tmp_path, tracking_uri, slurm):
-    env = {**slurm, "MLFLOW_TRACKING_URI": tracking_uri}
-    done = sweep(tmp_path, tracking_uri, *GRID, "hydra/launcher=slurm",
-                 "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", env=env)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    check_grid(tracking_uri, tmp_path)
-    _, children = parent_and_children(tracking_uri)
-    jobs = {c.data.tags.get("slurm_job_id") for c in children}
-    assert len(jobs) == 4 and None not in jobs, jobs  # each child ran as its own SLURM job
-    queue = subprocess.run(["squeue", "-h"], env={**os.environ, **slurm}, capture_output=True)
-    assert queue.returncode == 0 and queue.stdout == b""
+def test_a_grid_runs_through_sbatch_and_logs_to_a_tracking_server_started_by_make_server(
+    tmp_path, slurm
+):
+    """SLURM jobs log to a shared server, as on a cluster: the real sbatch, the real server."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_tracking_server(tmp_path, port)
+    try:
+        wait_until_up(f"{uri}/health", server, 120)
+        env = {**slurm, "MLFLOW_TRACKING_URI": uri}
+        sizes = ["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
+        done = sweep(tmp_path, uri, *GRID, "hydra/launcher=slurm", *sizes, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        check_grid(uri, tmp_path)
+        _, children = parent_and_children(uri)
+        jobs = {c.data.tags.get("slurm_job_id") for c in children}
+        assert len(jobs) == 4 and None not in jobs, jobs  # each child ran as its own SLURM job
+        queue = subprocess.run(["squeue", "-h"], env={**os.environ, **slurm}, capture_output=True)
+        assert queue.returncode == 0 and queue.stdout == b""
+        client = MlflowClient(uri)
+        for child in children:  # its metrics and files came through the server, and agree
+            assert "mnist.keras" in {a.path for a in client.list_artifacts(child.info.run_id)}
+            path = client.download_artifacts(
+                child.info.run_id, "test/predictions.npz", str(tmp_path / child.info.run_id)
+            )
+            with np.load(path) as logged:
+                right = logged["predicted"] == logged["labels"]
+            assert child.data.metrics["test_accuracy"] == pytest.approx(right.mean())
+        assert (tmp_path / "artifacts").is_dir()  # artifacts went through the server to its root
+    finally:
+        stop(server)
 
 
 def test_a_failed_job_does_not_stop_the_sweep_and_a_rerun_finishes_only_the_rest(
@@ -245,29 +255,3 @@ def test_a_failed_job_does_not_stop_the_sweep_and_a_rerun_finishes_only_the_rest
     assert [r["status"] for r in rows] == ["FINISHED", "FINISHED"]
     assert rows[0]["run_id"] == finished.info.run_id  # reused, not retrained
     assert len(children) == 1 and children[0].info.status == "FINISHED"
-
-
-def test_jobs_log_to_a_real_tracking_server_started_by_make_server(tmp_path):
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = start_tracking_server(tmp_path, port)
-    try:
-        wait_until_up(f"{uri}/health", server, 120)
-        done = sweep(tmp_path, uri, "optimizer=adam,sgd", env={"MLFLOW_TRACKING_URI": uri})
-        assert done.returncode == 0, done.stderr[-3000:]
-        parent, children = parent_and_children(uri)
-        assert parent.info.status == "FINISHED" and len(summary_rows(uri, parent)) == 2
-        assert sorted(swept(c) for c in children) == ["optimizer=adam", "optimizer=sgd"]
-        client = MlflowClient(uri)
-        for child in children:  # its metrics and files came through the server, and agree
-            assert child.info.status == "FINISHED"
-            assert "mnist.keras" in {a.path for a in client.list_artifacts(child.info.run_id)}
-            path = client.download_artifacts(
-                child.info.run_id, "test/predictions.npz", str(tmp_path / child.info.run_id)
-            )
-            with np.load(path) as logged:
-                right = logged["predicted"] == logged["labels"]
-            assert child.data.metrics["test_accuracy"] == pytest.approx(right.mean())
-        assert (tmp_path / "artifacts").is_dir()  # artifacts went through the server to its root
-    finally:
-        stop(server)
