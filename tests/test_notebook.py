@@ -9,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mnist_exp import run_experiment
+from mnist_exp.tracking.store import global_tracking_uri
 
 from .helpers import interrupting
 
@@ -44,3 +45,17 @@ def test_an_interrupted_run_gives_the_caller_its_ctrl_c_handler_and_mlflow_uri_b
     client = MlflowClient(tracking_uri)
     [run] = client.search_runs([client.get_experiment_by_name("mnist_exp").experiment_id])
     assert run.info.status == "KILLED"
+
+
+def test_reading_another_store_gives_the_callers_uri_and_environment_back(monkeypatch):
+    """The caller's process-wide URI and its $MLFLOW_TRACKING_URI may differ (set one after the
+    other); borrowing the global for one store gives both back, each as it was."""
+    mlflow.set_tracking_uri("sqlite:///callers.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///environment.db")
+    try:
+        with global_tracking_uri("sqlite:///other.db"):
+            assert mlflow.get_tracking_uri() == "sqlite:///other.db"
+        assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///environment.db"
+        assert mlflow.get_tracking_uri() == "sqlite:///callers.db"
+    finally:
+        mlflow.set_tracking_uri(None)

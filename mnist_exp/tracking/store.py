@@ -79,15 +79,20 @@ def use_store(cfg: MlflowConfig, root: str | Path = ".") -> str:
 
 @contextmanager
 def global_tracking_uri(uri: str | None = None) -> Iterator[None]:
-    """MLflow's process-wide tracking URI (which MLflow also writes to $MLFLOW_TRACKING_URI) set
-    to `uri` for a while, if given, and given back as it was: a caller's process keeps its own."""
+    """MLflow's process-wide tracking URI set to `uri` for a while, if given, and given back as it
+    was, with $MLFLOW_TRACKING_URI (which MLflow rewrites): a caller's process keeps its own."""
     previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    environment = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
         mlflow.set_tracking_uri(previous)
+        if environment is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = environment
 
 
 def process_tags() -> dict[str, str]:
