@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: figures are only saved, never shown
 from matplotlib.ticker import MaxNLocator
-from sklearn.metrics import ConfusionMatrixDisplay
 
 from mnist_exp.names import FINISHED
 
@@ -19,16 +18,27 @@ if TYPE_CHECKING:
 
 
 def confusion_figure(confusion: np.ndarray, title: str, classes: Sequence[str]) -> Figure:
-    """Heatmap of a confusion matrix, rows true, columns predicted, each labelled by its class."""
+    """Heatmap of a confusion matrix, rows true, columns predicted, each labelled by its class;
+    empty cells stay blank (half the drawing time of annotating all, and easier to read)."""
     figure = Figure(figsize=(6.5, 5.5))
     axes = figure.subplots()
-    rotation = "vertical" if max(map(len, classes)) > 2 else "horizontal"  # names, not digits
-    ConfusionMatrixDisplay(confusion, display_labels=list(classes)).plot(
-        ax=axes, cmap="Blues", colorbar=False, values_format="d", xticks_rotation=rotation
-    )
+    axes.imshow(confusion, cmap="Blues", interpolation="nearest")
+    dark = confusion.max() / 2
+    for (row, column), count in np.ndenumerate(confusion):
+        if count:
+            colour = "white" if count > dark else "black"
+            axes.text(column, row, f"{count}", ha="center", va="center", color=colour)
+    names = max(map(len, classes)) > 2  # not digits: vertical, and room made for them
+    axes.set_xticks(range(len(classes)), classes, rotation="vertical" if names else "horizontal")
+    axes.set_yticks(range(len(classes)), classes)
+    axes.set_xlabel("Predicted label")
+    axes.set_ylabel("True label")
     accuracy = np.trace(confusion) / confusion.sum()
     axes.set_title(f"{title}: accuracy {accuracy:.2%}")
-    figure.tight_layout()
+    if names:
+        figure.tight_layout()
+    else:
+        figure.subplots_adjust(left=0.1, right=0.97, bottom=0.1, top=0.93)
     return figure
 
 

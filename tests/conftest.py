@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from mnist_exp.data import fetch_mnist
 
-from .helpers import run_module
+from .helpers import copy_store, run_module
 
 # Modules whose module-scoped fixtures are expensive (runs, a wheel and its venv).
 SHARING_MODULES = ("tests.test_tracking", "tests.test_wheel")
@@ -18,8 +18,10 @@ SHARING_MODULES = ("tests.test_tracking", "tests.test_wheel")
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(items):
-    """With workers (`make test`: pytest -n auto --dist loadgroup), the tests that share an
-    expensive fixture run in one worker, so it is built once."""
+    """The slow tests first, so that none starts last while the other workers idle; with workers
+    (`make test`: pytest -n N --dist loadgroup), the tests that share an expensive fixture run
+    in one worker, so it is built once."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order
     for item in items:
         if "trained_run" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group("trained_run"))
@@ -44,9 +46,19 @@ def mnist_raw():
     return fetch_mnist()
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """A new SQLite tracking store as MLflow creates it (its migrations take ~3 s), for the tests
+    whose point is not a store's creation to start from a copy of."""
+    path = tmp_path_factory.mktemp("empty_store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def tracking_uri(tmp_path):
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+def tracking_uri(tmp_path, empty_store):
+    """A new, empty SQLite store in the test's directory (`mlflow.db`)."""
+    return copy_store(empty_store, tmp_path)
 
 
 @dataclass(frozen=True)
@@ -59,7 +71,7 @@ class TrainedRun:
 
 
 @pytest.fixture(scope="session")
-def trained_run(request, tmp_path_factory) -> TrainedRun:
+def trained_run(request, tmp_path_factory, empty_store) -> TrainedRun:
     """`python -m mnist_exp.run model=narrow_cnn optimizer=adam epochs=2` on full MNIST into a
     private store: the default pipeline on the quick CNN (98.5% test, 45-55 s on 2 AVX2 cores)."""
     ungrouped = [
@@ -73,7 +85,7 @@ def trained_run(request, tmp_path_factory) -> TrainedRun:
             "pytest-xdist versions pyproject.toml allows (make install)"
         )
     root = tmp_path_factory.mktemp("trained")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = copy_store(empty_store, root)
     done = run_module(
         "mnist_exp.run",
         "model=narrow_cnn",

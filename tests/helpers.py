@@ -168,6 +168,12 @@ def start_tracking_server(root: Path, port: int) -> subprocess.Popen:
     )
 
 
+def copy_store(empty_store: Path, directory: Path) -> str:
+    """A new store `directory/mlflow.db`, copied from `empty_store`; its URI."""
+    shutil.copyfile(empty_store, directory / "mlflow.db")
+    return f"sqlite:///{directory / 'mlflow.db'}"
+
+
 def stop(server: subprocess.Popen) -> None:
     """Stop a server started in its own session, with everything it started."""
     os.killpg(server.pid, signal.SIGTERM)

@@ -42,11 +42,11 @@ def permuted(raw: dict, train: int, test: int) -> dict[str, np.ndarray]:
 
 
 def test_an_idx_set_trains_with_its_labels_classes_and_own_model_name(
-    tmp_path, mnist_raw, monkeypatch, capsys
+    tmp_path, mnist_raw, monkeypatch, capsys, tracking_uri
 ):
     arrays = permuted(mnist_raw, 10_000, 2_000)
     source = write_idx_set(tmp_path / "perm", arrays, gz=True)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = tracking_uri
     result = run_experiment(
         [
             "dataset=idx",
@@ -170,9 +170,11 @@ def test_labels_beyond_the_named_classes_are_refused(tmp_path, small):
         idx(source, partial_holdout(100), classes=["a", "b", "c"])
 
 
-def test_a_directory_without_a_set_is_one_line_from_the_cli_and_starts_no_run(tmp_path):
+def test_a_directory_without_a_set_is_one_line_from_the_cli_and_starts_no_run(
+    tmp_path, tracking_uri
+):
     (tmp_path / "empty").mkdir()
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = tracking_uri
     done = run_module(
         "mnist_exp.run",
         "dataset=idx",

@@ -23,6 +23,8 @@ from mnist_exp.groups.split import holdout
 from mnist_exp.score import main as score_main
 from mnist_exp.serving.robustness import label, make_set, printed_fonts
 
+from .helpers import copy_store
+
 
 def quarter(labels):
     return holdout(labels, size=0.25)
@@ -42,8 +44,10 @@ def printed(tmp_path_factory):
     return root / "digits"
 
 
-def test_a_folder_of_digits_trains_through_the_predict_preprocessing(tmp_path, printed, capsys):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_a_folder_of_digits_trains_through_the_predict_preprocessing(
+    tmp_path, printed, capsys, tracking_uri
+):
+    uri = tracking_uri
     result = run_experiment(
         [
             "dataset=folder",
@@ -142,10 +146,10 @@ def test_a_folder_outside_the_named_classes_is_refused(tmp_path, printed):
 
 
 @pytest.fixture(scope="module")
-def mnist_run(tmp_path_factory, printed):
+def mnist_run(tmp_path_factory, printed, empty_store):
     """A fast MNIST model (5,000 images, 2 epochs), also scored on the printed digits; its store."""
     tmp_path = tmp_path_factory.mktemp("mnist_run")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = copy_store(empty_store, tmp_path)
     result = run_experiment(
         [
             "dataset.limit=5000",
@@ -177,7 +181,9 @@ def test_an_mnist_model_is_also_scored_on_a_folder_of_printed_digits(tmp_path, p
     assert [t.value for t in inputs["digits"].tags] == ["extra"]
 
 
-def test_skip_finished_reuses_a_run_only_while_its_folder_is_unchanged(tmp_path, printed):
+def test_skip_finished_reuses_a_run_only_while_its_folder_is_unchanged(
+    tmp_path, printed, tracking_uri
+):
     root = tmp_path / "mine"
     shutil.copytree(printed, root)
     args = [
@@ -189,7 +195,7 @@ def test_skip_finished_reuses_a_run_only_while_its_folder_is_unchanged(tmp_path,
         "epochs=1",
         "skip_finished=true",
         "mlflow.system_metrics=false",
-        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"mlflow.tracking_uri={tracking_uri}",
     ]
     first = run_experiment([*args, f"hydra.run.dir={tmp_path / 'a'}"])
     again = run_experiment([*args, f"hydra.run.dir={tmp_path / 'b'}"])

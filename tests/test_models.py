@@ -214,7 +214,9 @@ def test_run_experiment_refuses_a_bad_knob_before_anything_is_tracked(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_users_architecture_is_one_function_and_one_yaml_outside_the_package(tmp_path):
+def test_a_users_architecture_is_one_function_and_one_yaml_outside_the_package(
+    tmp_path, tracking_uri
+):
     """The README's recipe, run from a directory of the user's: nothing in mnist_exp/ changes."""
     (tmp_path / "my_models.py").write_text(USER_MODELS)
     (tmp_path / "my_conf" / "model").mkdir(parents=True)
@@ -224,7 +226,7 @@ def test_a_users_architecture_is_one_function_and_one_yaml_outside_the_package(t
     (tmp_path / "my_conf" / "model" / "typo.yaml").write_text(
         "_target_: my_models.tiny\nwidht: 8\n"
     )
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = tracking_uri
     common = ["hydra.searchpath=[file://my_conf]", f"mlflow.tracking_uri={uri}"]
     user = {"PYTHONPATH": "."}
 

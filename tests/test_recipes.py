@@ -119,8 +119,10 @@ def test_training_batches_cover_each_image_once_per_epoch():
     ],
     ids=["exponential+light", "cosine+strong", "one_cycle", "reduce_lr"],
 )
-def test_each_recipe_trains_on_real_mnist_and_logs_the_learning_rate(recipe, shape, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_each_recipe_trains_on_real_mnist_and_logs_the_learning_rate(
+    recipe, shape, tmp_path, tracking_uri
+):
+    uri = tracking_uri
     result = run_experiment([*SMALL, *recipe, "epochs=4", f"mlflow.tracking_uri={uri}"])
     assert result.val_accuracy > 0.5
     history = MlflowClient(uri).get_metric_history(result.run_id, "learning_rate")
@@ -181,9 +183,9 @@ def test_resume_keeps_reduce_on_plateau_counting_where_it_stopped(tmp_path, trac
     assert lr == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.5, 0.25])
 
 
-def test_experiment_fast_learns_a_real_subset_and_times_its_phases(tmp_path):
+def test_experiment_fast_learns_a_real_subset_and_times_its_phases(tmp_path, tracking_uri):
     """2 of its epochs on 4,000 images; the job's wall time and phases are recorded."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = tracking_uri
     subset = ["dataset.limit=5000", "split.size=1000", "epochs=2"]
     result = run_experiment(
         ["experiment=fast", *subset, f"paths.root={tmp_path}", f"mlflow.tracking_uri={uri}"]

@@ -46,7 +46,7 @@ def children(tmp_path) -> list:
     return [run for run in runs_of(tmp_path) if "mlflow.parentRunId" in run.data.tags]
 
 
-def test_an_interrupted_search_continues_its_study(tmp_path):
+def test_an_interrupted_search_continues_its_study(tmp_path, tracking_uri):
     args = search_args(tmp_path, "hydra.sweeper.n_trials=4")
     code, output = run_during_epoch(
         1, args, lambda process: process.send_signal(signal.SIGINT), occurrence=3
@@ -83,7 +83,7 @@ def test_an_interrupted_search_continues_its_study(tmp_path):
     assert parent.data.tags["optuna_best_trial"] == str(best.number)
 
 
-def test_two_workers_share_one_study_and_never_run_a_trial_twice(tmp_path):
+def test_two_workers_share_one_study_and_never_run_a_trial_twice(tmp_path, tracking_uri):
     workers = [
         subprocess.Popen(
             [
@@ -115,7 +115,7 @@ def test_two_workers_share_one_study_and_never_run_a_trial_twice(tmp_path):
     assert {run.data.tags["optuna_study"] for run in runs} == {"test"}
 
 
-def test_a_pruner_stops_hopeless_trials_after_their_first_epoch(tmp_path):
+def test_a_pruner_stops_hopeless_trials_after_their_first_epoch(tmp_path, tracking_uri):
     """A learning rate of 1e-7 cannot learn in 3 epochs; once the median pruner has seen 3 trials
     it stops such trials after their first epoch, so the search trains fewer epochs than its 4
     trials of 3 epochs would without pruning (patience 5: early stopping never ends one)."""

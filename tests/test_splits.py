@@ -103,8 +103,8 @@ def test_no_split_touches_the_test_set(option, mnist_raw):
     )
 
 
-def test_a_run_logs_which_split_it_used(tmp_path, mnist_raw):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_a_run_logs_which_split_it_used(tmp_path, mnist_raw, tracking_uri):
+    uri = tracking_uri
     overrides = ["split=kfold", "split.k=10", "split.fold=3", "model=mlp", "epochs=1"]
     local = ["dataset.limit=500", "mlflow.registered_model=null", f"mlflow.tracking_uri={uri}"]
     result = run_experiment([*overrides, *local, f"hydra.run.dir={tmp_path / 'run'}"])

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from mnist_exp.data import CACHE_DIR, CACHE_FILE
 from mnist_exp.errors import MnistExpError
 from mnist_exp.sweeps.compare import compare
+from mnist_exp.sweeps.compare import main as compare_main
 
 from . import cluster
 from .helpers import free_port, run_module, start_tracking_server, stop, wait_until_up
@@ -86,7 +87,7 @@ def check_grid(uri: str, tmp_path) -> None:
 
 
 def test_seeds_repeat_a_configuration_summarised_with_intervals_and_a_paired_test(
-    tmp_path, tracking_uri
+    tmp_path, tracking_uri, monkeypatch, capsys
 ):
     """2 configs x 2 seeds: the parent gets the table by configuration, the best configuration on
     mean validation accuracy and McNemar's test against the runner-up; `compare` pairs two runs."""
@@ -117,23 +118,23 @@ def test_seeds_repeat_a_configuration_summarised_with_intervals_and_a_paired_tes
     assert "By configuration" in done.stdout and "McNemar's exact test: p" in done.stdout
     assert "mean of 2 runs" in parent.data.tags["mlflow.note.content"]
 
-    env = {"MLFLOW_TRACKING_URI": tracking_uri}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     out = tmp_path / "flips.png"
     pair = [best["best_run_id"], second["best_run_id"]]
-    compared = run_module("mnist_exp.compare", *pair, "--out", str(out), env=env)
-    assert compared.returncode == 0, compared.stderr[-3000:]
+    compare_main([*pair, "--out", str(out)])  # the CLI, in this process
+    compared = capsys.readouterr()
     predictions = [
         np.load(client.download_artifacts(run, "test/predictions.npz", str(tmp_path / run)))
         for run in pair
     ]
     right = [p["predicted"] == p["labels"] for p in predictions]
     only_a, only_b = int(np.sum(right[0] & ~right[1])), int(np.sum(right[1] & ~right[0]))
-    assert f"only A got {only_a} right, only B {only_b}." in compared.stdout
-    assert f"test accuracy {right[0].mean():.2%}" in compared.stdout
+    assert f"only A got {only_a} right, only B {only_b}." in compared.out
+    assert f"test accuracy {right[0].mean():.2%}" in compared.out
     p_value = float(parent.data.metrics["mcnemar_p_value"])
     logged = Path(client.download_artifacts(parent.info.run_id, "comparison.txt")).read_text()
     verdict = logged.splitlines()[2:]  # the counts and the p-value: the CLI's, the sweep's
-    assert len(verdict) == 2 and all(line in compared.stdout for line in verdict)
+    assert len(verdict) == 2 and all(line in compared.out for line in verdict)
     assert f"p = {p_value:.3g}" in logged or p_value == 0
     assert out.stat().st_size > 10_000
     assert predictions[0]["probabilities"].shape == (10_000, 10)
