@@ -16,12 +16,12 @@ from mnist_exp.config.compose import check_overrides
 from mnist_exp.data import DIGITS
 from mnist_exp.data import folder as folder_module
 from mnist_exp.data.folder import folder_classes
+from mnist_exp.data.robustness import label, make_set, printed_fonts
 from mnist_exp.data.scoring import scoring_set
 from mnist_exp.errors import ConfigError, DataError
 from mnist_exp.groups.dataset import folder
 from mnist_exp.groups.split import holdout
 from mnist_exp.score import main as score_main
-from mnist_exp.serving.robustness import label, make_set, printed_fonts
 
 from .helpers import copy_store
 

@@ -1,18 +1,23 @@
 """The robustness set: printed, handwriting-font and handwritten digits that are not MNIST, and a
 trained model's accuracy on them."""
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_exp.serving.robustness import (
-    accuracy,
+from mnist_exp.data import DIGITS, robustness
+from mnist_exp.data.robustness import (
+    cached_set,
     fonts,
     handwriting_fonts_missing,
     label,
     make_set,
     part,
+    printed_fonts,
 )
+from mnist_exp.data.scoring import scoring_set
+from mnist_exp.serving.robustness import accuracy
 
 from .helpers import run_module
 
@@ -53,3 +58,21 @@ def test_the_cli_writes_the_set_and_prints_its_accuracy(trained_run, tmp_path):
     assert "  writers: " in done.stdout and "of 30" in done.stdout
     share, _ = accuracy(sorted(tmp_path.iterdir()), model)
     assert f"accuracy {share:.4f}" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_run_scores_the_set_as_the_command_does_written_once(trained_run, tmp_path, monkeypatch):
+    """`evaluate.extra=[robustness]` (here with two fonts and the writers: 300 images)."""
+    monkeypatch.setattr(robustness, "fonts", lambda: printed_fonts()[:2])
+    scored = scoring_set("robustness", DIGITS, str(tmp_path))
+    files = cached_set(str(tmp_path))
+    assert len(files) == 2 * 10 * 5 + 200 and scored.source == str(files[0].parent)
+    assert (scored.labels.argmax(axis=1) == [label(f) for f in files]).all()
+    written = [f.stat().st_mtime_ns for f in files]
+    again = scoring_set("robustness", DIGITS, str(tmp_path))
+    assert [f.stat().st_mtime_ns for f in cached_set(str(tmp_path))] == written  # not rewritten
+    assert np.array_equal(again.images, scored.images)
+    model = str(trained_run.output_dir / "mnist.keras")
+    predicted = keras.models.load_model(model).predict(scored.images, verbose=0).argmax(axis=1)
+    share, _ = accuracy(files, model)
+    assert np.mean(predicted == [label(f) for f in files]) == pytest.approx(share, abs=0.01)

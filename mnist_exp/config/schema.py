@@ -54,7 +54,8 @@ class MlflowConfig:
         )
 
 
-EXTRA_KINDS = ("folder", "idx", "mnist")  # evaluate.extra entries: folder:DIR, idx:DIR, mnist
+EXTRA_KINDS = ("folder", "idx", "mnist", "robustness")  # folder:DIR, idx:DIR, mnist, robustness
+NAMED_SETS = ("mnist", "robustness")  # the extra sets given by name alone
 
 
 def extra_name(spec: str) -> str:
@@ -73,10 +74,10 @@ class EvaluateConfig:
         for spec in self.extra:
             kind, _, where = spec.partition(":")
             require(
-                kind in EXTRA_KINDS and (kind == "mnist") == (not where),
+                kind in EXTRA_KINDS and (kind in NAMED_SETS) == (not where),
                 "evaluate.extra",
                 spec,
-                "give each set as folder:DIR, idx:DIR or mnist",
+                "give each set as folder:DIR, idx:DIR, mnist or robustness",
             )
             require(
                 not where or Path(where).expanduser().exists(),

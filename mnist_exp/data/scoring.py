@@ -1,5 +1,6 @@
 """Sets a trained model is scored on beside its own test set (`evaluate.extra`): a folder of image
-files, an MNIST-format set's test images, or MNIST's; each named, its labels the model's classes."""
+files, an MNIST-format set's test images, MNIST's, or the robustness set of digits that are not
+MNIST; each named, its labels the model's classes."""
 
 from pathlib import Path
 from typing import NamedTuple
@@ -8,9 +9,10 @@ import numpy as np
 
 from mnist_exp.config.schema import extra_name
 from mnist_exp.data import DIGITS, preprocess
-from mnist_exp.data.folder import read_folder
+from mnist_exp.data.folder import cache_path, read_folder, read_images
 from mnist_exp.data.formats import read_source
 from mnist_exp.data.mnist import CACHE_DIR, CACHE_FILE, fetch_mnist
+from mnist_exp.data.robustness import cached_set, label
 from mnist_exp.errors import DataError
 
 
@@ -39,6 +41,11 @@ def scoring_set(spec: str, classes: tuple[str, ...], cache_dir: str = CACHE_DIR)
     elif kind == "idx":
         raw = read_source(path)
         images, labels, names = raw["x_test"], raw["y_test"], classes
+    elif kind == "robustness":
+        files = cached_set(cache_dir)
+        path = files[0].parent
+        images = np.stack(read_images(files, True, cache_path(path, cache_dir))[0])
+        labels, names = np.array([label(file) for file in files]), DIGITS
     else:
         images, labels, names, _ = read_folder(path, None, True, cache_dir)
     if labels.max() >= len(names):
