@@ -2,6 +2,7 @@
 generator, broken files among them) learned through the predict preprocessing, cached, with the
 classes its folders name; what cannot be used refused in one line."""
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -274,6 +275,33 @@ def test_a_fine_tune_starts_from_the_champion_pinned_to_its_version(tmp_path, pr
     other = run_experiment([*args, "epochs=1", f"hydra.run.dir={tmp_path / 'c'}"])
     assert not other.reused  # another champion: another config
     assert client.get_run(other.run_id).data.params["init_from"] == "models:/mnist-narrow_cnn/2"
+
+
+def test_a_fine_tune_starts_from_a_saved_file_named_by_its_digest(tmp_path, printed, mnist_run):
+    uri, source_result = mnist_run
+    file = source_result.output_dir / "mnist.keras"
+    first = FirstWeights()
+    tuned = run_experiment(
+        [
+            "dataset=folder",
+            f"dataset.root={printed}",
+            f"dataset.cache_dir={tmp_path / 'cache'}",
+            "split.size=0.2",
+            f"init_from={file}",
+            "experiment=fast",  # the file's architecture: a file carries no config
+            "epochs=1",
+            "mlflow.system_metrics=false",
+            f"mlflow.tracking_uri={uri}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        callbacks=[first],
+    )
+    source = keras.models.load_model(file)
+    assert all(
+        np.array_equal(a, b) for a, b in zip(first.weights, source.get_weights(), strict=True)
+    )
+    logged = MlflowClient(uri).get_run(tuned.run_id).data.params["init_from"]
+    assert logged == f"{file}@sha256:{hashlib.sha256(file.read_bytes()).hexdigest()[:16]}"
 
 
 PETS = ["dataset=folder", "dataset.root=PETS", "dataset.cache_dir=CACHE", "split.size=0.2"]
