@@ -34,11 +34,11 @@ browser: ## install Debian's chromium for the browser tests if it is missing (ap
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
-# Debian's handwriting fonts for the robustness set (mnist_exp/serving/robustness.py names the files)
+# Debian's handwriting fonts for the robustness set (mnist_exp/data/robustness.py names the files)
 FONTS := fonts-dkg-handwriting fonts-breip fonts-bwht fonts-humor-sans fonts-rufscript \
 	fonts-sjfonts fonts-comic-neue fonts-klee
 fonts: $(STAMP) ## install Debian's handwriting fonts for the robustness set if missing (apt-get; root or sudo)
-	@$(BIN)/python -c "from mnist_exp.serving.robustness import handwriting_fonts_missing as m; \
+	@$(BIN)/python -c "from mnist_exp.data.robustness import handwriting_fonts_missing as m; \
 		raise SystemExit(bool(m()))" || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(FONTS); }
 

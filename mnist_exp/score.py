@@ -1,6 +1,6 @@
 """`python -m mnist_exp.score MODEL SET...`: a registered or logged model scored on more sets
-(`folder:DIR`, `idx:DIR`, `mnist`), each set's metrics and reports logged to the model's run as
-`evaluate.extra` logs them (the run's dataset inputs stay those it trained with)."""
+(`folder:DIR`, `idx:DIR`, `mnist`, `robustness`), each set's metrics and reports logged to the
+model's run as `evaluate.extra` logs them (the run's dataset inputs stay those it trained with)."""
 
 import argparse
 import dataclasses

@@ -211,9 +211,10 @@ def test_skip_finished_reuses_a_run_only_while_its_folder_is_unchanged(
     [
         (
             "[folder]",
-            "evaluate.extra='folder' is not allowed: give each set as folder:DIR, idx:DIR or",
+            "evaluate.extra='folder' is not allowed: give each set as folder:DIR, idx:DIR, mnist",
         ),
         ("[folder:/no/such]", "evaluate.extra='folder:/no/such' is not allowed: /no/such does not"),
+        ("[robustness:/tmp]", "evaluate.extra='robustness:/tmp' is not allowed: give each set"),
     ],
 )
 def test_an_extra_set_that_is_not_one_is_a_config_error(extra, message):

@@ -1,6 +1,8 @@
 """The robustness set: printed, handwriting-font and handwritten digits that are not MNIST, and a
 trained model's accuracy on them."""
 
+import shutil
+
 import keras
 import numpy as np
 import pytest
@@ -76,3 +78,20 @@ def test_a_run_scores_the_set_as_the_command_does_written_once(trained_run, tmp_
     predicted = keras.models.load_model(model).predict(scored.images, verbose=0).argmax(axis=1)
     share, _ = accuracy(files, model)
     assert np.mean(predicted == [label(f) for f in files]) == pytest.approx(share, abs=0.01)
+
+
+def test_a_set_another_run_wrote_first_is_the_one_used_and_nothing_is_left_aside(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(robustness, "fonts", lambda: printed_fonts()[:1])
+    first = cached_set(str(tmp_path), per_font=1, per_digit=1)
+    written = make_set
+
+    def racing(folder, *args):  # another run renames its copy into place meanwhile
+        shutil.copytree(first[0].parent, tmp_path / "other" / "robustness" / first[0].parent.name)
+        return written(folder, *args)
+
+    monkeypatch.setattr(robustness, "make_set", racing)
+    again = cached_set(str(tmp_path / "other"), per_font=1, per_digit=1)
+    assert [f.name for f in again] == [f.name for f in first] and len(first) == 10 + 10
+    assert [p.name for p in (tmp_path / "other" / "robustness").iterdir()] == [first[0].parent.name]

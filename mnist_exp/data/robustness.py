@@ -1,12 +1,5 @@
-"""The robustness set: digits that are not MNIST, written as image files (seeded).
-
-Digits printed in the fonts matplotlib ships (sans, serif, Computer Modern, STIX, typewriter;
-regular, bold, italic) and in Debian's handwriting fonts (`make fonts`), thin or heavy, slanted,
-rotated, scaled and off-centre, in dark ink on noisy, tinted paper, some blurred or saved as JPEG;
-and real handwriting from scikit-learn's 8x8 digits (43 writers), upscaled and put on paper alike.
-`python -m mnist_exp.robustness` scores a model on it, and `evaluate.extra=[robustness]` scores
-each run's model on it, both through the preprocessing of `python -m mnist_exp.predict`.
-"""
+"""The robustness set, seeded image files of digits that are not MNIST: printed in matplotlib's and
+Debian's handwriting fonts, and scikit-learn's real handwriting, all as ink on paper."""
 
 import hashlib
 import shutil
@@ -15,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from mnist_exp.errors import DataError
 
 FONT_FILES = (
     *(f"DejaVuSans{s}.ttf" for s in ("", "-Bold", "-Oblique", "-BoldOblique")),
@@ -26,6 +21,7 @@ FONT_FILES = (
     "cmtt10.ttf",
     "cmti10.ttf",
 )  # fmt: skip  (not DejaVu Sans Mono: its zero has a dot inside)
+GENERATOR_VERSION = 1  # raise it when the images change: cached sets are written anew
 CACHE_SUBDIR = "robustness"  # under the cache: the set `evaluate.extra=[robustness]` scores
 DEBIAN_FONTS = Path("/usr/share/fonts")
 HANDWRITING_FONTS = (  # Debian's packages (make fonts): fonts-dkg-handwriting, fonts-breip, ...
@@ -169,15 +165,25 @@ def cached_set(cache_dir: str, per_font: int = 5, seed: int = 0, per_digit: int 
     """The set's files as `python -m mnist_exp.robustness` writes it by default, written once
     under `cache_dir` for these settings and the fonts installed, and reused after."""
     used = fonts()
-    settings = repr((per_font, seed, per_digit, [font.name for font in used]))
+    settings = repr((GENERATOR_VERSION, per_font, seed, per_digit, [font.name for font in used]))
     key = hashlib.sha256(settings.encode()).hexdigest()[:16]
     folder = Path(cache_dir).expanduser() / CACHE_SUBDIR / key
     if not folder.is_dir():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        aside = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".writing-"))
-        make_set(aside, per_font, seed, per_digit, used)
         try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            aside = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".writing-"))
+        except OSError as error:
+            raise DataError(
+                f"The robustness set cannot be written to {folder.parent} ({error.strerror}); "
+                "free space there or make it writable."
+            ) from None
+        try:
+            make_set(aside, per_font, seed, per_digit, used)
+            aside.chmod(0o755)  # mkdtemp's is the owner's only
             aside.rename(folder)  # whole or not at all
-        except OSError:  # another run wrote it first
+        except OSError:
+            if not folder.is_dir():  # not another run that wrote it first
+                raise
+        finally:
             shutil.rmtree(aside, ignore_errors=True)
-    return sorted(folder.iterdir())
+    return sorted(p for p in folder.iterdir() if p.suffix in (".png", ".jpg"))

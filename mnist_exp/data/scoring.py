@@ -1,7 +1,7 @@
-"""Sets a trained model is scored on beside its own test set (`evaluate.extra`): a folder of image
-files, an MNIST-format set's test images, MNIST's, or the robustness set of digits that are not
-MNIST; each named, its labels the model's classes."""
+"""Sets a model is scored on beside its test set (`evaluate.extra`): a folder of image files, an
+MNIST-format set's test images, MNIST's or the robustness set; labels matched to the model's."""
 
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -12,7 +12,7 @@ from mnist_exp.data import DIGITS, preprocess
 from mnist_exp.data.folder import cache_path, read_folder, read_images
 from mnist_exp.data.formats import read_source
 from mnist_exp.data.mnist import CACHE_DIR, CACHE_FILE, fetch_mnist
-from mnist_exp.data.robustness import cached_set, label
+from mnist_exp.data.robustness import cached_set, handwriting_fonts_missing, label
 from mnist_exp.errors import DataError
 
 
@@ -43,6 +43,11 @@ def scoring_set(spec: str, classes: tuple[str, ...], cache_dir: str = CACHE_DIR)
         images, labels, names = raw["x_test"], raw["y_test"], classes
     elif kind == "robustness":
         files = cached_set(cache_dir)
+        if missing := handwriting_fonts_missing():
+            print(
+                f"[mnist_exp.data] robustness set: {len(missing)} fonts missing (make fonts)",
+                file=sys.stderr,
+            )
         path = files[0].parent
         images = np.stack(read_images(files, True, cache_path(path, cache_dir))[0])
         labels, names = np.array([label(file) for file in files]), DIGITS
