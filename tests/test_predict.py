@@ -190,7 +190,8 @@ def test_blank_array_is_refused():
         preprocess_image(np.zeros((28, 28), np.uint8))
 
 
-def test_mlflow_models_serve_answers_a_batch(trained_run, mnist_raw):
+def test_mlflow_models_serve_answers_a_batch_from_the_champion(trained_run, mnist_raw):
+    """MLflow's own server loads the registry's champion with pyfunc, in a process of its own."""
     port = free_port()
     server = subprocess.Popen(
         [
@@ -198,7 +199,7 @@ def test_mlflow_models_serve_answers_a_batch(trained_run, mnist_raw):
             "models",
             "serve",
             "-m",
-            f"runs:/{trained_run.run_id}/model",
+            "models:/mnist-narrow_cnn@champion",  # the trained run's version: its only one
             "--env-manager",
             "local",
             "-h",
