@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from mnist_exp.data import fetch_mnist
 
+from . import postgres as postgres_server
 from .helpers import copy_store, run_module
 
 # Modules whose module-scoped fixtures are expensive (runs, a wheel and its venv).
@@ -59,6 +60,19 @@ def empty_store(tmp_path_factory) -> Path:
 def tracking_uri(tmp_path, empty_store):
     """A new, empty SQLite store in the test's directory (`mlflow.db`)."""
     return copy_store(empty_store, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory) -> Path:
+    """A PostgreSQL server (tests/postgres.py) for this worker's tests: the folder that holds its
+    port and `pgpass`; `new_database(folder, name)` gives each test a database of its own."""
+    root = tmp_path_factory.mktemp("postgres")
+    try:
+        postgres_server.start(root)
+    except postgres_server.PostgresError as error:
+        pytest.skip(str(error))  # a failure in CI (CI=true)
+    yield root
+    postgres_server.stop(root)
 
 
 @dataclass(frozen=True)

@@ -318,3 +318,12 @@ def test_help_lists_every_option_a_user_picks_and_nothing_internal():
     for group, options in listed.items():
         assert options == {p.stem for p in (CONF / group).glob("*.yaml")}, group
     assert "schema" not in template and "space" not in template
+
+
+@pytest.mark.parametrize("key", ["mlflow.tracking_uri", "hydra.sweeper.storage"])
+def test_a_url_with_a_password_is_refused_without_repeating_it(key):
+    with pytest.raises(ConfigError) as error:
+        check_overrides([f"{key}=postgresql://me:s3cret@db:5432/runs"])
+    message = str(error.value)
+    assert message.startswith(f"{key} holds a password") and "s3cret" not in message
+    assert "~/.pgpass" in message and "give postgresql://me@db:5432/runs." in message

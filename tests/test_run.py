@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from mnist_exp import run_experiment
+from mnist_exp.errors import MnistExpError
 from mnist_exp.machine import cpuinfo
 from mnist_exp.train import cpu_has_bf16
 
@@ -152,3 +154,14 @@ def test_bf16_run_learns_and_logs_its_precision(tmp_path, tracking_uri):
     [run] = finished_runs(tracking_uri)
     assert run.data.params["precision_used"] == "bf16"
     assert run.data.metrics["test_accuracy"] > 0.8  # chance is 0.1
+
+
+def test_a_postgresql_store_that_does_not_answer_is_one_line_and_no_run(tmp_path):
+    uri = "postgresql://mnist_exp@127.0.0.1:9/store"  # the discard port: nothing listens there
+    with pytest.raises(MnistExpError) as error:
+        run_experiment(
+            ["model=mlp", "epochs=1", f"mlflow.tracking_uri={uri}", f"hydra.run.dir={tmp_path}"]
+        )
+    message = str(error.value)
+    assert message.startswith(f"PostgreSQL at {uri} cannot be used (") and "\n" not in message
+    assert "~/.pgpass" in message and not (tmp_path / "last.keras").exists()

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from mnist_exp.sweeps.search import storage
 
 from .helpers import ROOT, run_during_epoch, run_module
+from .postgres import new_database
 
 pytestmark = pytest.mark.slow
 COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
@@ -20,30 +21,41 @@ SMALL = ["model=mlp", "epochs=2", "dataset.limit=1000", "split.size=1000",
          "mlflow.registered_model=null", "mlflow.system_metrics=false"]  # fmt: skip
 
 
-def search_args(tmp_path, *args: str, sweep: str = "sweep") -> list[str]:
+def stores(tmp_path) -> dict[str, str]:
+    """Where a test's search keeps its runs and its study: files in its directory."""
+    return {
+        "tracking": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "study": str(tmp_path / "study.journal"),
+    }
+
+
+def search_args(tmp_path, *args: str, sweep: str = "sweep", where: dict | None = None) -> list[str]:
+    where = where or stores(tmp_path)
     return [
         "-m",
         "hparams_search=optuna",
         *SMALL,
         *args,
-        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-        f"hydra.sweeper.storage={tmp_path / 'study.journal'}",
+        f"mlflow.tracking_uri={where['tracking']}",
+        f"hydra.sweeper.storage={where['study']}",
         "hydra.sweeper.study_name=test",
         f"hydra.sweep.dir={tmp_path / sweep}",
     ]
 
 
-def study_of(tmp_path) -> optuna.Study:
-    return optuna.load_study(study_name="test", storage=storage(str(tmp_path / "study.journal")))
+def study_of(tmp_path, where: dict | None = None) -> optuna.Study:
+    return optuna.load_study(
+        study_name="test", storage=storage((where or stores(tmp_path))["study"])
+    )
 
 
-def runs_of(tmp_path) -> list:
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def runs_of(tmp_path, where: dict | None = None) -> list:
+    client = MlflowClient((where or stores(tmp_path))["tracking"])
     return client.search_runs([client.get_experiment_by_name("mnist_exp").experiment_id])
 
 
-def children(tmp_path) -> list:
-    return [run for run in runs_of(tmp_path) if "mlflow.parentRunId" in run.data.tags]
+def children(tmp_path, where: dict | None = None) -> list:
+    return [run for run in runs_of(tmp_path, where) if "mlflow.parentRunId" in run.data.tags]
 
 
 def test_an_interrupted_search_continues_its_study(tmp_path, tracking_uri):
@@ -83,14 +95,21 @@ def test_an_interrupted_search_continues_its_study(tmp_path, tracking_uri):
     assert parent.data.tags["optuna_best_trial"] == str(best.number)
 
 
-def test_two_workers_share_one_study_and_never_run_a_trial_twice(tmp_path, tracking_uri):
+def test_two_workers_share_one_study_and_one_store_on_postgresql_never_running_a_trial_twice(
+    tmp_path, postgres, monkeypatch
+):
+    """Both on a new PostgreSQL database each, as a team shares them: the workers create the
+    store together, and the password stays in .pgpass, out of every file the search writes."""
+    where = {"tracking": new_database(postgres, "store"), "study": new_database(postgres, "study")}
+    monkeypatch.setenv("PGPASSFILE", str(postgres / "pgpass"))
     workers = [
         subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "mnist_exp.run",
-                *search_args(tmp_path, "hydra.sweeper.n_trials=4", sweep=f"sweep{n}"),
+                *search_args(tmp_path, "hydra.sweeper.n_trials=4", sweep=f"sweep{n}", where=where),
+                f"paths.root={tmp_path}",  # the store's artifacts: mlruns/ there
             ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -101,12 +120,16 @@ def test_two_workers_share_one_study_and_never_run_a_trial_twice(tmp_path, track
     ]
     outputs = [worker.communicate(timeout=900)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-2000:]
-    trials = study_of(tmp_path).trials
+    password = (postgres / "pgpass").read_text().strip().rpartition(":")[2]
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and not [p for p in written if password.encode() in p.read_bytes()]
+    assert not any(password in output for output in outputs)
+    trials = study_of(tmp_path, where).trials
     complete = [t for t in trials if t.state == COMPLETE]
     assert len(complete) == 4
     assert len({tuple(sorted(t.params.items())) for t in complete}) == 4  # no parameters twice
     assert len({t.user_attrs["pid"] for t in complete}) == 2  # both workers took trials
-    runs = children(tmp_path)
+    runs = children(tmp_path, where)
     assert len(runs) == 4 and {run.info.status for run in runs} == {"FINISHED"}
     assert sorted(int(run.data.tags["optuna_trial"]) for run in runs) == [
         t.number for t in complete

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from mnist_exp.config.job import Job
-from mnist_exp.config.schema import flatten, register_configs, validate
+from mnist_exp.config.schema import flatten, no_password, register_configs, validate
 from mnist_exp.errors import ConfigError, exit_with
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -131,6 +131,9 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False) -> None:
     except OverrideParseException as error:
         raise unparsable(overrides, error) from None
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    for override in fixed:
+        if override.startswith("hydra.sweeper.storage="):
+            no_password("hydra.sweeper.storage", override.partition("=")[2])
     swept = {
         o.get_key_element(): [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
         for o in parsed

@@ -7,6 +7,7 @@ signature (`mnist_exp.config.build.check`).
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -17,6 +18,16 @@ from mnist_exp.errors import ConfigError
 from mnist_exp.names import METRICS
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+
+
+def no_password(key: str, url: str | None) -> None:
+    """Refuse a URL with a password in it: it would be written into every run's config and logs."""
+    password = urlsplit(url).password if url and "://" in url else None
+    if password:
+        raise ConfigError(
+            f"{key} holds a password, which every run would write into its config and logs: put "
+            f"it in ~/.pgpass (or PGPASSWORD) and give {url.replace(f':{password}@', '@')}."
+        )
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -35,6 +46,7 @@ class MlflowConfig:
     system_metrics_interval: float = 1.0
 
     def __post_init__(self) -> None:
+        no_password("mlflow.tracking_uri", self.tracking_uri)
         name = self.registered_model
         try:
             ok = name is None or bool(name.format(dataset="mnist", model="cnn"))

@@ -59,11 +59,15 @@ def job_tags(job: Job) -> dict[str, str]:
     return tags
 
 
+RUN_NAME_LENGTH = 250  # MLflow's runs.name column: PostgreSQL refuses longer names, SQLite not
+
+
 def run_name(cfg: DictConfig, job: Job) -> str:
     """What ran: `cnn_bn adam lr=0.001`, after the experiment's name if one was chosen; a sweep's
-    job is named by its overrides."""
+    job is named by its overrides (cut to RUN_NAME_LENGTH; the `overrides` tag holds them all)."""
     if job.sweep_dir is not None:
-        return " ".join(job.overrides) or "defaults"
+        name = " ".join(job.overrides) or "defaults"
+        return name if len(name) <= RUN_NAME_LENGTH else f"{name[: RUN_NAME_LENGTH - 3]}..."
     learning_rate = cfg.optimizer.get("learning_rate")
     words = [
         f"{job.choices['experiment']}:" if "experiment" in job.choices else "",

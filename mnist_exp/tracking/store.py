@@ -20,6 +20,7 @@ from mnist_exp.tracking import notes
 
 # A run waits for a tracking server that stops: MLflow retries each call with backoff (0, 2, 4,
 # ..., 64 s: about two minutes in all) before it gives up. The environment can change both.
+STORE_LOCK_KEY = 7_1093_2026  # PostgreSQL advisory lock of a store's creation (any fixed number)
 RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
@@ -33,11 +34,13 @@ def tracking_uri(cfg: MlflowConfig, root: str | Path = ".") -> str:
     )
 
 
-def artifact_location(uri: str, experiment: str) -> str | None:
-    """Artifacts of a SQLite store live beside it in `mlruns/`; a server decides for itself."""
-    if not uri.startswith("sqlite:///"):
+def artifact_location(uri: str, experiment: str, root: str | Path = ".") -> str | None:
+    """Artifacts of a SQLite store live beside it in `mlruns/`, of another database in `root`'s
+    (`paths.root`; MLflow's own default: the working directory's); a server decides for itself."""
+    if uri.startswith(("http://", "https://", "databricks")):
         return None
-    return (Path(urlparse(uri).path).resolve().parent / "mlruns" / experiment).as_uri()
+    folder = Path(urlparse(uri).path).parent if uri.startswith("sqlite:///") else Path(root)
+    return (folder.resolve() / "mlruns" / experiment).as_uri()
 
 
 def check_reachable(uri: str) -> None:
@@ -65,7 +68,7 @@ def use_store(cfg: MlflowConfig, root: str | Path = ".") -> str:
     try:
         with store_lock(uri):  # the first access creates (migrates) the store: one at a time
             if mlflow.get_experiment_by_name(name) is None:
-                mlflow.create_experiment(name, artifact_location=artifact_location(uri, name))
+                mlflow.create_experiment(name, artifact_location=artifact_location(uri, name, root))
         experiment = mlflow.set_experiment(name)
     except MlflowException as error:
         raise MnistExpError(
@@ -143,8 +146,13 @@ def close_dead_runs(experiment_id: str) -> None:
 
 @contextmanager
 def store_lock(uri: str) -> Iterator[None]:
-    """Hold an exclusive lock beside a SQLite store (`mlflow.db.lock`): MLflow's schema migration of
-    a new store races when two processes create it at once. Servers serialise this themselves."""
+    """Hold an exclusive lock beside a SQLite store (`mlflow.db.lock`), or PostgreSQL's advisory
+    lock: MLflow's schema migration of a new store races when two processes create it at once.
+    Servers serialise this themselves."""
+    if uri.startswith("postgresql"):
+        with advisory_lock(uri):
+            yield
+        return
     if not uri.startswith("sqlite:///"):
         yield
         return
@@ -156,6 +164,32 @@ def store_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def advisory_lock(uri: str) -> Iterator[None]:
+    """PostgreSQL's session-level advisory lock on the store's database, held while in the block."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        connection = engine.connect()
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        engine.dispose()
+        reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
+        raise MnistExpError(
+            f"PostgreSQL at {engine.url.render_as_string(hide_password=True)} cannot be used "
+            f"({reason}): start it, or give the role's password in ~/.pgpass or PGPASSWORD."
+        ) from None
+    try:
+        with connection:
+            connection.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({STORE_LOCK_KEY})"))
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text(f"SELECT pg_advisory_unlock({STORE_LOCK_KEY})"))
+    finally:
+        engine.dispose()
 
 
 def server_gone(uri: str) -> bool:
