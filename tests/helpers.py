@@ -149,19 +149,23 @@ def chromium() -> str:
     return path
 
 
-def start_tracking_server(root: Path, port: int) -> subprocess.Popen:
-    """`make server` on 127.0.0.1:`port` with its store and artifacts under `root`."""
+def start_tracking_server(
+    root: Path, port: int, backend: str | None = None, env: dict | None = None
+) -> subprocess.Popen:
+    """`make server` on 127.0.0.1:`port` with its artifacts under `root` and its store there too
+    (`server.db`), or in `backend`."""
     return subprocess.Popen(
         [
             "make",
             "--no-print-directory",
             "server",
             f"PORT={port}",
-            f"BACKEND=sqlite:///{root / 'server.db'}",
+            f"BACKEND={backend or 'sqlite:///' + str(root / 'server.db')}",
             f"ARTIFACTS={root / 'artifacts'}",
             "WORKERS=1",  # 4 (the default) take seconds more to start on 2 cores
         ],
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

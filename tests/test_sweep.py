@@ -18,6 +18,7 @@ from mnist_exp.sweeps.compare import main as compare_main
 
 from . import cluster
 from .helpers import free_port, run_module, start_tracking_server, stop, wait_until_up
+from .postgres import new_database
 
 pytestmark = pytest.mark.slow
 SMALL = ["epochs=1", "dataset.limit=500", "split.size=1000", "mlflow.registered_model=null"]
@@ -192,12 +193,16 @@ def slurm(tmp_path_factory):
 
 
 def test_a_grid_runs_through_sbatch_and_logs_to_a_tracking_server_started_by_make_server(
-    tmp_path, slurm
+    tmp_path, slurm, postgres
 ):
-    """SLURM jobs log to a shared server, as on a cluster: the real sbatch, the real server."""
+    """SLURM jobs log to a shared server on PostgreSQL, as on a cluster: the real sbatch, the
+    real server (`make server BACKEND=postgresql://...`), the real database."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = start_tracking_server(tmp_path, port)
+    backend = new_database(postgres, "grid")
+    server = start_tracking_server(
+        tmp_path, port, backend, env={"PGPASSFILE": str(postgres / "pgpass")}
+    )
     try:
         wait_until_up(f"{uri}/health", server, 120)
         env = {**slurm, "MLFLOW_TRACKING_URI": uri}
