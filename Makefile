@@ -90,9 +90,29 @@ ui: $(STAMP) ## browse runs at http://127.0.0.1:5000 (HOST=0.0.0.0 to share)
 serve: $(STAMP) ## the draw-a-digit page at http://127.0.0.1:8000 (MODEL=<uri or file>, default: best run)
 	$(BIN)/python -m mnist_exp.serve $(if $(MODEL),--model $(MODEL)) --host $(HOST) --port $(or $(SERVE_PORT),8000)
 
-server: $(STAMP) ## tracking server on http://127.0.0.1:5000 for MLFLOW_TRACKING_URI (BACKEND=postgresql://..., WORKERS=4)
-	$(BIN)/mlflow server --backend-store-uri $(BACKEND) --artifacts-destination $(ARTIFACTS) \
-		--host $(HOST) --port $(PORT) --workers $(WORKERS)
+SERVER := $(BIN)/mlflow server --backend-store-uri $(BACKEND) --artifacts-destination $(ARTIFACTS) \
+	--host $(HOST) --port $(PORT) --workers $(WORKERS)
+# AUTH=1: MLflow's basic-auth app. Its users, its session key and the admin's first password
+# (MLFLOW_AUTH_ADMIN_PASSWORD, else one made here) stay in AUTH_DIR; a new user sees nothing until
+# granted (MLflow's default: every user reads everything).
+AUTH_DIR ?= $(CURDIR)/outputs/server-auth
+token = $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))"
+
+server: $(STAMP) ## tracking server on http://127.0.0.1:5000 for MLFLOW_TRACKING_URI (BACKEND=postgresql://..., WORKERS=4, AUTH=1)
+ifeq ($(AUTH),1)
+	@mkdir -p $(AUTH_DIR) && chmod 700 $(AUTH_DIR)
+	@[ -s $(AUTH_DIR)/secret_key ] || $(token) > $(AUTH_DIR)/secret_key
+	@[ -n "$$MLFLOW_AUTH_ADMIN_PASSWORD" ] || [ -s $(AUTH_DIR)/admin_password ] || \
+		{ $(token) > $(AUTH_DIR)/admin_password; echo "user admin, password in $(AUTH_DIR)/admin_password"; }
+	@printf '[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///%s/users.db\nadmin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n' \
+		$(AUTH_DIR) > $(AUTH_DIR)/basic_auth.ini
+	MLFLOW_AUTH_CONFIG_PATH=$(AUTH_DIR)/basic_auth.ini \
+		MLFLOW_FLASK_SERVER_SECRET_KEY="$$(cat $(AUTH_DIR)/secret_key)" \
+		MLFLOW_AUTH_ADMIN_PASSWORD="$${MLFLOW_AUTH_ADMIN_PASSWORD:-$$(cat $(AUTH_DIR)/admin_password)}" \
+		$(SERVER) --app-name basic-auth
+else
+	$(SERVER)
+endif
 
 docs: $(STAMP) ## build the documentation site into site/ (warnings are errors)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site

@@ -150,10 +150,10 @@ def chromium() -> str:
 
 
 def start_tracking_server(
-    root: Path, port: int, backend: str | None = None, env: dict | None = None
+    root: Path, port: int, backend: str | None = None, env: dict | None = None, auth: bool = False
 ) -> subprocess.Popen:
     """`make server` on 127.0.0.1:`port` with its artifacts under `root` and its store there too
-    (`server.db`), or in `backend`."""
+    (`server.db`), or in `backend`; `auth`: `make server AUTH=1`, its users in `root/auth`."""
     return subprocess.Popen(
         [
             "make",
@@ -163,6 +163,7 @@ def start_tracking_server(
             f"BACKEND={backend or 'sqlite:///' + str(root / 'server.db')}",
             f"ARTIFACTS={root / 'artifacts'}",
             "WORKERS=1",  # 4 (the default) take seconds more to start on 2 cores
+            *(["AUTH=1", f"AUTH_DIR={root / 'auth'}"] if auth else []),
         ],
         cwd=ROOT,
         env={**os.environ, **(env or {})},

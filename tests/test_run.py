@@ -1,6 +1,11 @@
 """End to end on real MNIST: `python -m mnist_exp.run` as a subprocess, a private MLflow store."""
 
+import socket
+import urllib.error
+import urllib.request
+
 import mlflow
+import mlflow.server
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -8,9 +13,10 @@ from mlflow.tracking import MlflowClient
 from mnist_exp import run_experiment
 from mnist_exp.errors import MnistExpError
 from mnist_exp.machine import cpuinfo
+from mnist_exp.tracking.store import close_dead_runs, global_tracking_uri
 from mnist_exp.train import cpu_has_bf16
 
-from .helpers import run_module
+from .helpers import free_port, run_module, start_tracking_server, stop, wait_until_up
 
 pytestmark = pytest.mark.slow
 
@@ -165,3 +171,59 @@ def test_a_postgresql_store_that_does_not_answer_is_one_line_and_no_run(tmp_path
     message = str(error.value)
     assert message.startswith(f"PostgreSQL at {uri} cannot be used (") and "\n" not in message
     assert "~/.pgpass" in message and not (tmp_path / "last.keras").exists()
+
+
+def login(monkeypatch, user: str, password: str) -> None:
+    """From now on, MLflow's clients in this process present these credentials."""
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+
+
+def test_a_server_with_auth_refuses_strangers_and_takes_a_users_run_whole(
+    tmp_path, monkeypatch, capsys
+):
+    """`make server AUTH=1`: no one anonymous, no default read access, credentials from the
+    environment only; a user who may not mark another's dead run KILLED leaves it as it is."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_tracking_server(tmp_path, port, auth=True)
+    try:
+        wait_until_up(f"{uri}/health", server, 120)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1")
+        assert refused.value.code == 401
+        admin = (tmp_path / "auth" / "admin_password").read_text().strip()
+        login(monkeypatch, "admin", admin)
+        users = mlflow.server.get_app_client("basic-auth", tracking_uri=uri)
+        users.create_user("alice", "alice-secret-1")
+        users.create_user("bob", "bob-secret-2")
+        small = ["model=mlp", "epochs=1", "dataset.limit=2000", "split.size=1000",
+                 "mlflow.system_metrics=false", f"mlflow.tracking_uri={uri}"]  # fmt: skip
+        login(monkeypatch, "alice", "wrong")
+        with pytest.raises(MnistExpError, match=rf"^MLflow tracking server {uri} refused these"):
+            run_experiment([*small, f"hydra.run.dir={tmp_path / 'refused'}"])
+        login(monkeypatch, "alice", "alice-secret-1")
+        result = run_experiment([*small, f"hydra.run.dir={tmp_path / 'run'}"])
+        client = MlflowClient(uri)
+        run = client.get_run(result.run_id)
+        assert run.info.status == "FINISHED" and run.data.metrics["test_accuracy"] > 0.5
+        assert "mnist.keras" in {a.path for a in client.list_artifacts(result.run_id)}
+        with global_tracking_uri(uri):
+            model = mlflow.keras.load_model(f"runs:/{result.run_id}/model")
+        assert model(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
+        logged = [*run.data.params.values(), *run.data.tags.values()]
+        assert not [value for value in logged if "alice-secret-1" in value]
+        dead = client.create_run(
+            run.info.experiment_id,
+            tags={"host": socket.gethostname(), "pid": "999999999", "pid_started": "0"},
+        )
+        login(monkeypatch, "admin", admin)
+        users.grant_user_permission("bob", "experiment", run.info.experiment_id, "READ")
+        login(monkeypatch, "bob", "bob-secret-2")
+        capsys.readouterr()
+        with global_tracking_uri(uri):
+            close_dead_runs(run.info.experiment_id)
+        assert "lost its process, but this user may not mark it KILLED" in capsys.readouterr().out
+        assert client.get_run(dead.info.run_id).info.status == "RUNNING"
+    finally:
+        stop(server)

@@ -71,6 +71,12 @@ def use_store(cfg: MlflowConfig, root: str | Path = ".") -> str:
                 mlflow.create_experiment(name, artifact_location=artifact_location(uri, name, root))
         experiment = mlflow.set_experiment(name)
     except MlflowException as error:
+        if (status := error.get_http_status_code()) in (401, 403):
+            raise MnistExpError(
+                f"MLflow tracking server {uri} refused these credentials ({status}): set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user's that may "
+                f"write to the experiment {name}."
+            ) from None
         raise MnistExpError(
             f"MLflow cannot use the tracking store {uri} ({str(error).strip().split('. ')[0][:200]}"
             "); use sqlite:///<file>.db, http(s)://<server> or postgresql://..., set with "
@@ -136,11 +142,17 @@ def close_dead_runs(experiment_id: str) -> None:
         if process_alive(tags):
             continue
         ended = f"process {tags.get('pid')} ended while the run was RUNNING (killed?)"
-        client.set_tag(run.info.run_id, "error", ended)
-        if "output_dir" in tags:  # a run, not a sweep's parent
-            command = notes.command(tags.get("overrides", "").split(), resume=run.info.run_id)
-            client.set_tag(run.info.run_id, "resume_command", command)
-        client.set_terminated(run.info.run_id, "KILLED")
+        try:
+            client.set_tag(run.info.run_id, "error", ended)
+            if "output_dir" in tags:  # a run, not a sweep's parent
+                command = notes.command(tags.get("overrides", "").split(), resume=run.info.run_id)
+                client.set_tag(run.info.run_id, "resume_command", command)
+            client.set_terminated(run.info.run_id, "KILLED")
+        except MlflowException as error:
+            if error.get_http_status_code() != 403:
+                raise
+            print(f"Run {run.info.run_id} lost its process, but this user may not mark it KILLED.")
+            continue
         print(f"Run {run.info.run_id} ({run.info.run_name}) lost its process: marked KILLED.")
 
 
