@@ -11,7 +11,7 @@ ARTIFACTS ?= $(CURDIR)/mlruns
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data browser fonts slurm-install slurm slurm-stop postgres-install postgres postgres-stop run test test-fast bench report ui server serve docs lint format clean
+.PHONY: help install data browser fonts netns-install slurm-install slurm slurm-stop postgres-install postgres postgres-stop run test test-fast bench report ui server serve docs lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,10 @@ slurm-install: ## install Debian's SLURM (slurmctld, slurmd, munge) if missing (
 		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install \
 		-y -qq --no-install-recommends slurmctld slurmd slurm-client munge; }
 
+netns-install: ## install Debian's iproute2 (ip netns: the test hosts of tests/hosts.py) if missing (apt-get; root or sudo)
+	@command -v ip >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2; }
+
 postgres-install: ## install Debian's PostgreSQL server if missing (apt-get; root or sudo)
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; }
@@ -67,7 +71,7 @@ slurm-stop: ## stop the cluster `make slurm` started
 # One worker more than cores: a fifth of a worker's time is waiting (servers starting, SLURM).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 
-test: data browser fonts slurm-install postgres-install ## run the whole test suite, real-MNIST training included; prints the 25 slowest
+test: data browser fonts slurm-install postgres-install netns-install ## run the whole test suite, real-MNIST training included; prints the 25 slowest
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 # No download can hide in the fast tests: every connection but to this machine goes to a dead proxy.

@@ -150,15 +150,21 @@ def chromium() -> str:
 
 
 def start_tracking_server(
-    root: Path, port: int, backend: str | None = None, env: dict | None = None, auth: bool = False
+    root: Path,
+    port: int,
+    backend: str | None = None,
+    env: dict | None = None,
+    auth: bool = False,
+    host: str = "127.0.0.1",
 ) -> subprocess.Popen:
-    """`make server` on 127.0.0.1:`port` with its artifacts under `root` and its store there too
+    """`make server` on `host`:`port` with its artifacts under `root` and its store there too
     (`server.db`), or in `backend`; `auth`: `make server AUTH=1`, its users in `root/auth`."""
     return subprocess.Popen(
         [
             "make",
             "--no-print-directory",
             "server",
+            f"HOST={host}",
             f"PORT={port}",
             f"BACKEND={backend or 'sqlite:///' + str(root / 'server.db')}",
             f"ARTIFACTS={root / 'artifacts'}",

@@ -39,10 +39,11 @@ def as_server(command: list, **options) -> subprocess.CompletedProcess:
     )
 
 
-def start(root: Path) -> dict[str, str]:
+def start(root: Path, addresses: tuple[str, ...] = ()) -> dict[str, str]:
     """Start a server whose data and socket live in a new directory (recorded in `root/data`),
     with the role `mnist_exp` owning the database `mnist_exp`; the URL (no password) and the
-    environment its clients need (PGPASSFILE)."""
+    environment its clients need (PGPASSFILE). It listens on 127.0.0.1 and on `addresses`, each
+    open to its /24 (test hosts, tests/hosts.py)."""
     bin_dir = binaries()
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -57,18 +58,25 @@ def start(root: Path) -> dict[str, str]:
         [bin_dir / "initdb", "-D", data / "db", "-U", "postgres", "--auth-local=trust",
          "--auth-host=scram-sha-256"],
         [bin_dir / "pg_ctl", "-D", data / "db", "-l", data / "server.log", "-w", "-t", "60",
-         "-o", f"-h 127.0.0.1 -p {port} -k {data}", "start"],
+         "-o", f"-h {','.join(('127.0.0.1', *addresses))} -p {port} -k {data}", "start"],
     ]  # fmt: skip
     for step in steps:
         done = as_server(step)
         if done.returncode != 0:
             stop(root)
             raise PostgresError(f"{step[0].name} failed: {(done.stderr or done.stdout).strip()}")
+        if step[0].name == "initdb":
+            with open(data / "db" / "pg_hba.conf", "a") as hba:
+                for address in addresses:
+                    network = address.rpartition(".")[0] + ".0/24"
+                    hba.write(f"host all all {network} scram-sha-256\n")
     password = secrets.token_urlsafe(18)
     psql(root, f"CREATE ROLE {ROLE} LOGIN CREATEDB PASSWORD '{password}'")
     psql(root, f"CREATE DATABASE {ROLE} OWNER {ROLE}")
     pgpass = root / "pgpass"
-    pgpass.write_text(f"127.0.0.1:{port}:*:{ROLE}:{password}\n")
+    pgpass.write_text(
+        "".join(f"{a}:{port}:*:{ROLE}:{password}\n" for a in ("127.0.0.1", *addresses))
+    )
     pgpass.chmod(0o600)  # libpq ignores a password file others can read
     return {"url": url(root), "PGPASSFILE": str(pgpass)}
 
@@ -85,9 +93,9 @@ def psql(root: Path, sql: str) -> str:
     return done.stdout
 
 
-def url(root: Path, database: str = ROLE) -> str:
+def url(root: Path, database: str = ROLE, address: str = "127.0.0.1") -> str:
     """The `postgresql://` URL of a database of the server `root` describes (no password)."""
-    return f"postgresql://{ROLE}@127.0.0.1:{(root / 'port').read_text()}/{database}"
+    return f"postgresql://{ROLE}@{address}:{(root / 'port').read_text()}/{database}"
 
 
 def new_database(root: Path, name: str) -> str:

@@ -44,6 +44,7 @@ class MlflowConfig:
     alias: str = "champion"
     system_metrics: bool = True
     system_metrics_interval: float = 1.0
+    heartbeat_seconds: int = 15
 
     def __post_init__(self) -> None:
         no_password("mlflow.tracking_uri", self.tracking_uri)
@@ -63,6 +64,12 @@ class MlflowConfig:
             "mlflow.system_metrics_interval",
             self.system_metrics_interval,
             "use > 0 (seconds)",
+        )
+        require(
+            self.heartbeat_seconds >= 1,
+            "mlflow.heartbeat_seconds",
+            self.heartbeat_seconds,
+            "use a whole number of seconds >= 1",
         )
 
 

@@ -5,6 +5,10 @@ import json
 import os
 import shutil
 import sys
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,13 +28,23 @@ STUDIES_DIR = Path("outputs/optuna")
 PRUNED_AT = "pruned_at_epoch"  # the trial's user attribute a job sets when its pruner stops it
 
 
-def storage(url: str) -> "str | optuna.storages.BaseStorage":
-    """An RDB URL (postgresql://, mysql://, sqlite:///) as it is; anything else is the path of a
-    journal file, which Optuna locks so that several processes can share it."""
+def storage(url: str, heartbeat: int | None = None) -> "optuna.storages.BaseStorage":
+    """An RDB (postgresql://, mysql://, sqlite:///), with `heartbeat` seconds between the
+    heartbeats of its running trials if given (silent for 3 of them: lost); anything else is
+    the path of a journal file, which Optuna locks so that several processes can share it."""
     import optuna
 
     if "://" in url:
-        return url
+        from mnist_exp.tracking.store import store_lock
+
+        # Workers that meet a new database together would race to create Optuna's tables.
+        with warnings.catch_warnings(), store_lock(url):
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=heartbeat,
+                grace_period=heartbeat and 3 * heartbeat,
+            )
     Path(url).parent.mkdir(parents=True, exist_ok=True)
     lock = optuna.storages.journal.JournalFileSymlinkLock(url)  # the lock Optuna's writers take
     lock.acquire()
@@ -39,6 +53,40 @@ def storage(url: str) -> "str | optuna.storages.BaseStorage":
     finally:
         lock.release()
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url, lock))
+
+
+def beats(storage: "optuna.storages.BaseStorage") -> bool:
+    """Whether the storage keeps trials' heartbeats (an RDB given `heartbeat`)."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return is_heartbeat_enabled(storage)
+
+
+@contextmanager
+def heartbeats(storage: "optuna.storages.BaseStorage", trial_ids: Sequence[int]) -> Iterator[None]:
+    """Record the trials' heartbeats from a thread while in the block (where the storage keeps
+    them): the time is the database's, so the hosts' clocks need not agree. Optuna beats only
+    inside `study.optimize`; a sweeper asks and tells, so it beats for itself."""
+    if not beats(storage):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial_id in trial_ids:
+                with suppress(Exception):  # a database away for a moment: the next beat counts
+                    storage.record_heartbeat(trial_id)
+            if stop.wait(storage.get_heartbeat_interval()):
+                return
+
+    thread = threading.Thread(target=beat, name="optuna heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def repair_journal(path: Path) -> None:

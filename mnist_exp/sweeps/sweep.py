@@ -86,7 +86,9 @@ class SweepRun(Callback):
             config.dataset, resolve=True
         )  # flipped digits' figure
         self.searching = "optuna" in config.hydra.sweeper._target_.lower()
-        import mnist_exp.figures  # noqa: F401  (now: a summary at exit cannot import any more)
+        # Now: a summary at exit (a crash, Ctrl-C) can no longer import.
+        import mnist_exp.figures
+        import mnist_exp.tracking.read  # noqa: F401
 
         for stale in self.sweep_dir.glob(f"*/{RESULT_FILE}"):  # a rerun in the same directory
             stale.unlink()
@@ -102,9 +104,14 @@ class SweepRun(Callback):
             },
         )
         self.run_id = parent.info.run_id
+        self.heartbeat = store.start_heartbeat(self.run_id, config.mlflow.heartbeat_seconds)
         os.environ[PARENT_ENV] = self.run_id
         atexit.register(self.close, KILLED)  # interrupted or crashed: summarise what finished
         print(f"Sweep parent run {self.run_id}; jobs in {self.sweep_dir}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Launchers pickle the callbacks with each job (submitit): the heartbeat stays here."""
+        return {key: value for key, value in self.__dict__.items() if key != "heartbeat"}
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.close(FINISHED):
@@ -114,6 +121,8 @@ class SweepRun(Callback):
         """Summarise the sweep and end its parent run; return how many jobs did not finish."""
         if os.environ.pop(PARENT_ENV, None) is None:  # already closed
             return 0
+        if self.heartbeat:
+            self.heartbeat.set()
         rows = read_rows(self.sweep_dir)
         unfinished = job_counts(rows)[2]
         summarise(self.run_id, rows, self.dataset)

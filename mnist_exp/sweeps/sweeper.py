@@ -9,6 +9,7 @@ Hydra only loads sweepers from the `hydra_plugins` package, hence its home here.
 
 import os
 import socket
+import time
 import warnings
 from dataclasses import dataclass, field
 from enum import Enum
@@ -47,6 +48,9 @@ class OptunaSweeperConf:
     study_name: str | None = None  # null: <model>-<digest of the search>, the same for a rerun
     storage: str | None = None  # null: <paths.root>/outputs/optuna/<name>.journal; or an RDB URL
     pruner: Pruner = Pruner.none  # stop trials whose validation accuracy lags after an epoch
+    # RDB storages: seconds between the heartbeats of this worker's running trials; a trial silent
+    # for 3 of them lost its worker (on any host) and runs again
+    heartbeat: int = 10
     params: dict[str, str] = field(default_factory=dict)  # key: choice(...) / interval(...)
 
 
@@ -56,20 +60,47 @@ ConfigStore.instance().store(
 
 
 def requeue_lost(study: "optuna.Study") -> None:
-    """Trials whose process died run again: their parameters are queued, the trial itself is
-    failed and no longer counted. Another worker may get there first; then it is left to it."""
+    """Trials whose worker died run again: their parameters are queued, the trial itself is
+    failed and no longer counted. On this host the worker's process is looked up; on others, an
+    RDB storage's heartbeats tell. Another worker may get there first; then it is left to it."""
     import optuna
 
+    storage = study._storage
+    silent = set(storage._get_stale_trial_ids(study._study_id)) if search.beats(storage) else set()
     for trial in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
-        if not owner_gone(trial):
+        if owner_gone(trial):
+            lost = "lost its process"
+        elif trial._trial_id in silent:
+            seconds = 3 * storage.get_heartbeat_interval()
+            lost = (
+                f"lost its worker on {trial.user_attrs.get('host')} (no heartbeat for {seconds} s)"
+            )
+        else:
             continue
         try:
-            study._storage.set_trial_user_attr(trial._trial_id, "not_counted", LOST)
+            storage.set_trial_user_attr(trial._trial_id, "not_counted", LOST)
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # another worker requeued it
         study.enqueue_trial(trial.params, skip_if_exists=False)
-        print(f"Trial {trial.number} lost its process: it runs again.")
+        print(f"Trial {trial.number} {lost}: it runs again.")
+        close_trial_runs(study.study_name, trial.number, f"its Optuna trial {lost}")
+
+
+def close_trial_runs(study_name: str, number: int, ended: str) -> None:
+    """The trial's MLflow run, left RUNNING by its lost worker, ends KILLED."""
+    import mlflow
+
+    from mnist_exp.tracking.store import mark_killed
+
+    found = f"tags.optuna_study = '{study_name}' and tags.optuna_trial = '{number}'"
+    for run in mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"{found} and attributes.status = 'RUNNING'",
+        output_format="list",
+    ):
+        if mark_killed(mlflow.MlflowClient(), run, ended):
+            print(f"Run {run.info.run_id} ({run.info.run_name}) of trial {number}: marked KILLED.")
 
 
 def counted(trial: "optuna.trial.FrozenTrial") -> bool:
@@ -97,9 +128,11 @@ class OptunaSweeper(Sweeper):
         study_name: str | None,
         storage: str | None,
         pruner: Pruner,
+        heartbeat: int,
         params: dict[str, str],
     ) -> None:
         self.n_trials, self.n_jobs, self.seed, self.params = n_trials, n_jobs, seed, params
+        self.heartbeat = heartbeat
         self.study_name, self.storage, self.pruner = study_name, storage, Pruner(pruner).name
 
     def setup(
@@ -131,7 +164,7 @@ class OptunaSweeper(Sweeper):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(
             study_name=name,
-            storage=search.storage(url),
+            storage=search.storage(url, self.heartbeat),
             direction="maximize",
             pruner=search.pruner(self.pruner, self.epochs),
             load_if_exists=True,
@@ -142,12 +175,15 @@ class OptunaSweeper(Sweeper):
         while True:
             trials = [t for t in (self.ask(study, space) for _ in range(self.n_jobs)) if t]
             if not trials:
+                if self.wait_for_others(study):
+                    continue
                 break
             jobs = [
                 [*fixed, *(override(k, v) for k, v in t.params.items()), *job_env(env, t)]
                 for t in trials
             ]
-            results = self.launcher.launch(jobs, launched)
+            with search.heartbeats(study._storage, [t._trial_id for t in trials]):
+                results = self.launcher.launch(jobs, launched)
             launched += len(jobs)
             for trial, result in zip(trials, results, strict=True):
                 self.tell(study, trial, result)
@@ -161,6 +197,8 @@ class OptunaSweeper(Sweeper):
         requeue_lost(study)
         done = sum(counted(t) and t.state.is_finished() for t in study.get_trials(deepcopy=False))
         print(f"Optuna study {study.study_name} in {url}: {done} of {self.n_trials} trials done.")
+        if not search.beats(study._storage):
+            print("Trials lost on other hosts are not seen in a journal: share an RDB for that.")
         if parent := os.environ.get(PARENT_ENV):
             from mlflow import MlflowClient
 
@@ -177,7 +215,11 @@ class OptunaSweeper(Sweeper):
         others = [t for t in study.get_trials(deepcopy=False) if t.state != waiting]
         if sum(counted(t) for t in others) >= self.n_trials:
             return None
-        trial = study.ask()
+        with warnings.catch_warnings():  # "Heartbeat ... used with Study.optimize": see heartbeats
+            warnings.simplefilter("ignore", UserWarning)
+            trial = study.ask()
+        if search.beats(study._storage):  # from its first moment: a worker may die before launch
+            study._storage.record_heartbeat(trial._trial_id)
         ahead = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
         if sum(counted(t) for t in ahead) >= self.n_trials:  # another worker took the last one
             trial.set_user_attr("not_counted", SURPLUS)
@@ -194,6 +236,22 @@ class OptunaSweeper(Sweeper):
         for key, found in space.items():
             suggest(trial, key, found)
         return trial
+
+    def wait_for_others(self, study: "optuna.Study") -> bool:
+        """With heartbeats, a worker whose share is done waits while others' trials run, so that
+        one lost with its worker runs again here; True when one did (ask again)."""
+        import optuna
+
+        if not search.beats(study._storage):
+            return False
+        running, waiting = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING
+        print("Waiting for the trials other workers run (a lost one runs again here).")
+        while study.get_trials(deepcopy=False, states=[running]):
+            time.sleep(self.heartbeat)
+            requeue_lost(study)
+            if study.get_trials(deepcopy=False, states=[waiting]):
+                return True
+        return False
 
     def tell(self, study: "optuna.Study", trial: "optuna.Trial", result) -> None:
         import optuna

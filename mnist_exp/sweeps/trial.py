@@ -42,7 +42,17 @@ class ReportToTrial(keras.callbacks.Callback):
         self.pruned_at = None
 
     def on_epoch_end(self, epoch, logs=None):
-        self.trial.report(float(logs["val_accuracy"]), epoch + 1)
+        import optuna
+
+        try:
+            self.trial.report(float(logs["val_accuracy"]), epoch + 1)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            from mnist_exp.errors import MnistExpError
+
+            raise MnistExpError(
+                f"Optuna trial {self.trial.number} was given up while this job ran (its worker "
+                "sent no heartbeat: lost?) and runs again elsewhere: this job stops."
+            ) from None
         if self.trial.should_prune():
             self.pruned_at = epoch + 1
             self.trial.set_user_attr(PRUNED_AT, epoch + 1)

@@ -47,7 +47,7 @@ from mnist_exp.names import (
 )
 from mnist_exp.tracking import notes
 from mnist_exp.tracking.read import config_hash
-from mnist_exp.tracking.store import abandon_run, process_tags, server_gone
+from mnist_exp.tracking.store import abandon_run, process_tags, server_gone, start_heartbeat
 
 
 def job_tags(job: Job) -> dict[str, str]:
@@ -96,8 +96,10 @@ def start_run(
     mlflow.set_system_metrics_sampling_interval(cfg.mlflow.system_metrics_interval)
     system_metrics = cfg.mlflow.system_metrics
     with mlflow.start_run(run_id=resume, run_name=name, log_system_metrics=system_metrics) as run:
+        heartbeat = None
         try:
             mlflow.set_tags(process_tags())  # this process owns it now, a resumed run included
+            heartbeat = start_heartbeat(run.info.run_id, cfg.mlflow.heartbeat_seconds)
             if resume is None:
                 mlflow.set_tags({**job_tags(job), "config_hash": config_hash(cfg), **tags})
                 if parent:
@@ -132,6 +134,9 @@ def start_run(
             if error is raised:
                 raise
             raise error from None
+        finally:
+            if heartbeat:
+                heartbeat.set()
 
 
 @contextmanager

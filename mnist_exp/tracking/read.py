@@ -6,9 +6,9 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import keras
 import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
@@ -20,6 +20,9 @@ from mnist_exp.data import DIGITS
 from mnist_exp.errors import ConfigError, MnistExpError
 from mnist_exp.names import BEST_VAL_ACCURACY, DATASET, PREDICTIONS, STATE_FILE
 from mnist_exp.tracking.store import global_tracking_uri, tracking_uri
+
+if TYPE_CHECKING:  # TensorFlow only where a model is read: a sweep's summary needs none
+    import keras
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -174,8 +177,10 @@ def run_classes(run_id: str, cfg: MlflowConfig) -> list[str]:
         return list(DIGITS)
 
 
-def load_source(source: Source, cfg: MlflowConfig) -> keras.Model:
+def load_source(source: Source, cfg: MlflowConfig) -> "keras.Model":
     """The model `init_from=` resolved to, uncompiled."""
+    import keras
+
     if source.model is not None:
         return load_logged_model(source.uri, cfg)
     try:
@@ -186,7 +191,7 @@ def load_source(source: Source, cfg: MlflowConfig) -> keras.Model:
         ) from None
 
 
-def load_logged_model(uri: str, cfg: MlflowConfig) -> keras.Model:
+def load_logged_model(uri: str, cfg: MlflowConfig) -> "keras.Model":
     """Load a Keras model from an MLflow URI (runs:/..., models:/name@alias, ...)."""
     try:
         with global_tracking_uri(tracking_uri(cfg)):

@@ -1,9 +1,12 @@
 """Where runs are stored: the tracking URI, the store's creation lock, a server's health, and
 runs whose process died."""
 
+import contextlib
 import fcntl
 import os
 import socket
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +25,11 @@ from mnist_exp.tracking import notes
 # ..., 64 s: about two minutes in all) before it gives up. The environment can change both.
 STORE_LOCK_KEY = 7_1093_2026  # PostgreSQL advisory lock of a store's creation (any fixed number)
 RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+# On a shared store, a run's process tags it with the time (its host's clock) every few seconds,
+# so a process on another host can tell that it died: no beat for 3 intervals and 10 s more,
+# the 10 s for clocks that differ between hosts (a few seconds where they keep time by NTP).
+HEARTBEAT, HEARTBEAT_SECONDS = "heartbeat", "heartbeat_seconds"
+CLOCK_SKEW_SECONDS = 10
 
 
 def tracking_uri(cfg: MlflowConfig, root: str | Path = ".") -> str:
@@ -68,7 +76,7 @@ def use_store(cfg: MlflowConfig, root: str | Path = ".") -> str:
     try:
         with store_lock(uri):  # the first access creates (migrates) the store: one at a time
             if mlflow.get_experiment_by_name(name) is None:
-                mlflow.create_experiment(name, artifact_location=artifact_location(uri, name, root))
+                create_experiment(name, artifact_location(uri, name, root))
         experiment = mlflow.set_experiment(name)
     except MlflowException as error:
         if (status := error.get_http_status_code()) in (401, 403):
@@ -84,6 +92,16 @@ def use_store(cfg: MlflowConfig, root: str | Path = ".") -> str:
         ) from None
     close_dead_runs(experiment.experiment_id)
     return uri
+
+
+def create_experiment(name: str, artifacts: str | None) -> None:
+    """Create the experiment, unless another process just did (two workers meeting a new server:
+    the server serialises them, and one of them hears that it exists)."""
+    try:
+        mlflow.create_experiment(name, artifact_location=artifacts)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
 @contextmanager
@@ -129,37 +147,86 @@ def process_alive(tags: dict[str, str]) -> bool:
         return False
 
 
+def shared_store(uri: str) -> bool:
+    """A store that processes on other hosts write to (a server, a database), not a local file."""
+    return not uri.startswith(("sqlite:", "file:")) and "://" in uri
+
+
+def start_heartbeat(run_id: str, seconds: int) -> threading.Event | None:
+    """Tag the run with this host's time every `seconds` from a thread, on a shared store, until
+    the returned event is set; None where the store is this host's own (its pid tells)."""
+    uri = mlflow.get_tracking_uri()
+    if not shared_store(uri):
+        return None
+    client, stop = MlflowClient(uri), threading.Event()
+    client.set_tag(run_id, HEARTBEAT_SECONDS, str(seconds))
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a server that is away: the run will say so
+                client.set_tag(run_id, HEARTBEAT, f"{time.time():.0f}")
+            if stop.wait(seconds):
+                return
+
+    threading.Thread(target=beat, name=f"heartbeat {run_id}", daemon=True).start()
+    return stop
+
+
+def silence(tags: dict[str, str]) -> float | None:
+    """Seconds since a run on another host last beat, where it beats and has been silent for
+    longer than its heartbeat allows, else None (alive, or a run that never beat)."""
+    try:
+        beat, seconds = float(tags[HEARTBEAT]), float(tags[HEARTBEAT_SECONDS])
+    except (KeyError, ValueError):
+        return None
+    quiet = time.time() - beat
+    return quiet if quiet > 3 * seconds + CLOCK_SKEW_SECONDS else None
+
+
 def close_dead_runs(experiment_id: str) -> None:
-    """Runs of this host left RUNNING by a process that is gone (SIGKILL, the OOM killer, a power
-    cut) end KILLED, tagged with how to resume them, so the UI tells the truth."""
+    """Runs left RUNNING by a process that is gone (SIGKILL, the OOM killer, a power cut) end
+    KILLED, tagged with how to resume them, so the UI tells the truth: on this host the process
+    is looked up, elsewhere its heartbeat (`start_heartbeat`) tells."""
     client = MlflowClient()
-    running = client.search_runs(
-        [experiment_id],
-        filter_string=f"attributes.status = 'RUNNING' and tags.host = '{socket.gethostname()}'",
-    )
+    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
     for run in running:
         tags = run.data.tags
-        if process_alive(tags):
+        if tags.get("host") == socket.gethostname():
+            if process_alive(tags):
+                continue
+            ended = f"process {tags.get('pid')} ended while the run was RUNNING (killed?)"
+            lost = "lost its process"
+        elif (quiet := silence(tags)) is not None:
+            ended = f"no heartbeat from {tags.get('host')} for {quiet:.0f} s (its process died?)"
+            lost = f"on {tags.get('host')} sent no heartbeat for {quiet:.0f} s"
+        else:
             continue
-        ended = f"process {tags.get('pid')} ended while the run was RUNNING (killed?)"
-        try:
-            client.set_tag(run.info.run_id, "error", ended)
-            if "output_dir" in tags:  # a run, not a sweep's parent
-                command = notes.command(tags.get("overrides", "").split(), resume=run.info.run_id)
-                client.set_tag(run.info.run_id, "resume_command", command)
-            client.set_terminated(run.info.run_id, "KILLED")
-        except MlflowException as error:
-            if error.get_http_status_code() != 403:
-                raise
-            print(f"Run {run.info.run_id} lost its process, but this user may not mark it KILLED.")
-            continue
-        print(f"Run {run.info.run_id} ({run.info.run_name}) lost its process: marked KILLED.")
+        if mark_killed(client, run, ended):
+            print(f"Run {run.info.run_id} ({run.info.run_name}) {lost}: marked KILLED.")
+
+
+def mark_killed(client: MlflowClient, run: mlflow.entities.Run, ended: str) -> bool:
+    """End a run whose process is gone KILLED, with why (`ended`) and how to resume it; False
+    where this user may not write to it (another's run on a server with auth), said in a line."""
+    tags = run.data.tags
+    try:
+        client.set_tag(run.info.run_id, "error", ended)
+        if "output_dir" in tags:  # a run, not a sweep's parent
+            command = notes.command(tags.get("overrides", "").split(), resume=run.info.run_id)
+            client.set_tag(run.info.run_id, "resume_command", command)
+        client.set_terminated(run.info.run_id, "KILLED")
+    except MlflowException as error:
+        if error.get_http_status_code() != 403:
+            raise
+        print(f"Run {run.info.run_id} lost its process, but this user may not mark it KILLED.")
+        return False
+    return True
 
 
 @contextmanager
 def store_lock(uri: str) -> Iterator[None]:
     """Hold an exclusive lock beside a SQLite store (`mlflow.db.lock`), or PostgreSQL's advisory
-    lock: MLflow's schema migration of a new store races when two processes create it at once.
+    lock: MLflow's (and Optuna's) schema creation races when two processes make a new store.
     Servers serialise this themselves."""
     if uri.startswith("postgresql"):
         with advisory_lock(uri):
