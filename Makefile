@@ -42,10 +42,10 @@ fonts: $(STAMP) ## install Debian's handwriting fonts for the robustness set if 
 		raise SystemExit(bool(m()))" || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(FONTS); }
 
-slurm-install: ## install Debian's SLURM (slurmctld, slurmd, munge) if missing (apt-get; root or sudo)
-	@command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null || \
+slurm-install: ## install Debian's SLURM (slurmctld, slurmd, munge; slurmdbd on MariaDB for sacct) if missing (apt-get; root or sudo)
+	@(for d in slurmctld slurmd munged slurmdbd mariadbd; do command -v $$d >/dev/null || exit 1; done) || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install \
-		-y -qq --no-install-recommends slurmctld slurmd slurm-client munge; }
+		-y -qq --no-install-recommends slurmctld slurmd slurm-client munge slurmdbd mariadb-server; }
 
 netns-install: ## install Debian's iproute2 (ip netns: the test hosts of tests/hosts.py) if missing (apt-get; root or sudo)
 	@command -v ip >/dev/null || { $(SUDO) apt-get update -qq && \

@@ -4,6 +4,9 @@ COMPILED_METRICS = ("accuracy",)  # what the model is compiled with, beside its 
 METRICS = tuple(f"{split}{name}" for split in ("", "val_") for name in ("loss", *COMPILED_METRICS))
 # Files in a run's output directory: the best checkpoint, and what `resume=<run_id>` continues from.
 BEST_FILE, LAST_FILE, STATE_FILE = "best.keras", "last.keras", "state.json"
+# An interrupted run's copy of those files in its artifacts: `resume=` where its directory is not
+# (a preempted SLURM job requeued on another node).
+RESUME_ARTIFACTS = "resume"
 # Each run's label, prediction and probabilities for every test digit: what runs are paired by.
 PREDICTIONS = "test/predictions.npz"
 # Each split's reports, under <split>/ in a run's artifacts.

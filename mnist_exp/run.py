@@ -95,6 +95,10 @@ def experiment(
     from mnist_exp.train import check_resumable, seed_everything, set_precision, start_from, train
 
     uri = store.use_store(config.mlflow, config.paths.root)  # unreachable: fails now, not later
+    if not config.resume and (requeued := read.requeued_run()):
+        print(f"SLURM requeued this job: it resumes run {requeued} where it stopped.")
+        cfg.resume = requeued
+        config = validate(cfg)
     source = None
     if config.init_from:
         source = (
@@ -104,7 +108,7 @@ def experiment(
         )
         cfg, job = take_source(cfg, job, source)
         config = validate(cfg)
-    work_dir = read.resume_dir(config.resume) if config.resume else job.output_dir
+    work_dir = read.resume_dir(config.resume, job.output_dir) if config.resume else job.output_dir
     if config.resume:
         check_resumable(work_dir)  # before the run is reopened: it stays as it was
     seed_everything(config.seed, config.deterministic)  # also clears what earlier jobs left

@@ -1,5 +1,6 @@
 """A one-node SLURM cluster on 127.0.0.1 in a directory of its own: Debian's munged, slurmctld
-and slurmd, no cgroups (proctrack/linuxproc, task/none). For the tests, and for a person:
+and slurmd, no cgroups (proctrack/linuxproc, task/none), and the accounting that submitit reads
+job states from (`sacct`: slurmdbd on a MariaDB of its own). For the tests, and for a person:
 `make slurm` (then `export SLURM_CONF=outputs/slurm/slurm.conf`), `make slurm-stop`."""
 
 import os
@@ -11,14 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-DAEMONS = ("slurmd", "slurmctld", "munged")  # stopped in this order
+DAEMONS = ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged")  # stopped in this order
 CONF = """\
 ClusterName=mnistexp
 SlurmctldHost=localhost(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket={root}/munge.socket
+AuthInfo=socket={root}/munge.socket,cred_expire=10
 CredType=cred/munge
 StateSaveLocation={root}/state
 SlurmdSpoolDir={root}/spool
@@ -37,11 +38,30 @@ MpiDefault=none
 SchedulerType=sched/builtin
 SchedulerParameters=sched_interval=1
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort={dbd_port}
+AccountingStoragePass={root}/munge.socket
 MinJobAge=600
 KillWait=10
 NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+"""
+# slurmdbd reads it beside slurm.conf; MariaDB on loopback in the cluster's folder, no grants.
+DBD_CONF = """\
+AuthType=auth/munge
+AuthInfo=socket={root}/munge.socket
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort={dbd_port}
+SlurmUser=root
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={db_port}
+StorageUser=root
+StorageLoc=slurm_acct_db
+PidFile={root}/slurmdbd.pid
+LogFile={root}/slurmdbd.log
 """
 
 
@@ -57,10 +77,9 @@ def free_port() -> int:
 
 def start(root: Path, cpus: int = 2, memory_mb: int = 8000) -> dict[str, str]:
     """Start the cluster's daemons with their state, logs and config under `root`; the
-    environment its clients (sbatch, squeue, submitit) need: SLURM_CONF."""
-    missing = [
-        name for name in ("munged", "slurmctld", "slurmd", "sbatch") if not shutil.which(name)
-    ]
+    environment its clients (sbatch, squeue, sacct, submitit) need: SLURM_CONF."""
+    daemons = ("munged", "mariadbd", "mariadb-install-db", "slurmdbd", "slurmctld", "slurmd")
+    missing = [name for name in (*daemons, "sbatch") if not shutil.which(name)]
     if missing:
         raise ClusterError(f"{', '.join(missing)} not found: make slurm-install (Debian's slurm)")
     if os.geteuid() != 0:
@@ -74,36 +93,73 @@ def start(root: Path, cpus: int = 2, memory_mb: int = 8000) -> dict[str, str]:
     if not key.is_file():
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
+    ports = {name: free_port() for name in ("ctld_port", "slurmd_port", "dbd_port", "db_port")}
     conf = root / "slurm.conf"
-    conf.write_text(
-        CONF.format(
-            root=root,
-            ctld_port=free_port(),
-            slurmd_port=free_port(),
-            cpus=cpus,
-            memory_mb=memory_mb,
-        )
-    )
+    conf.write_text(CONF.format(root=root, cpus=cpus, memory_mb=memory_mb, **ports))
+    dbd_conf = root / "slurmdbd.conf"
+    dbd_conf.write_text(DBD_CONF.format(root=root, **ports))
+    dbd_conf.chmod(0o600)  # slurmdbd refuses a config others may read
     env = {**os.environ, "SLURM_CONF": str(conf)}
-    commands = [
-        ["munged", f"--socket={root}/munge.socket", f"--key-file={key}", "--force",
-         f"--pid-file={root}/munged.pid", f"--log-file={root}/munged.log",
-         f"--seed-file={root}/munged.seed"],
-        ["slurmctld", "-f", str(conf), "-i"],
-        ["slurmd", "-f", str(conf), "-N", "localhost"],
-    ]  # fmt: skip
-    for command in commands:  # each daemonizes and writes its pid file
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
-            stop(root)
-            raise ClusterError(f"{command[0]} failed: {(done.stderr or done.stdout).strip()}")
-    deadline = time.monotonic() + 60
-    while "idle" not in sinfo(env):
-        if time.monotonic() > deadline:
-            stop(root)
-            raise ClusterError(f"the node never came up: see {root}/slurmd.log")
-        time.sleep(0.5)
+    try:
+        daemon(
+            ["munged", f"--socket={root}/munge.socket", f"--key-file={key}", "--force",
+             f"--pid-file={root}/munged.pid", f"--log-file={root}/munged.log",
+             f"--seed-file={root}/munged.seed"], env,
+        )  # fmt: skip
+        start_mariadb(root, ports["db_port"])
+        daemon(["slurmdbd"], env)
+        wait_for_port(ports["dbd_port"], f"slurmdbd never answered: see {root}/slurmdbd.log")
+        daemon(["slurmctld", "-f", str(conf), "-i"], env)
+        daemon(["slurmd", "-f", str(conf), "-N", "localhost"], env)
+        deadline = time.monotonic() + 60
+        while "idle" not in sinfo(env):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"the node never came up: see {root}/slurmd.log")
+            time.sleep(0.5)
+    except ClusterError:
+        stop(root)
+        raise
     return {"SLURM_CONF": str(conf)}
+
+
+def daemon(command: list[str], env: dict[str, str]) -> None:
+    """Run a daemon that forks away and writes its pid file."""
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise ClusterError(f"{command[0]} failed: {(done.stderr or done.stdout).strip()}")
+
+
+def start_mariadb(root: Path, port: int) -> None:
+    """A MariaDB for slurmdbd on 127.0.0.1:`port`, its data in `root`/mysql (made once)."""
+    data = root / "mysql"
+    if not data.is_dir():
+        made = subprocess.run(
+            ["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
+             "--skip-test-db", "--auth-root-authentication-method=normal"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if made.returncode != 0:
+            raise ClusterError(f"mariadb-install-db failed: {made.stderr.strip()[-500:]}")
+    with open(root / "mariadbd.log", "ab") as log:
+        subprocess.Popen(
+            ["mariadbd", "--no-defaults", f"--datadir={data}", "--user=root",
+             f"--port={port}", "--bind-address=127.0.0.1", f"--socket={root}/mariadb.sock",
+             f"--pid-file={root}/mariadbd.pid", "--skip-grant-tables"],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    wait_for_port(port, f"MariaDB never answered: see {root}/mariadbd.log")
+
+
+def wait_for_port(port: int, failure: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise ClusterError(failure) from None
+            time.sleep(0.2)
 
 
 def sinfo(env: dict[str, str]) -> str:

@@ -104,6 +104,15 @@ def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 180) -> 
             time.sleep(0.5)
 
 
+def wait_for(what: str, found, seconds: float = 300):
+    """Poll `found()` until it gives something; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not (result := found()):
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(0.5)
+    return result
+
+
 def user_style_image(digit: np.ndarray, rng: np.random.Generator, kind: str) -> Image.Image:
     """An MNIST digit as a user would make it: dark ink on a light, coloured, larger canvas,
     off-centre; `png-rgba` is ink on a transparent canvas, as drawing apps export it."""

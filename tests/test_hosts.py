@@ -14,10 +14,11 @@ from mlflow.tracking import MlflowClient
 
 from mnist_exp.sweeps.search import heartbeats, storage
 from mnist_exp.sweeps.sweeper import requeue_lost
-from mnist_exp.tracking.store import close_dead_runs, global_tracking_uri
+from mnist_exp.tracking.liveness import close_dead_runs
+from mnist_exp.tracking.store import global_tracking_uri
 
 from . import postgres as postgres_server
-from .helpers import ROOT, free_port, start_tracking_server, stop, wait_until_up
+from .helpers import ROOT, free_port, start_tracking_server, stop, wait_for, wait_until_up
 from .hosts import HostsError, make_hosts, remove_hosts
 from .postgres import new_database
 
@@ -89,15 +90,6 @@ def hosts():
         pytest.skip(str(error))  # a failure in CI (CI=true)
     yield made
     remove_hosts(made)
-
-
-def wait_for(what: str, found, seconds: float = 300):
-    """Poll `found()` until it gives something; fail after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not (result := found()):
-        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
-        time.sleep(0.5)
-    return result
 
 
 @pytest.mark.slow

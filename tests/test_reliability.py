@@ -1,6 +1,7 @@
 """Interruptions, reruns and hostile inputs never cost a user their work (real processes)."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -247,6 +248,29 @@ def test_a_killed_run_is_marked_killed_by_the_next_run_and_resumes(tmp_path, tra
     assert run.data.tags["resume_command"].endswith(f"resume={killed.info.run_id}")
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")][-1] == 3
+
+
+def test_an_interrupted_run_resumes_from_the_store_where_its_directory_is_not(
+    tmp_path, tracking_uri
+):
+    """A run stopped by a signal (a preempted SLURM job) logs its state; resumed on a host
+    without its directory, it continues from there."""
+    args = ["model=mlp", "epochs=3", "dataset.limit=1000", "split.size=1000",
+            f"mlflow.tracking_uri={tracking_uri}", "mlflow.registered_model=null"]  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment([*args, *interrupting(2), f"hydra.run.dir={tmp_path / 'node1'}"])
+    killed = only_run(tracking_uri)
+    assert killed.info.status == "KILLED"
+    shutil.rmtree(tmp_path / "node1")  # another node's disk
+    resumed = tmp_path / "node2"
+    again = [*args, *interrupting(2), f"resume={killed.info.run_id}", f"hydra.run.dir={resumed}"]
+    run_experiment(again)  # the same command (its resume_command), on the other node
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(killed.info.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["output_dir"] == str(resumed)
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+    assert steps == [1, 2, 3]  # epochs 1 and 2 from before, not trained again
+    assert (resumed / "state.json").is_file() and (resumed / "mnist.keras").is_file()
 
 
 def test_resume_from_an_unreadable_file_is_one_line_and_keeps_the_run(tmp_path, tracking_uri):

@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 from mnist_exp import run_experiment
 from mnist_exp.errors import MnistExpError
 from mnist_exp.machine import cpuinfo
-from mnist_exp.tracking.store import close_dead_runs, global_tracking_uri
+from mnist_exp.tracking.liveness import close_dead_runs
+from mnist_exp.tracking.store import global_tracking_uri
 from mnist_exp.train import cpu_has_bf16
 
 from .helpers import free_port, run_module, start_tracking_server, stop, wait_until_up

@@ -5,9 +5,11 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -15,9 +17,18 @@ from mnist_exp.data import CACHE_DIR, CACHE_FILE
 from mnist_exp.errors import MnistExpError
 from mnist_exp.sweeps.compare import compare
 from mnist_exp.sweeps.compare import main as compare_main
+from mnist_exp.sweeps.search import storage
 
 from . import cluster
-from .helpers import free_port, run_module, start_tracking_server, stop, wait_until_up
+from .helpers import (
+    ROOT,
+    free_port,
+    run_module,
+    start_tracking_server,
+    stop,
+    wait_for,
+    wait_until_up,
+)
 from .postgres import new_database
 
 pytestmark = pytest.mark.slow
@@ -261,3 +272,101 @@ def test_a_failed_job_does_not_stop_the_sweep_and_a_rerun_finishes_only_the_rest
     assert [r["status"] for r in rows] == ["FINISHED", "FINISHED"]
     assert rows[0]["run_id"] == finished.info.run_id  # reused, not retrained
     assert len(children) == 1 and children[0].info.status == "FINISHED"
+
+
+def test_a_preempted_slurm_job_resumes_elsewhere_and_a_cancelled_one_ends_killed(
+    tmp_path, slurm, tracking_uri
+):
+    """Mid-training, one job is requeued (`scontrol requeue`: SIGTERM, back in the queue) with
+    its directory gone, as on another node, and the other is cancelled (`scancel`). The first
+    resumes its run from the state in the store; the second ends KILLED; the sweep says what
+    to do, and its rerun finishes it."""
+    env = {**os.environ, **slurm, "PYTHONUNBUFFERED": "1"}
+    args = [
+        "-m", "optimizer=adam,sgd", "model=cnn", "epochs=4", "dataset.limit=4000",
+        "split.size=1000", "mlflow.registered_model=null", "mlflow.system_metrics=false",
+        f"mlflow.tracking_uri={tracking_uri}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
+    ]  # fmt: skip
+    sweeping = subprocess.Popen(
+        [sys.executable, "-m", "mnist_exp.run", *args],
+        cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    client = MlflowClient(tracking_uri)
+
+    def runs() -> dict[str, object]:
+        """The jobs' runs by optimizer, once both have ended an epoch."""
+        experiment = client.get_experiment_by_name("mnist_exp")
+        if experiment is None:  # not yet: the sweep makes it
+            return {}
+        found = client.search_runs([experiment.experiment_id], "tags.slurm_job_id != ''")
+        started = [r for r in found if "val_loss" in r.data.metrics]
+        return {r.data.params["optimizer._target_"].rsplit(".")[-1]: r for r in started}
+
+    jobs = wait_for("both jobs in their second epoch", lambda: len(runs()) == 2 and runs())
+    preempted, cancelled = jobs["adam"], jobs["sgd"]
+
+    def slurm_command(*argv: str) -> None:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+
+    slurm_command("scontrol", "requeuehold", preempted.data.tags["slurm_job_id"])
+    slurm_command("scancel", cancelled.data.tags["slurm_job_id"])
+    for run in (preempted, cancelled):
+        wait_for(
+            "the run KILLED", lambda r=run: client.get_run(r.info.run_id).info.status == "KILLED"
+        )
+    shutil.rmtree(preempted.data.tags["output_dir"])  # the node it comes back on has no copy
+    slurm_command("scontrol", "release", preempted.data.tags["slurm_job_id"])
+    output = sweeping.communicate(timeout=600)[0]
+    assert sweeping.returncode == 1 and "Traceback" not in output, output[-3000:]
+    assert "rerun the same command with skip_finished=true" in output
+
+    resumed = client.get_run(preempted.info.run_id)
+    assert resumed.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "val_loss")]
+    assert steps == [1, 2, 3, 4]  # each epoch once: it went on from where it stopped
+    assert client.get_run(cancelled.info.run_id).info.status == "KILLED"
+    queue = subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True)
+    assert queue.returncode == 0 and queue.stdout == ""
+
+    again = run_module("mnist_exp.run", *args, "skip_finished=true", env=slurm)
+    assert again.returncode == 0, again.stderr[-3000:]
+    parent, _ = parent_and_children(tracking_uri)
+    rows = summary_rows(tracking_uri, parent)
+    assert [r["status"] for r in rows] == ["FINISHED"] * 2
+    [reused] = [r for r in rows if r["run_id"] == resumed.info.run_id]  # not trained again
+    assert reused["overrides"].startswith("optimizer=adam") and reused["reused"] == "True"
+
+
+def test_an_optuna_search_runs_its_trials_as_slurm_jobs_sharing_one_postgresql_study(
+    tmp_path, slurm, postgres, tracking_uri, monkeypatch
+):
+    """`hparams_search=optuna hydra/launcher=slurm hydra.sweeper.n_jobs=2`: each pair of trials
+    runs as two SLURM jobs at once, each a worker reporting to the one study on PostgreSQL."""
+    study_url = new_database(postgres, "slurm_study")
+    monkeypatch.setenv("PGPASSFILE", str(postgres / "pgpass"))  # sbatch passes it to the jobs
+    done = sweep(
+        tmp_path, tracking_uri, "hparams_search=optuna", "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2", f"hydra.sweeper.storage={study_url}",
+        "hydra.sweeper.study_name=slurm", "hydra/launcher=slurm",
+        "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
+        f"mlflow.tracking_uri={tracking_uri}", env=slurm,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = optuna.load_study(study_name="slurm", storage=storage(study_url))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4 and len({tuple(sorted(t.params.items())) for t in complete}) == 4
+    _, children = parent_and_children(tracking_uri)
+    assert sorted(int(c.data.tags["optuna_trial"]) for c in children) == [
+        t.number for t in complete
+    ]
+    assert {c.info.status for c in children} == {"FINISHED"}
+    arrays: dict[str, list] = {}
+    for child in children:  # submitit's job ids: <array>_<task>
+        arrays.setdefault(child.data.tags["slurm_job_id"].split("_")[0], []).append(child)
+    assert sorted(len(pair) for pair in arrays.values()) == [2, 2]
+    for pair in arrays.values():  # the two jobs of a batch ran at the same time
+        assert max(r.info.start_time for r in pair) < min(r.info.end_time for r in pair)
+    queue = subprocess.run(["squeue", "-h"], env={**os.environ, **slurm}, capture_output=True)
+    assert queue.returncode == 0 and queue.stdout == b""

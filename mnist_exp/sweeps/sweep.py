@@ -74,7 +74,7 @@ class SweepRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         import mlflow
 
-        from mnist_exp.tracking import store
+        from mnist_exp.tracking import liveness, store
 
         # Store and experiment exist before any job starts: parallel jobs never race to create them.
         try:
@@ -100,11 +100,11 @@ class SweepRun(Callback):
                 "overrides": " ".join(config.hydra.overrides.task),
                 "sweeper": config.hydra.sweeper._target_.rsplit(".", 1)[-1],
                 "launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1],
-                **store.process_tags(),
+                **liveness.process_tags(),
             },
         )
         self.run_id = parent.info.run_id
-        self.heartbeat = store.start_heartbeat(self.run_id, config.mlflow.heartbeat_seconds)
+        self.heartbeat = liveness.start_heartbeat(self.run_id, config.mlflow.heartbeat_seconds)
         os.environ[PARENT_ENV] = self.run_id
         atexit.register(self.close, KILLED)  # interrupted or crashed: summarise what finished
         print(f"Sweep parent run {self.run_id}; jobs in {self.sweep_dir}")

@@ -91,7 +91,7 @@ def close_trial_runs(study_name: str, number: int, ended: str) -> None:
     """The trial's MLflow run, left RUNNING by its lost worker, ends KILLED."""
     import mlflow
 
-    from mnist_exp.tracking.store import mark_killed
+    from mnist_exp.tracking.liveness import mark_killed
 
     found = f"tags.optuna_study = '{study_name}' and tags.optuna_trial = '{number}'"
     for run in mlflow.search_runs(
@@ -110,7 +110,7 @@ def counted(trial: "optuna.trial.FrozenTrial") -> bool:
 
 def owner_gone(trial: "optuna.trial.FrozenTrial") -> bool:
     """A running trial whose sweeper process on this host has ended (Ctrl-C, a kill)."""
-    from mnist_exp.tracking.store import process_alive
+    from mnist_exp.tracking.liveness import process_alive
 
     owner = trial.user_attrs
     return owner.get("host") == socket.gethostname() and not process_alive(owner)
@@ -208,7 +208,7 @@ class OptunaSweeper(Sweeper):
         """A new trial with its parameters, or None once the study has n_trials."""
         import optuna
 
-        from mnist_exp.tracking.store import process_tags
+        from mnist_exp.tracking.liveness import process_tags
 
         requeue_lost(study)
         waiting = optuna.trial.TrialState.WAITING  # requeued: asking runs them first

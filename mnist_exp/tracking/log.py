@@ -38,16 +38,20 @@ from mnist_exp.names import (
     CONFUSION_CSV,
     DATASET,
     EPOCHS_RUN,
+    LAST_FILE,
     PREDICTIONS,
     REPORT_TEXT,
+    RESUME_ARTIFACTS,
     SPLIT_METRICS,
+    STATE_FILE,
     TRAIN_SECONDS,
     WALL_SECONDS,
     extra_metrics,
 )
 from mnist_exp.tracking import notes
+from mnist_exp.tracking.liveness import process_tags, start_heartbeat
 from mnist_exp.tracking.read import config_hash
-from mnist_exp.tracking.store import abandon_run, process_tags, server_gone, start_heartbeat
+from mnist_exp.tracking.store import abandon_run, server_gone
 
 
 def job_tags(job: Job) -> dict[str, str]:
@@ -99,6 +103,8 @@ def start_run(
         heartbeat = None
         try:
             mlflow.set_tags(process_tags())  # this process owns it now, a resumed run included
+            if resume:  # perhaps elsewhere: where its state lives now
+                mlflow.set_tag("output_dir", str(work_dir))
             heartbeat = start_heartbeat(run.info.run_id, cfg.mlflow.heartbeat_seconds)
             if resume is None:
                 mlflow.set_tags({**job_tags(job), "config_hash": config_hash(cfg), **tags})
@@ -119,9 +125,13 @@ def start_run(
             error = disk_full(raised, work_dir) or raised
             status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
             with second_interrupt_exits(status == "KILLED"):
-                if status == "KILLED":
-                    if (work_dir / BEST_FILE).is_file():
-                        mlflow.log_artifact(str(work_dir / BEST_FILE), "checkpoint")
+                if status == "KILLED":  # the best checkpoint; the state to resume on any host
+                    resumable = (
+                        (name, RESUME_ARTIFACTS) for name in (STATE_FILE, LAST_FILE, BEST_FILE)
+                    )
+                    for name, folder in ((BEST_FILE, "checkpoint"), *resumable):
+                        if (work_dir / name).is_file():
+                            mlflow.log_artifact(str(work_dir / name), folder)
                     again = notes.command(job.overrides, resume=run.info.run_id)
                     print(
                         f"\nInterrupted: run {run.info.run_id} saved up to its last finished "

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_exp.config.schema import MlflowConfig
 from mnist_exp.data import DIGITS
 from mnist_exp.errors import ConfigError, MnistExpError
-from mnist_exp.names import BEST_VAL_ACCURACY, DATASET, PREDICTIONS, STATE_FILE
+from mnist_exp.names import BEST_VAL_ACCURACY, DATASET, PREDICTIONS, RESUME_ARTIFACTS, STATE_FILE
+from mnist_exp.tracking.liveness import slurm_job_id
 from mnist_exp.tracking.store import global_tracking_uri, tracking_uri
 
 if TYPE_CHECKING:  # TensorFlow only where a model is read: a sweep's summary needs none
@@ -51,8 +53,25 @@ def finished_twin(cfg: DictConfig, digests: dict[str, str]) -> mlflow.entities.R
     return None
 
 
-def resume_dir(run_id: str) -> Path:
-    """The output directory holding an interrupted run's saved training state."""
+def requeued_run() -> str | None:
+    """The run this SLURM job began before SLURM requeued it (preemption, `scontrol requeue`),
+    to resume; None for a job's first start, or outside SLURM."""
+    job = slurm_job_id()
+    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) < 1 or job is None:
+        return None
+    runs = mlflow.search_runs(
+        filter_string=f"tags.slurm_job_id = '{job}'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    if not runs or runs[0].info.status == "FINISHED":
+        return None
+    return runs[0].info.run_id
+
+
+def resume_dir(run_id: str, fresh_dir: Path) -> Path:
+    """The directory holding an interrupted run's saved training state: its own output directory
+    where this host has it, else `fresh_dir` with the state the run logged when it stopped."""
     try:
         run = MlflowClient().get_run(run_id)
     except MlflowException:
@@ -60,12 +79,26 @@ def resume_dir(run_id: str) -> Path:
             f"resume={run_id}: no such run in {mlflow.get_tracking_uri()}."
         ) from None
     work_dir = Path(run.data.tags.get("output_dir", ""))
-    if run.info.status == "FINISHED" or not (work_dir / STATE_FILE).is_file():
-        raise MnistExpError(
-            f"resume={run_id}: the run is {run.info.status} and {work_dir / 'state.json'} "
-            "is missing; only interrupted runs with their output directory can be resumed."
-        )
-    return work_dir
+    if run.info.status == "FINISHED":
+        raise MnistExpError(f"resume={run_id}: the run is FINISHED; there is nothing to resume.")
+    if (work_dir / STATE_FILE).is_file():
+        return work_dir
+    with tempfile.TemporaryDirectory(dir=fresh_dir.parent) as folder:
+        try:
+            saved = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=RESUME_ARTIFACTS, dst_path=folder
+            )
+        except (MlflowException, OSError):
+            raise MnistExpError(
+                f"resume={run_id}: the run is {run.info.status}, {work_dir / STATE_FILE} is "
+                "missing here and its artifacts hold no saved state (a run killed outright saves "
+                "none there): resume it on the host that has its output directory."
+            ) from None
+        fresh_dir.mkdir(parents=True, exist_ok=True)
+        for path in Path(saved).iterdir():
+            os.replace(path, fresh_dir / path.name)
+    print(f"resume={run_id}: its state comes from the tracking store, into {fresh_dir}.")
+    return fresh_dir
 
 
 def load_predictions(run_id: str, uri: str) -> dict[str, np.ndarray]:

@@ -1,12 +1,7 @@
-"""Where runs are stored: the tracking URI, the store's creation lock, a server's health, and
-runs whose process died."""
+"""Where runs are stored: the tracking URI, the store's creation lock and a server's health."""
 
-import contextlib
 import fcntl
 import os
-import socket
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,21 +10,15 @@ from urllib.parse import urlparse
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from mnist_exp.config.schema import MlflowConfig
 from mnist_exp.errors import MnistExpError
-from mnist_exp.tracking import notes
+from mnist_exp.tracking.liveness import close_dead_runs
 
 # A run waits for a tracking server that stops: MLflow retries each call with backoff (0, 2, 4,
 # ..., 64 s: about two minutes in all) before it gives up. The environment can change both.
 STORE_LOCK_KEY = 7_1093_2026  # PostgreSQL advisory lock of a store's creation (any fixed number)
 RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-# On a shared store, a run's process tags it with the time (its host's clock) every few seconds,
-# so a process on another host can tell that it died: no beat for 3 intervals and 10 s more,
-# the 10 s for clocks that differ between hosts (a few seconds where they keep time by NTP).
-HEARTBEAT, HEARTBEAT_SECONDS = "heartbeat", "heartbeat_seconds"
-CLOCK_SKEW_SECONDS = 10
 
 
 def tracking_uri(cfg: MlflowConfig, root: str | Path = ".") -> str:
@@ -120,107 +109,6 @@ def global_tracking_uri(uri: str | None = None) -> Iterator[None]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = environment
-
-
-def process_tags() -> dict[str, str]:
-    """Which process on which host owns a run, so a later one can tell if it died; under SLURM,
-    its job too (`slurm_job_id`, for squeue, sacct and scancel)."""
-    import psutil
-
-    tags = {
-        "host": socket.gethostname(),
-        "pid": str(os.getpid()),
-        "pid_started": str(psutil.Process().create_time()),
-    }
-    if "SLURM_JOB_ID" in os.environ:
-        tags["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
-    return tags
-
-
-def process_alive(tags: dict[str, str]) -> bool:
-    """Whether the process `process_tags` described still runs (on this host)."""
-    import psutil
-
-    try:
-        return psutil.Process(int(tags["pid"])).create_time() == float(tags["pid_started"])
-    except (KeyError, ValueError, psutil.Error):
-        return False
-
-
-def shared_store(uri: str) -> bool:
-    """A store that processes on other hosts write to (a server, a database), not a local file."""
-    return not uri.startswith(("sqlite:", "file:")) and "://" in uri
-
-
-def start_heartbeat(run_id: str, seconds: int) -> threading.Event | None:
-    """Tag the run with this host's time every `seconds` from a thread, on a shared store, until
-    the returned event is set; None where the store is this host's own (its pid tells)."""
-    uri = mlflow.get_tracking_uri()
-    if not shared_store(uri):
-        return None
-    client, stop = MlflowClient(uri), threading.Event()
-    client.set_tag(run_id, HEARTBEAT_SECONDS, str(seconds))
-
-    def beat() -> None:
-        while True:
-            with contextlib.suppress(Exception):  # a server that is away: the run will say so
-                client.set_tag(run_id, HEARTBEAT, f"{time.time():.0f}")
-            if stop.wait(seconds):
-                return
-
-    threading.Thread(target=beat, name=f"heartbeat {run_id}", daemon=True).start()
-    return stop
-
-
-def silence(tags: dict[str, str]) -> float | None:
-    """Seconds since a run on another host last beat, where it beats and has been silent for
-    longer than its heartbeat allows, else None (alive, or a run that never beat)."""
-    try:
-        beat, seconds = float(tags[HEARTBEAT]), float(tags[HEARTBEAT_SECONDS])
-    except (KeyError, ValueError):
-        return None
-    quiet = time.time() - beat
-    return quiet if quiet > 3 * seconds + CLOCK_SKEW_SECONDS else None
-
-
-def close_dead_runs(experiment_id: str) -> None:
-    """Runs left RUNNING by a process that is gone (SIGKILL, the OOM killer, a power cut) end
-    KILLED, tagged with how to resume them, so the UI tells the truth: on this host the process
-    is looked up, elsewhere its heartbeat (`start_heartbeat`) tells."""
-    client = MlflowClient()
-    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
-    for run in running:
-        tags = run.data.tags
-        if tags.get("host") == socket.gethostname():
-            if process_alive(tags):
-                continue
-            ended = f"process {tags.get('pid')} ended while the run was RUNNING (killed?)"
-            lost = "lost its process"
-        elif (quiet := silence(tags)) is not None:
-            ended = f"no heartbeat from {tags.get('host')} for {quiet:.0f} s (its process died?)"
-            lost = f"on {tags.get('host')} sent no heartbeat for {quiet:.0f} s"
-        else:
-            continue
-        if mark_killed(client, run, ended):
-            print(f"Run {run.info.run_id} ({run.info.run_name}) {lost}: marked KILLED.")
-
-
-def mark_killed(client: MlflowClient, run: mlflow.entities.Run, ended: str) -> bool:
-    """End a run whose process is gone KILLED, with why (`ended`) and how to resume it; False
-    where this user may not write to it (another's run on a server with auth), said in a line."""
-    tags = run.data.tags
-    try:
-        client.set_tag(run.info.run_id, "error", ended)
-        if "output_dir" in tags:  # a run, not a sweep's parent
-            command = notes.command(tags.get("overrides", "").split(), resume=run.info.run_id)
-            client.set_tag(run.info.run_id, "resume_command", command)
-        client.set_terminated(run.info.run_id, "KILLED")
-    except MlflowException as error:
-        if error.get_http_status_code() != 403:
-            raise
-        print(f"Run {run.info.run_id} lost its process, but this user may not mark it KILLED.")
-        return False
-    return True
 
 
 @contextmanager
