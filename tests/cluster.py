@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-DAEMONS = ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged")  # stopped in this order
+# Stopped in this order: SLURM, then its database and munge.
+DAEMONS = (("slurmd", "slurmctld"), ("slurmdbd", "mariadbd", "munged"))
 CONF = """\
 ClusterName=mnistexp
 SlurmctldHost=localhost(127.0.0.1)
@@ -173,22 +174,34 @@ def stop(root: Path) -> None:
     env = {**os.environ, "SLURM_CONF": str(root / "slurm.conf")}
     if (root / "slurm.conf").is_file():
         subprocess.run(["scancel", "--full", "-u", "root"], env=env, capture_output=True)
-    for name in DAEMONS:
-        pid_file = root / f"{name}.pid"
-        try:
-            pid = int(pid_file.read_text())
-            os.kill(pid, signal.SIGTERM)
-        except (OSError, ValueError):
-            continue
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+    for wave in DAEMONS:  # the daemons of a wave stop together
+        pids = []
+        for name in wave:
             try:
-                os.kill(pid, 0)
-            except OSError:
+                pids.append(int((root / f"{name}.pid").read_text()))
+                os.kill(pids[-1], signal.SIGTERM)
+            except (OSError, ValueError):
+                continue
+        deadline = time.monotonic() + 30
+        while pids := [pid for pid in pids if alive(pid)]:
+            if time.monotonic() > deadline:
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
                 break
             time.sleep(0.2)
-        else:
-            os.kill(pid, signal.SIGKILL)
+
+
+def alive(pid: int) -> bool:
+    try:  # MariaDB is this process's child where it started the cluster: reaped, not a zombie
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
 
 
 def main() -> None:

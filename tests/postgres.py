@@ -127,9 +127,12 @@ def main() -> None:
         env = start(root)
     except PostgresError as error:
         raise SystemExit(f"error: {error}") from None
+    studies = new_database(root, "optuna")  # its own: both keep alembic_version
     print(f"PostgreSQL runs on 127.0.0.1; use it with\n  export PGPASSFILE={env['PGPASSFILE']}\n"
           f"  make server BACKEND={env['url']}\n"
           f"  python -m mnist_exp.run mlflow.tracking_uri={env['url']} ...\n"
+          f"  python -m mnist_exp.run -m hparams_search=optuna "
+          f"hydra.sweeper.storage={studies} ...\n"
           "stop it with make postgres-stop")  # fmt: skip
 
 

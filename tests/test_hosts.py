@@ -2,6 +2,7 @@
 on a shared store, and a search whose two workers run on two hosts (Linux namespaces), one of
 them killed mid-trial."""
 
+import datetime
 import os
 import signal
 import subprocess
@@ -144,6 +145,7 @@ def test_a_search_on_two_hosts_runs_again_the_trial_of_the_host_that_died(
             lambda: client.search_runs([experiment.experiment_id], on_a),
         )
         os.killpg(first.pid, signal.SIGKILL)  # the host dies: its worker and its trial's job
+        killed = datetime.datetime.now()
         first.wait(timeout=30)
         output = second.communicate(timeout=600)[0]
         assert second.returncode == 0, output[-3000:]
@@ -159,6 +161,13 @@ def test_a_search_on_two_hosts_runs_again_the_trial_of_the_host_that_died(
         assert lost.state == FAIL and lost.user_attrs["not_counted"] == "lost"
         assert lost.user_attrs["host"] == a.name and len(complete) == 4
         assert lost.params in [t.params for t in complete]
+        [again] = [t for t in complete if t.params == lost.params]
+        print(  # the timeline the docs report (pytest -s)
+            f"killed at 0 s; the trial failed as lost at "
+            f"{(lost.datetime_complete - killed).total_seconds():.1f} s, ran again from "
+            f"{(again.datetime_start - killed).total_seconds():.1f} s to "
+            f"{(again.datetime_complete - killed).total_seconds():.1f} s"
+        )
         assert {t.user_attrs["host"] for t in complete} == {b.name}
         runs = client.search_runs([experiment.experiment_id], "tags.optuna_trial != ''")
         assert client.get_run(doomed.info.run_id).info.status == "KILLED"
