@@ -1,6 +1,10 @@
 """End to end on real MNIST: `python -m mnist_exp.run` as a subprocess, a private MLflow store."""
 
+import json
+import os
 import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -174,6 +178,13 @@ def test_a_postgresql_store_that_does_not_answer_is_one_line_and_no_run(tmp_path
     assert "~/.pgpass" in message and not (tmp_path / "last.keras").exists()
 
 
+PREDICT_WITH_PYFUNC = """import json, sys
+import mlflow, numpy as np
+model = mlflow.pyfunc.load_model(sys.argv[1])
+print(json.dumps(np.asarray(model.predict(np.load(sys.argv[2]))).argmax(1).tolist()))
+"""
+
+
 def login(monkeypatch, user: str, password: str) -> None:
     """From now on, MLflow's clients in this process present these credentials."""
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
@@ -181,7 +192,7 @@ def login(monkeypatch, user: str, password: str) -> None:
 
 
 def test_a_server_with_auth_refuses_strangers_and_takes_a_users_run_whole(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, mnist_raw
 ):
     """`make server AUTH=1`: no one anonymous, no default read access, credentials from the
     environment only; a user who may not mark another's dead run KILLED leaves it as it is."""
@@ -211,7 +222,17 @@ def test_a_server_with_auth_refuses_strangers_and_takes_a_users_run_whole(
         assert "mnist.keras" in {a.path for a in client.list_artifacts(result.run_id)}
         with global_tracking_uri(uri):
             model = mlflow.keras.load_model(f"runs:/{result.run_id}/model")
-        assert model(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
+        images = mnist_raw["x_test"][:20, :, :, None] / np.float32(255)
+        np.save(tmp_path / "digits.npy", images)
+        champion = subprocess.run(  # MLflow's pyfunc, in a process of its own, through the server
+            [sys.executable, "-c", PREDICT_WITH_PYFUNC, "models:/mnist-mlp@champion",
+             str(tmp_path / "digits.npy")],
+            env={**os.environ, "MLFLOW_TRACKING_URI": uri}, capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert champion.returncode == 0, champion.stderr[-2000:]
+        predicted = json.loads(champion.stdout.splitlines()[-1])  # after any progress lines
+        assert predicted == model(images).numpy().argmax(1).tolist()
         logged = [*run.data.params.values(), *run.data.tags.values()]
         assert not [value for value in logged if "alice-secret-1" in value]
         dead = client.create_run(
