@@ -21,7 +21,9 @@ from mnist_exp.sweeps.search import storage
 
 from . import cluster
 from .helpers import (
+    CHROMIUM_FLAGS,
     ROOT,
+    chromium,
     free_port,
     run_module,
     start_tracking_server,
@@ -207,7 +209,8 @@ def test_a_grid_runs_through_sbatch_and_logs_to_a_tracking_server_started_by_mak
     tmp_path, slurm, postgres
 ):
     """SLURM jobs log to a shared server on PostgreSQL, as on a cluster: the real sbatch, the
-    real server (`make server BACKEND=postgresql://...`), the real database."""
+    real server (`make server BACKEND=postgresql://...`), the real database; the server's UI,
+    in Chromium, lists the jobs under their sweep's parent."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     backend = new_database(postgres, "grid")
@@ -236,8 +239,31 @@ def test_a_grid_runs_through_sbatch_and_logs_to_a_tracking_server_started_by_mak
                 right = logged["predicted"] == logged["labels"]
             assert child.data.metrics["test_accuracy"] == pytest.approx(right.mean())
         assert (tmp_path / "artifacts").is_dir()  # artifacts went through the server to its root
+        parent, _ = parent_and_children(uri)
+        nested = shown_under(uri, parent, [c.info.run_id for c in children])
+        assert nested == {c.info.run_id for c in children}
     finally:
         stop(server)
+
+
+def shown_under(uri: str, parent, children: list[str]) -> set[str]:
+    """The runs of `children` that MLflow's UI (the server's, in Chromium) lists once the parent's
+    row is expanded, after checking that none shows before."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{uri}/#/experiments/{parent.info.experiment_id}/runs")
+        row = page.locator(f'[role=row][row-id="{parent.info.run_id}"]').first
+        row.wait_for(timeout=60_000)
+        assert not [c for c in children if page.locator(f'[row-id="{c}"]').count()]
+        row.locator("button").first.click()  # the expander beside a parent's name
+        for child in children:
+            page.locator(f'[role=row][row-id="{child}"]').first.wait_for(timeout=30_000)
+        shown = {r.get_attribute("row-id") for r in page.locator("[role=row][row-id]").all()}
+        browser.close()
+    return shown & set(children)
 
 
 def test_a_failed_job_does_not_stop_the_sweep_and_a_rerun_finishes_only_the_rest(
