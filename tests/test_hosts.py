@@ -140,9 +140,13 @@ def test_a_search_on_two_hosts_runs_again_the_trial_of_the_host_that_died(
         client = MlflowClient(uri)
         experiment = wait_for("the experiment", lambda: client.get_experiment_by_name("mnist_exp"))
         on_a = f"tags.host = '{a.name}' and tags.optuna_trial != '' and tags.heartbeat != ''"
-        [doomed] = wait_for(
+        [doomed] = wait_for(  # with its parent: the tag that a run sets last as it starts
             f"a trial's run on {a.name}",
-            lambda: client.search_runs([experiment.experiment_id], on_a),
+            lambda: [
+                r
+                for r in client.search_runs([experiment.experiment_id], on_a)
+                if "mlflow.parentRunId" in r.data.tags
+            ],
         )
         os.killpg(first.pid, signal.SIGKILL)  # the host dies: its worker and its trial's job
         killed = datetime.datetime.now()
