@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 5000
 WORKERS ?= 4
+AUTH_CACHE_S ?= 60
 BACKEND ?= sqlite:///$(CURDIR)/mlflow.db
 ARTIFACTS ?= $(CURDIR)/mlruns
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
@@ -108,7 +109,7 @@ ifeq ($(AUTH),1)
 	@[ -s $(AUTH_DIR)/secret_key ] || $(token) > $(AUTH_DIR)/secret_key
 	@[ -n "$$MLFLOW_AUTH_ADMIN_PASSWORD" ] || [ -s $(AUTH_DIR)/admin_password ] || \
 		{ $(token) > $(AUTH_DIR)/admin_password; echo "user admin, password in $(AUTH_DIR)/admin_password"; }
-	@printf '[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///%s/users.db\nadmin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n' \
+	@printf '[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///%s/users.db\nadmin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\nauth_cache_ttl_seconds = $(AUTH_CACHE_S)\n' \
 		$(AUTH_DIR) > $(AUTH_DIR)/basic_auth.ini
 	MLFLOW_AUTH_CONFIG_PATH=$(AUTH_DIR)/basic_auth.ini \
 		MLFLOW_FLASK_SERVER_SECRET_KEY="$$(cat $(AUTH_DIR)/secret_key)" \
