@@ -72,6 +72,19 @@ def interrupt_after(epoch: int):
     return Interrupt()
 
 
+def slow_batches(seconds: float):
+    """A callbacks-group builder (`+callbacks.slow._target_=tests.helpers.slow_batches`): sleep
+    `seconds` after each training batch, so that a tiny run stays mid-epoch long enough to be
+    acted on, at no cost in CPU."""
+    import keras
+
+    class Slow(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            time.sleep(seconds)
+
+    return Slow()
+
+
 def interrupting(epoch: int) -> list[str]:
     """The overrides that add `interrupt_after(epoch)` to a run's callbacks."""
     return [

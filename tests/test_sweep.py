@@ -309,7 +309,8 @@ def test_a_preempted_slurm_job_resumes_elsewhere_and_a_cancelled_one_ends_killed
     to do, and its rerun finishes it."""
     env = {**os.environ, **slurm, "PYTHONUNBUFFERED": "1"}
     args = [
-        "-m", "optimizer=adam,sgd", "model=cnn", "epochs=3", "dataset.limit=3000",
+        "-m", "optimizer=adam,sgd", MODEL, "epochs=3", "dataset.limit=2000", "batch_size=100",
+        "+callbacks.slow._target_=tests.helpers.slow_batches", "+callbacks.slow.seconds=0.15",
         "split.size=1000", "mlflow.registered_model=null", "mlflow.system_metrics=false",
         f"mlflow.tracking_uri={tracking_uri}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
         "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",

@@ -46,12 +46,20 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         return [result(job, overrides) for job, overrides in zip(jobs, job_overrides, strict=True)]
 
 
+# SLURM's end states of a job stopped from outside: it wrote no result, so none is waited for
+# (submitit waits 15 s for a result file that a slow shared disk may not show yet).
+STOPPED = {"CANCELLED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "TIMEOUT"}
+
+
 def result(job, overrides: Sequence[str]) -> JobReturn:
     """The job's return, or, where it ended without one, a return with no value: a job that did
     not finish, as a failed job's is (`sweeps.sweep.run_job`)."""
     from submitit.core.utils import UncompletedJobError
 
+    job.wait()
     try:
+        if job.state.split()[0] in STOPPED and not job.paths.result_pickle.exists():
+            raise UncompletedJobError(job.state)
         return job.results()[0]
     except UncompletedJobError:
         print(
