@@ -61,7 +61,8 @@ def test_an_idx_set_trains_with_its_labels_classes_and_own_model_name(
             f"hydra.run.dir={tmp_path / 'run'}",
         ]
     )
-    assert result.test_accuracy > 0.94  # measured 0.971, 0.965, 0.970 (seeds 42, 1, 2)
+    # measured 0.971, 0.965, 0.970 (seeds 42, 1, 2); with experiment=fast's augmentation 0.978 (42)
+    assert result.test_accuracy > 0.94
     client = MlflowClient(uri)
     champion = client.get_model_version_by_alias("perm-narrow_cnn", "champion")
     assert champion.run_id == result.run_id

@@ -63,7 +63,8 @@ def test_a_folder_of_digits_trains_through_the_predict_preprocessing(
             f"hydra.run.dir={tmp_path / 'run'}",
         ]
     )
-    assert result.test_accuracy > 0.85  # measured 0.951 (seeds 42, 1, 2; 102 test images)
+    # measured 0.951 (seeds 42, 1, 2; 102 test images); with fast's augmentation 0.971 (42)
+    assert result.test_accuracy > 0.85
     skipped = [line for line in capsys.readouterr().err.splitlines() if "skipped" in line]
     assert len(skipped) == 2 and "notes.png" in skipped[0] + skipped[1]
     client = MlflowClient(uri)

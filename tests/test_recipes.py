@@ -23,7 +23,8 @@ from mnist_exp.train import Recipe, steps_per_epoch, train
 from .helpers import interrupting
 
 SMALL = ["model=mlp", "dataset.limit=1000", "split.size=1000"]
-# experiment=fast, 2 epochs on 4,000 training images: 92.98%, 93.04% test (seeds 1, 2; AVX2, fp32)
+# experiment=fast, 2 epochs on 4,000 training images: 96.08%, 96.16% test (seeds 1, 2; AVX2, fp32;
+# 92.98%, 93.04% before its light augmentation)
 FAST_SUBSET_ACCURACY = 0.90
 
 

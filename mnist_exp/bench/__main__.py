@@ -98,6 +98,12 @@ def main() -> None:
     )
     parser.add_argument("--recipes", default="default,fast,best", help="for --time-to-accuracy")
     parser.add_argument("--seeds", type=int, default=3, help="for --time-to-accuracy")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="for --time-to-accuracy: a Hydra override for every run (e.g. precision=fp32; repeat)",
+    )
     parser.add_argument("--output", help="the JSON's path (default: outputs/bench*.json)")
     args = parser.parse_args()
     recipes = args.recipes.split(",")
@@ -107,7 +113,9 @@ def main() -> None:
             "outputs/bench-time-to-accuracy.json" if args.time_to_accuracy else "outputs/bench.json"
         )
     )
-    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {cpu_flags() or 'no AVX2'}")
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")  # an AVX-512/AMX CPU standing in for an AVX2 one
+    limit = f", oneDNN limited to {isa} (ONEDNN_MAX_CPU_ISA)" if isa else ""
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {cpu_flags() or 'no AVX2'}{limit}")
 
     rows, found, accuracy, figure, watched_runs = [], {}, {}, None, {}
     # the user's store, read before the measurements set MLflow's URI (and its environment
@@ -118,7 +126,7 @@ def main() -> None:
         workdir = Path(folder)
         if args.quick or args.time_to_accuracy:
             seeds = [1] if args.quick else list(range(1, args.seeds + 1))
-            runs = time_to_accuracy(recipes, seeds, args.quick, workdir)
+            runs = time_to_accuracy(recipes, seeds, args.quick, workdir, args.override)
             watched_runs = {f"{r}, {c}": seen for (r, c), seen in runs.items()}
             rows += clock_rows(runs)
             found |= clock_ratios({r["name"]: r["median"] for r in rows}, recipes)

@@ -169,18 +169,20 @@ def recipe_overrides(recipe: str, seed: int, quick: bool, workdir: Path) -> list
     return overrides + (["dataset.limit=2000", "epochs=2", "batch_size=32"] if quick else [])
 
 
-def time_to_accuracy(recipes: list[str], seeds: list[int], quick: bool, workdir: Path) -> dict:
-    """Every recipe, project then plain Keras, seed by seed (interleaved: this machine's speed
-    drifts); each run as `watched` saw it, by recipe and contender."""
+def time_to_accuracy(
+    recipes: list[str], seeds: list[int], quick: bool, workdir: Path, extra: list[str]
+) -> dict:
+    """Every recipe with the `extra` overrides, project then plain Keras, seed by seed (interleaved:
+    this machine's speed drifts); each run as `watched` saw it, by recipe and contender."""
     from mlflow.tracking import MlflowClient
 
     MlflowClient(store(workdir)).search_experiments()  # the store is made once, untimed
     runs = {(recipe, contender): [] for recipe in recipes for contender in ("project", "plain")}
     for seed in seeds:
         for recipe in recipes:
-            project = watched("project", recipe_overrides(recipe, seed, quick, workdir), workdir)
+            overrides = [*recipe_overrides(recipe, seed, quick, workdir), *extra]
+            project = watched("project", overrides, workdir)
             # the plain script runs the epochs the project ran (early stopping may end it sooner)
-            overrides = recipe_overrides(recipe, seed, quick, workdir)
             plain = watched("plain", [*overrides, f"epochs={project['epochs_run']}"], workdir)
             runs[recipe, "project"].append(project)
             runs[recipe, "plain"].append(plain)
