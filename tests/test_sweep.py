@@ -106,7 +106,7 @@ def test_seeds_repeat_a_configuration_summarised_with_intervals_and_a_paired_tes
     """2 configs x 2 seeds: the parent gets the table by configuration, the best configuration on
     mean validation accuracy and McNemar's test against the runner-up; `compare` pairs two runs."""
     done = sweep(tmp_path, tracking_uri, "optimizer=adam,sgd", "seed=1,2")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     parent, children = parent_and_children(tracking_uri)
     client = MlflowClient(tracking_uri)
     text = client.download_artifacts(parent.info.run_id, "summary_by_config.csv")
@@ -163,7 +163,7 @@ def test_one_sweep_compares_architectures_and_identical_jobs_train_identically(
     basic launcher runs every job in one process: identical jobs (seed=7 twice) must train
     identically, each from fresh weights."""
     done = sweep(tmp_path, tracking_uri, "model=mlp,lenet5", "seed=7,7", "deterministic=true")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Sweep summary: 4 of 4 jobs finished" in done.stdout
     parent, children = parent_and_children(tracking_uri)
     assert parent.info.status == "FINISHED"
@@ -186,7 +186,7 @@ def test_one_sweep_compares_architectures_and_identical_jobs_train_identically(
 
 def test_grid_with_the_joblib_launcher_and_two_workers(tmp_path, tracking_uri):
     done = sweep(tmp_path, tracking_uri, *GRID, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "database is locked" not in done.stdout + done.stderr
     check_grid(tracking_uri, tmp_path)
     assert "Sweep summary: 4 of 4 jobs finished" in done.stdout
@@ -222,7 +222,7 @@ def test_a_grid_runs_through_sbatch_and_logs_to_a_tracking_server_started_by_mak
         env = {**slurm, "MLFLOW_TRACKING_URI": uri}
         sizes = ["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
         done = sweep(tmp_path, uri, *GRID, "hydra/launcher=slurm", *sizes, env=env)
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         check_grid(uri, tmp_path)
         _, children = parent_and_children(uri)
         jobs = {c.data.tags.get("slurm_job_id") for c in children}
@@ -380,7 +380,7 @@ def test_an_optuna_search_runs_its_trials_as_slurm_jobs_sharing_one_postgresql_s
         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
         f"mlflow.tracking_uri={tracking_uri}", env=slurm,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     study = optuna.load_study(study_name="slurm", storage=storage(study_url))
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 2 and len({tuple(sorted(t.params.items())) for t in complete}) == 2

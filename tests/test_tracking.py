@@ -2,8 +2,11 @@
 card, read back from a real store (and, in one slow test, from `mlflow ui` in Chromium)."""
 
 import json
+import os
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -139,3 +142,41 @@ def test_mlflow_ui_shows_datasets_description_and_system_metrics_in_chromium(run
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_runs_logging_the_same_new_dataset_at_once_on_postgresql_each_log_it(postgres):
+    """MLflow's store looks a dataset up, then inserts it: runs that start together on a shared
+    PostgreSQL store race to insert it, and the losers still log it (as a SLURM sweep's jobs do)."""
+    import mlflow
+    import numpy as np
+
+    from mnist_exp.tracking.log import log_input
+
+    from .postgres import new_database
+
+    os.environ["PGPASSFILE"] = str(postgres / "pgpass")
+    uri = new_database(postgres, "datasets_race")
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("race")
+    rounds, width = 8, 6
+    barrier = threading.Barrier(width)
+    errors = []
+
+    def worker(_):
+        with mlflow.start_run(experiment_id=experiment) as run:
+            for r in range(rounds):  # a dataset none has logged yet, each round
+                images = np.full((2, 28, 28, 1), r, dtype=np.uint8)
+                barrier.wait()
+                try:
+                    log_input(images, np.arange(2), "file:///x.npz", f"set-{r}", "training")
+                except Exception as error:  # whatever its type: the race's error is the check
+                    errors.append(f"{type(error).__name__}: {str(error)[:200]}")
+        return run.info.run_id
+
+    mlflow.set_tracking_uri(uri)
+    with ThreadPoolExecutor(width) as pool:
+        ids = list(pool.map(worker, range(width)))
+    assert not errors, errors
+    for run_id in ids:
+        names = {i.dataset.name for i in client.get_run(run_id).inputs.dataset_inputs}
+        assert names == {f"set-{r}" for r in range(rounds)}

@@ -178,7 +178,14 @@ def log_input(images: np.ndarray, labels: np.ndarray, source: str, name: str, co
         dataset = mlflow.data.from_numpy(
             images, targets=labels, source=source, name=name, digest=digest(images, labels)
         )
-    mlflow.log_input(dataset, context=context)
+    try:
+        mlflow.log_input(dataset, context=context)
+    except mlflow.MlflowException as error:
+        # MLflow's store looks the dataset up, then inserts it: a run that loses that race to
+        # another starting at once (a sweep's jobs on a shared server) finds it the second time.
+        if "unique constraint" not in str(error).lower():
+            raise
+        mlflow.log_input(dataset, context=context)
 
 
 def log_datasets(data: Dataset, extra: dict[str, ScoringSet]) -> None:
