@@ -3,6 +3,7 @@ config groups, built by the runner; a run's state is saved each epoch so `resume
 
 import json
 import math
+import os
 import sys
 import zipfile
 from collections.abc import Callable, Sequence
@@ -40,19 +41,35 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
-def cpu_has_bf16(cpuinfo: str) -> bool:
-    """Whether /proc/cpuinfo's flags include native bfloat16 math (AVX-512 BF16 or AMX)."""
+# oneDNN's CPU limits (`ONEDNN_MAX_CPU_ISA`) below AVX-512 BF16: under them bfloat16 is emulated.
+NO_BF16_ISAS = {
+    "SSE41",
+    "AVX",
+    "AVX2",
+    "AVX2_VNNI",
+    "AVX2_VNNI_2",
+    "AVX512_CORE",
+    "AVX512_CORE_VNNI",
+}
+
+
+def cpu_has_bf16(cpuinfo: str, isa_limit: str = "") -> bool:
+    """Whether /proc/cpuinfo's flags include native bfloat16 math (AVX-512 BF16 or AMX) that
+    oneDNN may use (`isa_limit`: its ONEDNN_MAX_CPU_ISA, if set)."""
     flags = set(cpuinfo.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(flags & {"avx512_bf16", "amx_bf16"}) and isa_limit.upper() not in NO_BF16_ISAS
 
 
-def resolve_precision(precision: str, cpuinfo: str, gpu_capabilities: list[tuple]) -> str:
-    """`auto` -> bf16 where the hardware computes it natively (CPU flags, GPU compute >= 8.0)."""
+def resolve_precision(
+    precision: str, cpuinfo: str, gpu_capabilities: list[tuple], isa_limit: str = ""
+) -> str:
+    """`auto` -> bf16 where the hardware computes it natively (CPU flags and oneDNN's limit, GPU
+    compute >= 8.0)."""
     if precision != "auto":
         return precision
     if gpu_capabilities:
         return "bf16" if all(c >= (8, 0) for c in gpu_capabilities) else "fp32"
-    return "bf16" if cpu_has_bf16(cpuinfo) else "fp32"
+    return "bf16" if cpu_has_bf16(cpuinfo, isa_limit) else "fp32"
 
 
 def set_precision(precision: str) -> str:
@@ -62,7 +79,7 @@ def set_precision(precision: str) -> str:
         tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)))
         for gpu in tf.config.list_physical_devices("GPU")
     ]
-    chosen = resolve_precision(precision, cpuinfo(), gpus)
+    chosen = resolve_precision(precision, cpuinfo(), gpus, os.environ.get("ONEDNN_MAX_CPU_ISA", ""))
     keras.mixed_precision.set_global_policy(POLICIES[chosen])
     return chosen
 

@@ -94,18 +94,20 @@ def restore_policy():
 
 
 @pytest.mark.parametrize(
-    ("precision", "cpuinfo", "gpus", "expected"),
+    ("precision", "cpuinfo", "gpus", "isa_limit", "expected"),
     [
-        ("auto", "flags : fpu avx512f avx512_bf16", [], "bf16"),
-        ("auto", "flags : fpu amx_tile amx_bf16", [], "bf16"),
-        ("auto", "flags : fpu avx2 avx512f", [], "fp32"),  # no native bf16: stay in fp32
-        ("auto", "flags : avx2", [(8, 0)], "bf16"),
-        ("auto", "flags : avx512_bf16", [(7, 5)], "fp32"),  # the GPU decides when there is one
-        ("fp16", "flags : avx512_bf16", [], "fp16"),
+        ("auto", "flags : fpu avx512f avx512_bf16", [], "", "bf16"),
+        ("auto", "flags : fpu amx_tile amx_bf16", [], "", "bf16"),
+        ("auto", "flags : fpu amx_tile amx_bf16", [], "avx512_core_amx", "bf16"),
+        ("auto", "flags : fpu amx_tile amx_bf16", [], "AVX2", "fp32"),  # oneDNN kept to AVX2
+        ("auto", "flags : fpu avx2 avx512f", [], "", "fp32"),  # no native bf16: stay in fp32
+        ("auto", "flags : avx2", [(8, 0)], "", "bf16"),
+        ("auto", "flags : avx512_bf16", [(7, 5)], "", "fp32"),  # the GPU decides when there is one
+        ("fp16", "flags : avx512_bf16", [], "AVX2", "fp16"),
     ],
 )
-def test_auto_precision_follows_the_hardware(precision, cpuinfo, gpus, expected):
-    assert resolve_precision(precision, cpuinfo, gpus) == expected
+def test_auto_precision_follows_the_hardware(precision, cpuinfo, gpus, isa_limit, expected):
+    assert resolve_precision(precision, cpuinfo, gpus, isa_limit) == expected
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
