@@ -91,7 +91,7 @@ def experiment(
     from mnist_exp.data.scoring import scoring_sets
     from mnist_exp.evaluate import evaluate
     from mnist_exp.sweeps import trial as search_trial
-    from mnist_exp.tracking import log, read, registry, store
+    from mnist_exp.tracking import datasets, log, read, registry, store
     from mnist_exp.train import check_resumable, seed_everything, set_precision, start_from, train
 
     uri = store.use_store(config.mlflow, config.paths.root)  # unreachable: fails now, not later
@@ -138,7 +138,7 @@ def experiment(
         cfg, job, work_dir, resume=config.resume, parent=parent, params=params, tags=tags
     ) as run:
         if not config.resume:
-            log.log_datasets(data, extra)
+            datasets.log_datasets(data, extra)
             log.log_model_card(model)
         clock.lap("build and log the model card")
         reporters = [log.MlflowMetrics(), *([reporter] if reporter else []), *callbacks]
