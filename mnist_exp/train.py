@@ -64,7 +64,14 @@ def resolve_precision(
     precision: str, cpuinfo: str, gpu_capabilities: list[tuple], isa_limit: str = ""
 ) -> str:
     """`auto` -> bf16 where the hardware computes it natively (CPU flags and oneDNN's limit, GPU
-    compute >= 8.0)."""
+    compute >= 8.0). bf16 on a bf16 CPU with oneDNN kept below it is refused: TensorFlow fails."""
+    capped = cpu_has_bf16(cpuinfo) and not cpu_has_bf16(cpuinfo, isa_limit)
+    if precision == "bf16" and not gpu_capabilities and capped:
+        raise ConfigError(
+            f"precision=bf16: oneDNN is kept to {isa_limit} (ONEDNN_MAX_CPU_ISA), below this "
+            "CPU's bf16, and TensorFlow's bf16 kernels then fail; use precision=fp32 or auto, "
+            "or unset ONEDNN_MAX_CPU_ISA."
+        )
     if precision != "auto":
         return precision
     if gpu_capabilities:

@@ -20,6 +20,16 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def bf16_refused() -> bool:
+    """Whether precision=bf16 is refused here: a bf16 CPU with oneDNN kept below it, as in the
+    AVX2 stand-in (ONEDNN_MAX_CPU_ISA=AVX2), where TensorFlow's bf16 kernels fail."""
+    from mnist_exp.machine import cpuinfo
+    from mnist_exp.train import cpu_has_bf16
+
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+    return cpu_has_bf16(cpuinfo()) and not cpu_has_bf16(cpuinfo(), limit)
+
+
 def run_module(
     module: str, *args: str, cwd: Path = ROOT, timeout: float = 900, env: dict | None = None
 ) -> subprocess.CompletedProcess:

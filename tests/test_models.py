@@ -21,7 +21,7 @@ from mnist_exp.errors import ConfigError
 from mnist_exp.groups import model as models
 from mnist_exp.train import resolve_precision, set_precision
 
-from .helpers import USER_MODELS, run_module
+from .helpers import USER_MODELS, bf16_refused, run_module
 
 ARCHITECTURES = sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))
 IMAGES = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
@@ -110,8 +110,19 @@ def test_auto_precision_follows_the_hardware(precision, cpuinfo, gpus, isa_limit
     assert resolve_precision(precision, cpuinfo, gpus, isa_limit) == expected
 
 
+def test_bf16_where_onednn_is_kept_below_the_cpus_bf16_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"kept to AVX2 \(ONEDNN_MAX_CPU_ISA\).*precision=fp32"):
+        resolve_precision("bf16", "flags : avx2 avx512f avx512_bf16", [], "AVX2")
+    assert resolve_precision("bf16", "flags : avx2", [], "AVX2") == "bf16"  # emulated: it runs
+    assert resolve_precision("bf16", "flags : avx512_bf16", [(8, 0)], "AVX2") == "bf16"  # GPU
+
+
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_bf16_policy_keeps_every_softmax_in_float32(name, restore_policy):
+    if bf16_refused():  # the AVX2 stand-in: bf16 would crash TensorFlow, so it is refused
+        with pytest.raises(ConfigError, match="ONEDNN_MAX_CPU_ISA"):
+            set_precision("bf16")
+        return
     assert set_precision("bf16") == "bf16"
     model = built(f"model={name}")
     assert model.layers[0].compute_dtype == "bfloat16"
