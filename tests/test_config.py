@@ -236,7 +236,8 @@ CLI_MISTAKES = [
     ("seed=-1", "seed=-1 is not allowed: use >= 0."),
     (
         "experiment=sead",
-        "experiment=sead is not an option: choose one of adam, best, best_bn, fast, keras_example, seed.",
+        "experiment=sead is not an option: choose one of adam, best, best_bn, fast, keras_example,"
+        " seed.",
     ),
 ]
 
