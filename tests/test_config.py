@@ -17,6 +17,7 @@ from mnist_exp.errors import ConfigError
 from mnist_exp.run import build_recipe, load_data
 from mnist_exp.sweeps.space import distribution
 from mnist_exp.sweeps.space import override as trial_override
+from mnist_exp.tracking.read import config_hash
 
 from .helpers import run_module, write_idx_set
 
@@ -328,3 +329,13 @@ def test_a_url_with_a_password_is_refused_without_repeating_it(key):
     message = str(error.value)
     assert message.startswith(f"{key} holds a password") and "s3cret" not in message
     assert "~/.pgpass" in message and "give postgresql://me@db:5432/runs." in message
+
+
+def test_new_augmentation_knobs_at_zero_keep_a_config_identity_and_change_it_otherwise():
+    """skip_finished finds runs from before the shear, stroke and blur knobs as their twins."""
+    cfg, _ = compose_config(["augment=light"])
+    older = OmegaConf.to_container(cfg, resolve=True)
+    del older["augment"]["shear"], older["augment"]["stroke"], older["augment"]["blur"]
+    assert config_hash(cfg) == config_hash(OmegaConf.create(older))
+    bolder, _ = compose_config(["augment=light", "augment.stroke=0.5"])
+    assert config_hash(bolder) != config_hash(cfg)

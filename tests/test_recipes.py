@@ -63,6 +63,25 @@ def test_affine_augmentation_moves_ink_deterministically_and_identity_keeps_it()
     assert np.all(blank > 0) and np.all(blank < 0.3)
 
 
+def test_shear_slants_stroke_thickens_or_thins_and_blur_spreads_ink():
+    seed = tf.constant([7, 0], tf.int64)
+    bar = np.zeros((64, 28, 28, 1), np.float32)
+    bar[:, 4:24, 13:15] = 1.0  # a vertical stroke
+    slanted = affine(0, 0, 0, shear=0.5)(tf.constant(bar), seed).numpy()[..., 0]
+    columns = np.arange(28)
+    top = (slanted[:, 5] * columns).sum(1) / slanted[:, 5].sum(1)
+    bottom = (slanted[:, 22] * columns).sum(1) / slanted[:, 22].sum(1)
+    assert np.mean(np.abs(top - bottom) > 1) > 0.8 and np.any(top > bottom) and np.any(top < bottom)
+    images = tf.constant(mnist(limit=64).x_train[:64])
+    ink = images.numpy().sum(axis=(1, 2, 3))
+    restroked = affine(0, 0, 0, stroke=0.8)(images, seed).numpy().sum(axis=(1, 2, 3))
+    assert np.all(restroked != ink) and np.any(restroked > 1.2 * ink) and np.any(restroked < ink)
+    smoothed = affine(0, 0, 0, blur=1.0)(images, seed).numpy()
+    np.testing.assert_allclose(smoothed.sum(axis=(1, 2, 3)), ink, rtol=0.01)  # ink spread, kept
+    sharpness = (smoothed**2).sum(axis=(1, 2, 3)) / (images.numpy() ** 2).sum(axis=(1, 2, 3))
+    assert np.all(sharpness < 1) and sharpness.mean() < 0.9
+
+
 def test_augmentation_touches_training_batches_only(tmp_path):
     """Training images carry a mark (a top-left pixel of 0.5; MNIST's corners are 0): every
     image the augmentation sees has it, so validation and test images never pass through it."""

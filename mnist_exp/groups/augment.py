@@ -20,10 +20,15 @@ def affine(
     zoom: Fraction = 0.1,
     erase: Annotated[float, Interval(ge=0, le=1)] = 0.0,
     erase_size: Fraction = 0.3,
+    shear: Annotated[float, Interval(ge=0, le=1)] = 0.0,
+    stroke: Annotated[float, Interval(ge=0, le=1)] = 0.0,
+    blur: Annotated[float, Interval(ge=0, le=1)] = 0.0,
 ) -> Callable[["tf.Tensor", "tf.Tensor"], "tf.Tensor"]:
     """A function (images, seed) -> images that rotates each image by up to `rotation` degrees,
-    shifts it by up to `shift` of its side, scales it by 1 +- `zoom` (one bilinear resampling for
-    all three), then with probability `erase` blanks a random square of up to `erase_size`."""
+    shifts it by up to `shift` of its side, scales it by 1 +- `zoom` and slants it by up to
+    `shear` (one bilinear resampling for all four), thickens or thins its strokes by up to
+    `stroke` of a pixel's dilation or erosion, blends it toward its blur by up to `blur`, then
+    with probability `erase` blanks a random square of up to `erase_size`."""
     import tensorflow as tf
 
     def transform(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -38,8 +43,10 @@ def affine(
         dx, dy = uniform(3, -shift, shift) * width, uniform(4, -shift, shift) * height
         # The output pixel (x, y) samples the input at M (x, y) + b: M = R(-angle) / scale.
         cx, cy = (width - 1) / 2, (height - 1) / 2
+        slant = uniform(9, -shear, shear)  # x moves by slant * (y - cy)
         a0, a1 = tf.cos(angle) / scale, tf.sin(angle) / scale
         b0, b1 = -a1, a0
+        a1, b1 = a1 - a0 * slant, b1 - b0 * slant
         a2 = cx - a0 * (cx + dx) - a1 * (cy + dy)
         b2 = cy - b0 * (cx + dx) - b1 * (cy + dy)
         zeros = tf.zeros_like(a0)
@@ -52,11 +59,37 @@ def affine(
             interpolation="BILINEAR",
             fill_mode="CONSTANT",
         )
+        if stroke > 0:
+            images = restroke(images, uniform(10, -stroke, stroke))
+        if blur > 0:
+            images = blurred(images, uniform(11, 0, blur))
         if erase > 0:
             images *= 1 - erase_mask(batch, height, width, seed, erase, erase_size)
         return images
 
     return transform
+
+
+def restroke(images, amount):
+    """Each image blended toward its 3x3 grey dilation (`amount` > 0: bolder strokes) or its
+    erosion (`amount` < 0: thinner ones) by the size of its `amount`."""
+    import tensorflow as tf
+
+    bolder = tf.nn.max_pool2d(images, 3, 1, "SAME")
+    thinner = -tf.nn.max_pool2d(-images, 3, 1, "SAME")
+    target = tf.where(amount[:, None, None, None] > 0, bolder, thinner)
+    return images + tf.abs(amount)[:, None, None, None] * (target - images)
+
+
+def blurred(images, amount):
+    """Each image blended toward its Gaussian blur (5x5, sigma 1 pixel) by its `amount`."""
+    import tensorflow as tf
+
+    taps = tf.exp(-(tf.range(-2.0, 3.0) ** 2) / 2)
+    taps /= tf.reduce_sum(taps)
+    smooth = tf.nn.conv2d(images, tf.reshape(taps, [5, 1, 1, 1]), 1, "SAME")
+    smooth = tf.nn.conv2d(smooth, tf.reshape(taps, [1, 5, 1, 1]), 1, "SAME")
+    return images + amount[:, None, None, None] * (smooth - images)
 
 
 def erase_mask(batch, height: int, width: int, seed, probability: float, size: float):
