@@ -1,6 +1,6 @@
 """All image preprocessing: open a user's image safely, and turn it into an MNIST-like 28x28 digit
-(grey, inverted if light, cropped to the ink, fitted into 20x20, centred by mass) or, for images
-that are not digits, into the whole picture at 28x28."""
+(grey, inverted if light, cropped to the ink, strokes made as thick as MNIST's, fitted into 20x20,
+centred by mass) or, for images that are not digits, into the whole picture at 28x28."""
 
 import warnings
 from pathlib import Path
@@ -8,6 +8,7 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from scipy import ndimage
 
 from mnist_exp.errors import MnistExpError
 
@@ -16,7 +17,9 @@ MAX_PIXELS = 50_000_000  # refuse larger images instead of exhausting memory
 WORK_SIDE = 512  # larger images are downscaled to this side before any pixel work
 INK_THRESHOLD = 0.2  # fraction of the ink range below which a pixel counts as background
 MIN_INK_RANGE = 24  # grey levels between background and ink; less means no digit
-PREPROCESSING_VERSION = 1  # raise it when preprocess_image changes: cached folders are redone
+STROKE_BOX = 64  # strokes are measured and adjusted with the digit's longer side this long
+STROKE_WIDTH = 8.5  # MNIST's median stroke width at that size (test_robustness measures it)
+PREPROCESSING_VERSION = 2  # raise it when preprocess_image changes: cached folders are redone
 
 
 class ImageError(MnistExpError):
@@ -75,12 +78,49 @@ def center_of_mass(ink: np.ndarray) -> tuple[float, float]:
     return float((rows * ink).sum() / ink.sum()), float((cols * ink).sum() / ink.sum())
 
 
+def stroke_width(ink: np.ndarray) -> float:
+    """Mean stroke width in pixels: twice the ink's area over its outline (ink: half the max)."""
+    mask = ink > 0.5 * ink.max()
+    outline = mask & ~ndimage.binary_erosion(mask)
+    return 2 * mask.sum() / max(1, outline.sum())
+
+
+def cropped(ink: np.ndarray) -> np.ndarray:
+    """Ink below `INK_THRESHOLD` of its peak set to 0, cut to the bounding box of the rest."""
+    ink = np.where(ink < INK_THRESHOLD * ink.max(), 0, ink)
+    rows, cols = np.nonzero(ink)
+    return ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+
+def fitted(ink: np.ndarray, side: int) -> np.ndarray:
+    """Ink (0..255) resized so that its longer side is `side` pixels."""
+    scale = side / max(ink.shape)
+    size = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))
+    resized = Image.fromarray(ink.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
+    return np.clip(np.asarray(resized, np.float32), 0, 255)
+
+
+def with_mnist_strokes(ink: np.ndarray) -> np.ndarray:
+    """Cropped ink (0..255) fitted to `STROKE_BOX` and thickened or thinned (grey dilation or
+    erosion by one disk) by the difference between its stroke width and MNIST's; cropped."""
+    ink = np.pad(fitted(ink, STROKE_BOX), STROKE_BOX // 4)
+    width = stroke_width(ink)
+    radius = abs(round((STROKE_WIDTH - width) / 2))
+    y, x = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+    disk = x * x + y * y <= radius * (radius + 0.5)
+    if width < STROKE_WIDTH:
+        ink = ndimage.grey_dilation(ink, footprint=disk)
+    elif (thinned := ndimage.grey_erosion(ink, footprint=disk)).max() >= INK_THRESHOLD * 255:
+        ink = thinned  # else the digit would vanish: left as it is
+    return cropped(ink)
+
+
 def preprocess_image(
     image: Image.Image | np.ndarray | str | Path, digit_style: bool = True
 ) -> np.ndarray:
-    """Make a user's digit look like MNIST: white ink on black, fitted into 20x20 and centred by
-    centre of mass in 28x28, scaled to [0, 1]. Returns float32 (28, 28, 1). Not `digit_style`:
-    the whole picture, light on dark, squeezed into 28x28 (as Fashion-MNIST's are)."""
+    """Make a user's digit look like MNIST: white ink on black, strokes of MNIST's width, fitted
+    into 20x20 and centred by centre of mass in 28x28, scaled to [0, 1]. Returns float32
+    (28, 28, 1). Not `digit_style`: the whole picture, light on dark, squeezed into 28x28."""
     name = str(image) if isinstance(image, str | Path) else "image"
     if isinstance(image, str | Path):
         image = open_image(Path(image))
@@ -106,17 +146,8 @@ def preprocess_image(
         return (np.asarray(whole.resize((28, 28), Image.Resampling.LANCZOS), np.float32) / 255)[
             :, :, None
         ]
-    ink[ink < INK_THRESHOLD * ink.max()] = 0
-    rows, cols = np.nonzero(ink)
-    ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    ink = ink * (255 / ink.max())
-    scale = 20 / max(ink.shape)
-    size = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))
-    digit = np.asarray(
-        Image.fromarray(ink.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS),
-        dtype=np.float32,
-    )
-    digit = np.clip(digit, 0, 255)
+    ink = with_mnist_strokes(cropped(ink) * (255 / ink.max()))
+    digit = fitted(ink * (255 / ink.max()), 20)
     com_row, com_col = center_of_mass(digit)
     top = int(np.clip(round(14 - com_row), 0, 28 - digit.shape[0]))
     left = int(np.clip(round(14 - com_col), 0, 28 - digit.shape[1]))
