@@ -35,11 +35,7 @@ def config_hash(cfg: DictConfig) -> str:
     if tree.get("init_from") is None:  # as runs before the knob: their identity unchanged
         tree.pop("init_from", None)
     augment = tree.get("augment") or {}
-    for knob in (
-        "shear",
-        "stroke",
-        "blur",
-    ):  # knobs of 2026-12-04: at 0, runs before them unchanged
+    for knob in ("shear", "stroke", "blur"):  # new on 2026-12-04: at 0, older runs' identity kept
         if augment.get(knob) == 0:
             augment.pop(knob)
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
