@@ -263,7 +263,8 @@ def test_a_fine_tune_starts_from_the_champion_pinned_to_its_version(tmp_path, pr
     )
     data = folder(str(printed), quarter, cache_dir=str(tmp_path / "cache"))
     before = np.mean(source.predict(data.x_test, verbose=0).argmax(1) == data.y_test.argmax(1))
-    assert tuned.test_accuracy > before + 0.1  # measured: 0.755 before, 0.931 after (seed 42)
+    # measured (seed 42): 0.804 before, 0.951 after; 0.755 and 0.931 before strokes were matched
+    assert tuned.test_accuracy > before + 0.1
     run = MlflowClient(uri).get_run(tuned.run_id)
     assert run.data.params["init_from"] == "models:/mnist-narrow_cnn/1"
     assert run.data.tags["choice.model"] == "narrow_cnn"
