@@ -48,8 +48,11 @@ def watch_test_set(test_set: Callable[[], tuple[np.ndarray, np.ndarray]]):
 
 def watched_project(overrides: list[str]) -> dict:
     """`run_experiment(overrides)` with the watcher: the project's whole run, logging included."""
+    from mnist_exp.console import import_tensorflow
     from mnist_exp.data import fetch_mnist
     from mnist_exp.run import run_experiment
+
+    import_tensorflow()  # as the run would, before the watcher imports Keras
 
     def test_set() -> tuple[np.ndarray, np.ndarray]:
         arrays = fetch_mnist()
@@ -73,11 +76,9 @@ def watched_plain(overrides: list[str], workdir: Path) -> dict:
     from mnist_exp.config.build import build
     from mnist_exp.config.compose import compose_config
     from mnist_exp.config.schema import validate
-    from mnist_exp.console import import_tensorflow
     from mnist_exp.run import build_recipe, load_data
 
     config = validate(compose_config(overrides)[0])
-    import_tensorflow()
     import keras
 
     from mnist_exp.groups.augment import training_batches
