@@ -215,6 +215,13 @@ def train(
         state = json.loads((work_dir / STATE_FILE).read_text())
         model.optimizer.build(model.trainable_variables)  # so its saved state is loaded too
         model.load_weights(work_dir / LAST_FILE)
+    # Weight averaging: validation, the checkpoint and the saved state see the averaged weights,
+    # the steps the raw ones (a saved state holds them swapped: a resumed run swaps back first).
+    averaged = (
+        [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if recipe.optimizer.use_ema else []
+    )
+    for swap in averaged:
+        swap._ema_weights_in_model = bool(cfg.resume)
     stop = StopOnSignal()
     try:
         fit(
@@ -227,6 +234,7 @@ def train(
                 stop,
                 keras.callbacks.TerminateOnNaN(),
                 EpochLogs(len(data.x_train)),
+                *averaged,
                 *recipe.callbacks.values(),
                 TrainingState(work_dir, recipe.callbacks, state),
                 *reporters,

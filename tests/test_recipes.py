@@ -15,7 +15,9 @@ from mnist_exp.config.compose import compose_config
 from mnist_exp.config.schema import validate
 from mnist_exp.errors import ConfigError
 from mnist_exp.groups.augment import affine, training_batches
+from mnist_exp.groups.callbacks import checkpoint
 from mnist_exp.groups.dataset import mnist
+from mnist_exp.groups.optimizer import adam
 from mnist_exp.groups.schedule import constant, cosine, exponential, one_cycle
 from mnist_exp.groups.split import holdout
 from mnist_exp.train import Recipe, steps_per_epoch, train
@@ -107,6 +109,54 @@ def test_augmentation_touches_training_batches_only(tmp_path):
     assert int(seen.numpy()) >= 2 * len(data.x_train)  # (and what tf.data prefetched)
     assert int(unmarked.numpy()) == 0
     assert np.array_equal(data.x_val, val_before) and np.array_equal(data.x_test, test_before)
+
+
+class WeightsAt(keras.callbacks.Callback):
+    """Keeps the model's weights at the first training step of epoch `epoch`, then raises
+    KeyboardInterrupt if `stop` (as Ctrl-C would, between two epochs)."""
+
+    def __init__(self, epoch: int, stop: bool):
+        super().__init__()
+        self.epoch, self.stop, self.weights = epoch, stop, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.current == self.epoch and self.weights is None:
+            self.weights = self.model.get_weights()
+            if self.stop:
+                raise KeyboardInterrupt
+
+
+def test_weight_averaging_keeps_the_average_it_validated_and_resumes_from_the_raw_weights(
+    tmp_path,
+):
+    """optimizer.ema_momentum: the checkpoint holds the averaged weights that validation scored
+    (the loss tells them from the last step's); a run stopped after epoch 1 and resumed goes on
+    stepping from the raw weights, not the average its saved state holds in the model's place."""
+    data = mnist(partial(holdout, size=256), limit=1024)
+    cfg = validate(compose_config([*SMALL, "epochs=3", f"hydra.run.dir={tmp_path}"])[0])
+    steps = steps_per_epoch(len(data.x_train), cfg.batch_size)
+
+    def trained(resume: bool, watch: WeightsAt) -> tuple[keras.Model, dict, int]:
+        model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                  keras.layers.Dense(10, activation="softmax")])  # fmt: skip
+        optimizer = adam(learning_rate=0.01, ema_momentum=0.9)
+        recipe = Recipe(optimizer, {"checkpoint": checkpoint(tmp_path)}, None, steps)
+        run_cfg = dataclasses.replace(cfg, resume="resumed" if resume else None)
+        return model, *train(model, data, recipe, run_cfg, tmp_path, [watch])
+
+    stopped = WeightsAt(epoch=1, stop=True)
+    with pytest.raises(KeyboardInterrupt):
+        trained(resume=False, watch=stopped)
+    resumed = WeightsAt(epoch=1, stop=False)
+    model, history, best = trained(resume=True, watch=resumed)
+    for raw, restarted in zip(stopped.weights, resumed.weights, strict=True):
+        np.testing.assert_array_equal(raw, restarted)
+    assert len(history["val_loss"]) == 3
+    val_loss = model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)["loss"]
+    assert val_loss == pytest.approx(history["val_loss"][best], rel=1e-5)
 
 
 def test_training_batches_cover_each_image_once_per_epoch():

@@ -17,13 +17,24 @@ Decay = Annotated[float, Interval(ge=0, lt=1)]  # a moving average's decay per s
 Epsilon = Annotated[float, Gt(0)]  # added to denominators for numerical stability
 
 
+def averaging(ema_momentum: float) -> dict:
+    """Keras' weight averaging knobs: a moving average of the weights with this decay per step,
+    0 for none."""
+    return dict(use_ema=ema_momentum > 0, ema_momentum=ema_momentum or 0.99)
+
+
 def adadelta(
-    learning_rate: Rate = 1.0, rho: Decay = 0.95, epsilon: Epsilon = 1e-7
+    learning_rate: Rate = 1.0,
+    rho: Decay = 0.95,
+    epsilon: Epsilon = 1e-7,
+    ema_momentum: Decay = 0.0,
 ) -> "keras.optimizers.Optimizer":
     """Adadelta, the seed's optimizer."""
     import keras
 
-    return keras.optimizers.Adadelta(learning_rate=learning_rate, rho=rho, epsilon=epsilon)
+    return keras.optimizers.Adadelta(
+        learning_rate=learning_rate, rho=rho, epsilon=epsilon, **averaging(ema_momentum)
+    )
 
 
 def adam(
@@ -31,12 +42,17 @@ def adam(
     beta_1: Decay = 0.9,
     beta_2: Decay = 0.999,
     epsilon: Epsilon = 1e-7,
+    ema_momentum: Decay = 0.0,
 ) -> "keras.optimizers.Optimizer":
     """Adam."""
     import keras
 
     return keras.optimizers.Adam(
-        learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon
+        learning_rate=learning_rate,
+        beta_1=beta_1,
+        beta_2=beta_2,
+        epsilon=epsilon,
+        **averaging(ema_momentum),
     )
 
 
@@ -45,19 +61,32 @@ def rmsprop(
     rho: Decay = 0.9,
     momentum: Annotated[float, Ge(0)] = 0.0,
     epsilon: Epsilon = 1e-7,
+    ema_momentum: Decay = 0.0,
 ) -> "keras.optimizers.Optimizer":
     """RMSprop."""
     import keras
 
     return keras.optimizers.RMSprop(
-        learning_rate=learning_rate, rho=rho, momentum=momentum, epsilon=epsilon
+        learning_rate=learning_rate,
+        rho=rho,
+        momentum=momentum,
+        epsilon=epsilon,
+        **averaging(ema_momentum),
     )
 
 
 def sgd(
-    learning_rate: Rate = 0.01, momentum: Annotated[float, Ge(0)] = 0.0, nesterov: bool = False
+    learning_rate: Rate = 0.01,
+    momentum: Annotated[float, Ge(0)] = 0.0,
+    nesterov: bool = False,
+    ema_momentum: Decay = 0.0,
 ) -> "keras.optimizers.Optimizer":
     """Stochastic gradient descent, optionally with (Nesterov) momentum."""
     import keras
 
-    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov)
+    return keras.optimizers.SGD(
+        learning_rate=learning_rate,
+        momentum=momentum,
+        nesterov=nesterov,
+        **averaging(ema_momentum),
+    )
