@@ -108,6 +108,7 @@ def test_defaults_reproduce_the_seed_except_adadelta_learning_rate():
         "learning_rate": 1.0,
         "rho": 0.95,
         "epsilon": 1e-07,
+        "ema_momentum": 0.0,  # no weight averaging
     }
     assert set(cfg.callbacks) == {"checkpoint", "early_stopping"}
     checkpoint, stopping = cfg.callbacks["checkpoint"], cfg.callbacks["early_stopping"]
