@@ -252,6 +252,8 @@ def train(
         )
     checkpoints = [c for c in recipe.callbacks.values() if isinstance(c, BestCheckpoint)]
     if not checkpoints or checkpoints[0].best_epoch < 0:
+        if averaged and len(losses) < cfg.epochs:  # stopped early: Keras put the raw weights back
+            model.load_weights(work_dir / LAST_FILE)  # the average, as the last epoch saved it
         return history, len(losses) - 1
     model.load_weights(checkpoints[0].path)
     return history, checkpoints[0].best_epoch

@@ -159,6 +159,22 @@ def test_weight_averaging_keeps_the_average_it_validated_and_resumes_from_the_ra
     assert val_loss == pytest.approx(history["val_loss"][best], rel=1e-5)
 
 
+def test_weight_averaging_stopped_early_without_a_checkpoint_keeps_the_average(tmp_path):
+    """Early stopping ends the run after epoch 2 of 5 (no later epoch can improve by 10): the model
+    left is the average that epoch validated, not the raw weights Keras finalises to."""
+    data = mnist(partial(holdout, size=256), limit=1024)
+    cfg = validate(compose_config([*SMALL, "epochs=5", f"hydra.run.dir={tmp_path}"])[0])
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")])  # fmt: skip
+    stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=0, min_delta=10)
+    steps = steps_per_epoch(len(data.x_train), cfg.batch_size)
+    recipe = Recipe(adam(learning_rate=0.01, ema_momentum=0.9), {"stop": stopping}, None, steps)
+    history, last = train(model, data, recipe, cfg, tmp_path)
+    assert last == 1
+    val_loss = model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)["loss"]
+    assert val_loss == pytest.approx(history["val_loss"][last], rel=1e-5)
+
+
 def test_training_batches_cover_each_image_once_per_epoch():
     x = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1) * np.ones((1, 2, 2, 1), np.float32)
     y = np.arange(10)
