@@ -84,6 +84,17 @@ def test_shear_slants_stroke_thickens_or_thins_and_blur_spreads_ink():
     assert np.all(sharpness < 1) and sharpness.mean() < 0.9
 
 
+def softmax_regression() -> keras.Model:
+    """The smallest model that learns MNIST: one dense softmax layer on the pixels."""
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+
+
 def test_augmentation_touches_training_batches_only(tmp_path):
     """Training images carry a mark (a top-left pixel of 0.5; MNIST's corners are 0): every
     image the augmentation sees has it, so validation and test images never pass through it."""
@@ -101,8 +112,7 @@ def test_augmentation_touches_training_batches_only(tmp_path):
         return light(images, seed)
 
     cfg = validate(compose_config([*SMALL, "epochs=2", f"hydra.run.dir={tmp_path}"])[0])
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(10, activation="softmax")])  # fmt: skip
+    model = softmax_regression()
     steps = steps_per_epoch(len(data.x_train), cfg.batch_size)
     train(model, data, Recipe(keras.optimizers.Adam(), {}, watched, steps), cfg, tmp_path)
     model.evaluate(data.x_test, data.y_test, verbose=0)
@@ -140,8 +150,7 @@ def test_weight_averaging_keeps_the_average_it_validated_and_resumes_from_the_ra
     steps = steps_per_epoch(len(data.x_train), cfg.batch_size)
 
     def trained(resume: bool, watch: WeightsAt) -> tuple[keras.Model, dict, int]:
-        model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
-                                  keras.layers.Dense(10, activation="softmax")])  # fmt: skip
+        model = softmax_regression()
         optimizer = adam(learning_rate=0.01, ema_momentum=0.9)
         recipe = Recipe(optimizer, {"checkpoint": checkpoint(tmp_path)}, None, steps)
         run_cfg = dataclasses.replace(cfg, resume="resumed" if resume else None)
@@ -164,8 +173,7 @@ def test_weight_averaging_stopped_early_without_a_checkpoint_keeps_the_average(t
     left is the average that epoch validated, not the raw weights Keras finalises to."""
     data = mnist(partial(holdout, size=256), limit=1024)
     cfg = validate(compose_config([*SMALL, "epochs=5", f"hydra.run.dir={tmp_path}"])[0])
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(10, activation="softmax")])  # fmt: skip
+    model = softmax_regression()
     stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=0, min_delta=10)
     steps = steps_per_epoch(len(data.x_train), cfg.batch_size)
     recipe = Recipe(adam(learning_rate=0.01, ema_momentum=0.9), {"stop": stopping}, None, steps)
