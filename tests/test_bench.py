@@ -3,7 +3,7 @@
 
 import pytest
 
-from mnist_exp.bench.clock import clock_ratios, clock_rows, reached
+from mnist_exp.bench.clock import clock_ratios, clock_rows, order, reached, stops_early
 from mnist_exp.bench.table import EXPECTED_ROWS, clock_problems, lines, problems, ratios, row
 from mnist_exp.bench.training import CPU_SETTINGS
 
@@ -86,3 +86,13 @@ def test_a_time_to_accuracy_table_without_a_contender_fails_its_check():
     found = clock_problems(rows, ["best", "fast"])
     assert "row 'wall' of best, plain Keras is missing" in found
     assert "the phases of fast, project run are missing" in found
+
+
+def test_the_contenders_take_turns_going_first_unless_early_stopping_sets_the_epochs():
+    assert [order(index, stops_early(["experiment=fast"])) for index in range(3)] == [
+        ("project", "plain"),
+        ("plain", "project"),
+        ("project", "plain"),
+    ]
+    assert stops_early([])  # the default recipe: the project's epochs decide the plain script's
+    assert order(1, stops_early([])) == ("project", "plain")

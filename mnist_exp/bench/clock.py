@@ -173,26 +173,43 @@ def recipe_overrides(recipe: str, seed: int, quick: bool, workdir: Path) -> list
 def time_to_accuracy(
     recipes: list[str], seeds: list[int], quick: bool, workdir: Path, extra: list[str]
 ) -> dict:
-    """Every recipe with the `extra` overrides, project then plain Keras, seed by seed (interleaved:
+    """Every recipe with the `extra` overrides, project and plain Keras, seed by seed (interleaved:
     this machine's speed drifts); each run as `watched` saw it, by recipe and contender."""
     from mlflow.tracking import MlflowClient
 
     MlflowClient(store(workdir)).search_experiments()  # the store is made once, untimed
     runs = {(recipe, contender): [] for recipe in recipes for contender in ("project", "plain")}
-    for seed in seeds:
+    for index, seed in enumerate(seeds):
         for recipe in recipes:
             overrides = [*recipe_overrides(recipe, seed, quick, workdir), *extra]
-            project = watched("project", overrides, workdir)
-            # the plain script runs the epochs the project ran (early stopping may end it sooner)
-            plain = watched("plain", [*overrides, f"epochs={project['epochs_run']}"], workdir)
-            runs[recipe, "project"].append(project)
-            runs[recipe, "plain"].append(plain)
+            seen = {}
+            for contender in order(index, stops_early(overrides)):
+                # plain Keras runs the epochs the project ran (early stopping may end it sooner)
+                epochs = [f"epochs={seen['project']['epochs_run']}"] if "project" in seen else []
+                seen[contender] = watched(contender, [*overrides, *epochs], workdir)
+                runs[recipe, contender].append(seen[contender])
+            project, plain = seen["project"], seen["plain"]
             print(
                 f"  {recipe}, seed {seed}: project {project['wall']:.0f} s "
-                f"({project['test_accuracy']:.4f}), plain Keras {plain['wall']:.0f} s",
+                f"({project['test_accuracy']:.4f}), plain Keras {plain['wall']:.0f} s "
+                f"({' first, '.join(seen)} second)",
                 flush=True,
             )
     return runs
+
+
+def order(index: int, early_stopping: bool) -> tuple[str, str]:
+    """The contenders of the `index`th seed in the order they run: they take turns going first (what
+    runs first may warm or tire the machine for the second), except where the project's early
+    stopping decides how many epochs the plain script runs."""
+    return ("plain", "project") if index % 2 and not early_stopping else ("project", "plain")
+
+
+def stops_early(overrides: list[str]) -> bool:
+    """Whether the recipe these overrides compose has early stopping among its callbacks."""
+    from mnist_exp.config.compose import compose_config
+
+    return "early_stopping" in compose_config(overrides)[0].callbacks
 
 
 def reached(curve: list[tuple[float, float]], threshold: float) -> float | None:
