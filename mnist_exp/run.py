@@ -208,7 +208,7 @@ def build_recipe(config: Config, train_images: int, work_dir: Path) -> "Recipe":
     """The optimizer (its learning rate from the schedule), the callbacks and the augmentation,
     each from its group."""
     from mnist_exp.config.build import build
-    from mnist_exp.train import Recipe, steps_per_epoch
+    from mnist_exp.train import Recipe, steps_per_epoch, steps_per_execution
 
     steps = steps_per_epoch(train_images, config.batch_size)
     schedule = build(
@@ -226,6 +226,7 @@ def build_recipe(config: Config, train_images: int, work_dir: Path) -> "Recipe":
         },
         transform=build("augment", config.augment) if config.augment else None,
         steps_per_epoch=steps,
+        steps_per_execution=steps_per_execution(steps, config.steps_per_execution),
     )
 
 

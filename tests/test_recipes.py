@@ -20,7 +20,7 @@ from mnist_exp.groups.dataset import mnist
 from mnist_exp.groups.optimizer import adam
 from mnist_exp.groups.schedule import constant, cosine, exponential, one_cycle
 from mnist_exp.groups.split import holdout
-from mnist_exp.train import Recipe, steps_per_epoch, train
+from mnist_exp.train import Recipe, steps_per_epoch, steps_per_execution, train
 
 from .helpers import interrupting
 
@@ -298,3 +298,30 @@ def test_experiment_fast_learns_a_real_subset_and_times_its_phases(tmp_path, tra
     metrics = MlflowClient(uri).get_run(result.run_id).data.metrics
     assert metrics["wall_seconds"] >= sum(result.phases.values()) - 1e-6
     assert metrics["wall_seconds"] > metrics["train_seconds"]
+
+
+@pytest.mark.parametrize("augmented", [False, True])
+def test_steps_per_execution_changes_no_step(tmp_path, augmented):
+    """Several steps a call into TensorFlow train the same steps as one a call: an epoch runs
+    exactly its steps (no call runs into the next epoch), with the same losses."""
+    data = mnist(partial(holdout, size=250), limit=1250)
+    cfg = validate(compose_config([*SMALL, "epochs=2", "deterministic=true", "batch_size=20"])[0])
+    steps = steps_per_epoch(len(data.x_train), cfg.batch_size)
+    histories = []
+    for per_call in (1, steps_per_execution(steps, None)):
+        keras.utils.set_random_seed(1)
+        model, optimizer = softmax_regression(), keras.optimizers.Adam()
+        recipe = Recipe(optimizer, {}, affine() if augmented else None, steps, per_call)
+        (work_dir := tmp_path / str(per_call)).mkdir()
+        history, _ = train(model, data, recipe, cfg, work_dir)
+        assert int(optimizer.iterations.numpy()) == 2 * steps
+        histories.append(history)
+    assert 1 < steps_per_execution(steps, None) < steps  # several calls an epoch
+    assert histories[0]["loss"] == histories[1]["loss"]
+    assert histories[0]["val_accuracy"] == histories[1]["val_accuracy"]
+
+
+def test_steps_per_execution_that_would_cross_an_epoch_is_one_line():
+    assert steps_per_execution(430, None) == 10  # 55,000 images in batches of 128
+    with pytest.raises(ConfigError, match=r"steps_per_execution=32 does not divide the 430 .*10"):
+        steps_per_execution(430, 32)

@@ -141,6 +141,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 42
     batch_size: int = 128
+    steps_per_execution: int | None = None
     epochs: int = 50
     label_smoothing: float = 0.0
     shuffle: bool = True
@@ -158,6 +159,12 @@ class Config:
             f"choose one of {', '.join(PRECISIONS)}",
         )
         require(self.batch_size >= 1, "batch_size", self.batch_size, "use >= 1")
+        require(
+            self.steps_per_execution is None or self.steps_per_execution >= 1,
+            "steps_per_execution",
+            self.steps_per_execution,
+            "use >= 1, or null to let the run choose",
+        )
         require(self.epochs >= 1, "epochs", self.epochs, "use >= 1")
         require(
             0 <= self.label_smoothing < 1,
