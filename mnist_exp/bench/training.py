@@ -197,6 +197,7 @@ def throughput(overrides: list[str], limit: int, epochs: int, uint8: bool) -> li
     from mnist_exp.config.build import build
     from mnist_exp.config.compose import compose_config
     from mnist_exp.config.schema import validate
+    from mnist_exp.train import steps_per_epoch, steps_per_execution
 
     config = validate(compose_config(overrides)[0])
     keras.utils.set_random_seed(config.seed)
@@ -208,7 +209,10 @@ def throughput(overrides: list[str], limit: int, epochs: int, uint8: bool) -> li
         model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Rescaling(1 / 255), model])
     else:
         x = x.astype("float32") / 255
-    model.compile(loss="categorical_crossentropy", optimizer="adam")
+    steps = steps_per_execution(
+        steps_per_epoch(len(x), config.batch_size), config.steps_per_execution
+    )
+    model.compile(loss="categorical_crossentropy", optimizer="adam", steps_per_execution=steps)
 
     class TrainTimer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -225,9 +229,10 @@ def throughput(overrides: list[str], limit: int, epochs: int, uint8: bool) -> li
 
 
 # Each setting against the defaults (threads = usable CPUs, oneDNN on, the recipe's batch size,
-# float32 arrays): (environment, extra overrides, uint8).
+# float32 arrays, steps_per_execution chosen by the run): (environment, extra overrides, uint8).
 CPU_SETTINGS = {
     "defaults": ({}, [], False),
+    "1 step a call into TensorFlow": ({}, ["steps_per_execution=1"], False),
     "1 intra-op thread": ({"TF_NUM_INTRAOP_THREADS": "1"}, [], False),
     "1 inter-op thread": ({"TF_NUM_INTEROP_THREADS": "1"}, [], False),
     "oneDNN off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, [], False),
