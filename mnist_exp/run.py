@@ -131,6 +131,7 @@ def experiment(
     trial = search_trial.job_trial(config.epochs)  # None unless an Optuna search launched this job
     reporter = search_trial.ReportToTrial(trial) if trial else None
     params = {"precision_used": precision, "model_params": model.count_params()}
+    params["steps_per_execution_used"] = recipe.steps_per_execution
     params["split_digest"] = data.split_digest
     tags = search_trial.trial_tags(trial) if trial else {}
     parent = sweep.parent_run_id(job)

@@ -266,6 +266,9 @@ def train(
         )
     finally:  # outside training, a signal does what it did before (the CLI: KeyboardInterrupt)
         stop.restore()
+    # Predictions after training, one batch a call: several a call trace anew for each set's size.
+    model.steps_per_execution = 1
+    model.make_predict_function(force=True)
     history = state["history"]
     losses = history.get("loss", [])
     if not losses or not np.all(np.isfinite(losses)):

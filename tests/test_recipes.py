@@ -315,6 +315,7 @@ def test_steps_per_execution_changes_no_step(tmp_path, augmented):
         (work_dir := tmp_path / str(per_call)).mkdir()
         history, _ = train(model, data, recipe, cfg, work_dir)
         assert int(optimizer.iterations.numpy()) == 2 * steps
+        assert model.steps_per_execution == 1  # predictions after training: a batch a call
         histories.append(history)
     assert 1 < steps_per_execution(steps, None) < steps  # several calls an epoch
     assert histories[0]["loss"] == histories[1]["loss"]

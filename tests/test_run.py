@@ -44,6 +44,7 @@ def test_a_short_run_trains_logs_and_serves_a_98_percent_model(trained_run, mnis
     assert champion.run_id == run.info.run_id
     native_bf16 = cpu_has_bf16(cpuinfo(), os.environ.get("ONEDNN_MAX_CPU_ISA", ""))
     assert run.data.params["precision_used"] == ("bf16" if native_bf16 else "fp32")  # auto
+    assert run.data.params["steps_per_execution_used"] == "10"  # 430 steps of 128 an epoch
     client = MlflowClient(tracking_uri)
     for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2]
