@@ -84,13 +84,16 @@ def interrupt_after(epoch: int):
 
 def slow_batches(seconds: float):
     """A callbacks-group builder (`+callbacks.slow._target_=tests.helpers.slow_batches`): sleep
-    `seconds` after each training batch, so that a tiny run stays mid-epoch long enough to be
-    acted on, at no cost in CPU."""
+    `seconds` for each training batch (at the end of each call into TensorFlow, for its steps), so
+    that a tiny run stays mid-epoch long enough to be acted on, at no cost in CPU."""
     import keras
 
     class Slow(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.first = batch
+
         def on_train_batch_end(self, batch, logs=None):
-            time.sleep(seconds)
+            time.sleep(seconds * (batch - self.first + 1))
 
     return Slow()
 
