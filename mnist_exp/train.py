@@ -157,9 +157,8 @@ class Recipe:
     callbacks: dict[str, keras.callbacks.Callback]  # by name, as in the callbacks group
     transform: Callable | None  # the augmentation of training batches; None: the images as they are
     steps_per_epoch: int
-    steps_per_execution: int = (
-        1  # training steps a call into TensorFlow runs; divides steps_per_epoch
-    )
+    # training steps a call into TensorFlow runs (`steps_per_execution`); divides steps_per_epoch
+    steps_per_execution: int = 1
 
 
 def steps_per_epoch(train_images: int, batch_size: int) -> int:
