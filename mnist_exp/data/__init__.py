@@ -7,7 +7,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_exp.data.formats import IDX_NAMES, Arrays, parse_idx, read_npz, read_source, sha256
+from mnist_exp.data.formats import (
+    IDX_NAMES,
+    Arrays,
+    flat_bytes,
+    parse_idx,
+    read_npz,
+    read_source,
+    sha256,
+)
 from mnist_exp.data.mnist import CACHE_DIR, CACHE_FILE, CHECKSUMS, fetch_mnist
 from mnist_exp.errors import ConfigError, DataError
 
@@ -75,8 +83,8 @@ class Dataset:
 
 def digest(images: np.ndarray, labels: np.ndarray) -> str:
     """Identifies a split by its exact images and labels: the same data, the same digest."""
-    sha = hashlib.sha256(np.ascontiguousarray(images).tobytes())
-    sha.update(np.ascontiguousarray(labels).tobytes())
+    sha = hashlib.sha256(flat_bytes(images))
+    sha.update(flat_bytes(labels))
     return sha.hexdigest()[:12]
 
 
@@ -89,7 +97,7 @@ def preprocess(
     images: np.ndarray, labels: np.ndarray, num_classes: int = 10
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reshape to (N, 28, 28, 1), scale pixels to [0, 1] and one-hot encode the labels."""
-    x = (images.reshape(-1, 28, 28, 1) / np.float32(255)).astype(np.float32)
+    x = (images.reshape(-1, 28, 28, 1) / np.float32(255)).astype(np.float32, copy=False)
     return x, np.eye(num_classes, dtype=np.float32)[labels]
 
 

@@ -65,7 +65,12 @@ def parse_idx(raw: bytes, name: str) -> np.ndarray:
 
 
 def sha256(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+    return hashlib.sha256(flat_bytes(array)).hexdigest()
+
+
+def flat_bytes(array: np.ndarray) -> np.ndarray:
+    """The array's bytes, a flat uint8 view where it is contiguous: hashed without a copy."""
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
 
 
 def verify(arrays: Arrays, origin: str, checksums: dict[str, str] | None = None) -> Arrays:
