@@ -115,12 +115,13 @@ def training_batches(
     batch_size: int,
     shuffle: bool,
     seed: int,
-    transform: Callable,
+    transform: Callable | None,
     steps: int,
     initial_epoch: int = 0,
 ) -> "tf.data.Dataset":
-    """Endless shuffled batches of (transformed images, labels), `steps` to an epoch, each batch
-    with its own seed (a resumed run continues the seed sequence)."""
+    """Endless shuffled batches of (images, labels), `steps` to an epoch, the images through
+    `transform` if given, each batch with its own seed (a resumed run continues the seed
+    sequence)."""
     import tensorflow as tf
 
     order = tf.data.Dataset.range(len(x))
@@ -132,7 +133,10 @@ def training_batches(
 
     def batch_of(indices, data, batch_seed):
         images, labels = data
-        return transform(tf.gather(images, indices), batch_seed), tf.gather(labels, indices)
+        images = tf.gather(images, indices)
+        if transform is not None:
+            images = transform(images, batch_seed)
+        return images, tf.gather(labels, indices)
 
     # Fixed parallelism, autotuning off: tf.data's autotuning thread can hold the end of
     # `model.fit` for 30 s while it is torn down (seen in 3 of 9 runs of experiment=fast).
