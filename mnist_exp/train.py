@@ -23,6 +23,7 @@ from mnist_exp.callbacks import (
 )
 from mnist_exp.config.schema import Config
 from mnist_exp.data import Dataset
+from mnist_exp.data.batches import training_batches
 from mnist_exp.errors import ConfigError, DivergedError, MnistExpError
 from mnist_exp.machine import cpuinfo
 from mnist_exp.names import COMPILED_METRICS, LAST_FILE, STATE_FILE
@@ -183,41 +184,6 @@ def steps_per_execution(steps: int, asked: int | None) -> int:
             f"epoch: use one that does ({near}), or null to let the run choose."
         )
     return asked
-
-
-def training_batches(
-    x: np.ndarray,
-    y: np.ndarray,
-    batch_size: int,
-    shuffle: bool,
-    seed: int,
-    transform: Callable | None,
-    steps: int,
-    initial_epoch: int = 0,
-) -> tf.data.Dataset:
-    """Endless shuffled batches of (images, labels), `steps` to an epoch, the images through
-    `transform` if given, each batch with its own seed (a resumed run continues the seed
-    sequence)."""
-    order = tf.data.Dataset.range(len(x))
-    if shuffle:
-        order = order.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    order = order.batch(batch_size).repeat()
-    arrays = tf.data.Dataset.from_tensors((x, y)).repeat()
-    seeds = tf.data.Dataset.random(seed=seed).batch(2).skip(initial_epoch * steps)
-
-    def batch_of(indices, data, batch_seed):
-        images, labels = data
-        images = tf.gather(images, indices)
-        if transform is not None:
-            images = transform(images, batch_seed)
-        return images, tf.gather(labels, indices)
-
-    # Fixed parallelism, autotuning off: tf.data's autotuning thread can hold the end of
-    # `model.fit` for 30 s while it is torn down (seen in 3 of 9 runs of experiment=fast).
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    batches = tf.data.Dataset.zip(order, arrays, seeds).map(batch_of, num_parallel_calls=2)
-    return batches.prefetch(2).with_options(options)
 
 
 def fit(

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from mnist_exp import run_experiment
 from mnist_exp.config.compose import compose_config
 from mnist_exp.config.schema import validate
+from mnist_exp.data.batches import training_batches
 from mnist_exp.errors import ConfigError
 from mnist_exp.groups.augment import affine
 from mnist_exp.groups.callbacks import checkpoint
@@ -20,7 +21,7 @@ from mnist_exp.groups.dataset import mnist
 from mnist_exp.groups.optimizer import adam
 from mnist_exp.groups.schedule import constant, cosine, exponential, one_cycle
 from mnist_exp.groups.split import holdout
-from mnist_exp.train import Recipe, steps_per_epoch, steps_per_execution, train, training_batches
+from mnist_exp.train import Recipe, steps_per_epoch, steps_per_execution, train
 
 from .helpers import interrupting
 

@@ -81,7 +81,8 @@ def watched_plain(overrides: list[str], workdir: Path) -> dict:
     config = validate(compose_config(overrides)[0])
     import keras
 
-    from mnist_exp.train import set_precision, training_batches
+    from mnist_exp.data.batches import training_batches
+    from mnist_exp.train import set_precision
 
     keras.utils.set_random_seed(config.seed)
     set_precision(config.precision)
