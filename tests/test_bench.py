@@ -2,10 +2,13 @@
 (The bench itself runs as its own step of .ci/run: `make bench ARGS=--quick`.)"""
 
 import pytest
+from mlflow.tracking import MlflowClient
 
+from mnist_exp.bench.__main__ import EXPERIMENT, log_bench
 from mnist_exp.bench.clock import clock_ratios, clock_rows, order, reached, stops_early
 from mnist_exp.bench.table import EXPECTED_ROWS, clock_problems, lines, problems, ratios, row
 from mnist_exp.bench.training import CPU_SETTINGS
+from mnist_exp.tracking.store import EXPERIMENT_KIND, global_tracking_uri
 
 
 def complete_table() -> list[dict]:
@@ -96,3 +99,14 @@ def test_the_contenders_take_turns_going_first_unless_early_stopping_sets_the_ep
     ]
     assert stops_early([])  # the default recipe: the project's epochs decide the plain script's
     assert order(1, stops_early([])) == ("project", "plain")
+
+
+def test_the_benchs_experiment_opens_in_the_uis_training_view(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = {"cpu": "x", "flags": "avx2", "cores": 2, "quick": True, "rows": complete_table()}
+    with global_tracking_uri():
+        run_id = log_bench(uri, result, None)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment(client.get_run(run_id).info.experiment_id)
+    assert experiment.name == EXPERIMENT
+    assert experiment.tags[EXPERIMENT_KIND[0]] == EXPERIMENT_KIND[1]

@@ -18,6 +18,7 @@ from mnist_exp.errors import MnistExpError
 from mnist_exp.sweeps.compare import compare
 from mnist_exp.sweeps.compare import main as compare_main
 from mnist_exp.sweeps.search import storage
+from mnist_exp.tracking.store import EXPERIMENT_KIND
 
 from . import cluster
 from .helpers import (
@@ -82,6 +83,8 @@ def summary_rows(uri: str, parent) -> list[dict]:
 def check_grid(uri: str, tmp_path) -> None:
     parent, children = parent_and_children(uri)
     assert parent.info.status == "FINISHED"
+    experiment = MlflowClient(uri).get_experiment(parent.info.experiment_id)
+    assert experiment.tags[EXPERIMENT_KIND[0]] == EXPERIMENT_KIND[1]
     assert parent.data.tags["sweep_dir"] == str(tmp_path / "sweep")
     assert {swept(c) for c in children} == GRID_OVERRIDES
     assert [c.info.status for c in children] == ["FINISHED"] * 4

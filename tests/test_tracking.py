@@ -13,7 +13,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mnist_exp import run_experiment
+from mnist_exp.config.schema import MlflowConfig
 from mnist_exp.data import CACHE_DIR, CACHE_FILE
+from mnist_exp.tracking.store import EXPERIMENT_KIND, global_tracking_uri, use_store
 
 from .helpers import CHROMIUM_FLAGS, chromium, free_port, wait_until_up
 
@@ -50,6 +52,22 @@ def inputs(run) -> dict[str, tuple[str, str, str]]:
         )
         for item in run.inputs.dataset_inputs
     }
+
+
+def test_the_runs_experiment_opens_in_the_uis_training_view(runs):
+    client, by_key = runs
+    experiment = client.get_experiment(by_key["a"].info.experiment_id)
+    assert experiment.tags[EXPERIMENT_KIND[0]] == EXPERIMENT_KIND[1]
+
+
+def test_an_experiment_made_before_the_mark_gets_it_on_its_next_use(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    made = client.create_experiment("older", artifact_location=(tmp_path / "mlruns").as_uri())
+    assert EXPERIMENT_KIND[0] not in client.get_experiment(made).tags
+    with global_tracking_uri():
+        use_store(MlflowConfig(tracking_uri=uri, experiment_name="older"))
+    assert client.get_experiment(made).tags[EXPERIMENT_KIND[0]] == EXPERIMENT_KIND[1]
 
 
 def test_each_run_logs_its_three_splits_as_datasets(runs):

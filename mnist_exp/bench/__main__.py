@@ -25,7 +25,7 @@ from mnist_exp.bench.training import (
 from mnist_exp.config.schema import MlflowConfig
 from mnist_exp.data import fetch_mnist
 from mnist_exp.machine import cpu_flags, cpu_model
-from mnist_exp.tracking.store import tracking_uri
+from mnist_exp.tracking.store import set_experiment, tracking_uri
 
 EXPERIMENT = "mnist_exp-bench"  # never the runs' experiment: a bench registers and promotes nothing
 
@@ -65,7 +65,7 @@ def log_bench(uri: str, result: dict, figure) -> str:
     import mlflow
 
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(EXPERIMENT)
+    set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name="time to accuracy" if figure else "bench") as run:
         mlflow.log_params({k: result[k] for k in ("cpu", "flags", "cores", "quick")})
         mlflow.log_metrics(

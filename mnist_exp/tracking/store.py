@@ -19,6 +19,8 @@ from mnist_exp.tracking.liveness import close_dead_runs
 # ..., 64 s: about two minutes in all) before it gives up. The environment can change both.
 STORE_LOCK_KEY = 7_1093_2026  # PostgreSQL advisory lock of a store's creation (any fixed number)
 RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+# MLflow's UI opens an experiment without this tag in its GenAI view (traces, prompts, judges).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def tracking_uri(cfg: MlflowConfig, root: str | Path = ".") -> str:
@@ -66,7 +68,7 @@ def use_store(cfg: MlflowConfig, root: str | Path = ".") -> str:
         with store_lock(uri):  # the first access creates (migrates) the store: one at a time
             if mlflow.get_experiment_by_name(name) is None:
                 create_experiment(name, artifact_location(uri, name, root))
-        experiment = mlflow.set_experiment(name)
+        experiment = set_experiment(name)
     except MlflowException as error:
         if (status := error.get_http_status_code()) in (401, 403):
             raise MnistExpError(
@@ -81,6 +83,16 @@ def use_store(cfg: MlflowConfig, root: str | Path = ".") -> str:
         ) from None
     close_dead_runs(experiment.experiment_id)
     return uri
+
+
+def set_experiment(name: str) -> "mlflow.entities.Experiment":
+    """Make `name` MLflow's active experiment (created if new), marked as model training so the
+    UI opens it on its runs; an experiment made before the mark gets it now."""
+    experiment = mlflow.set_experiment(name)
+    key, value = EXPERIMENT_KIND
+    if experiment.tags.get(key) != value:
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment
 
 
 def create_experiment(name: str, artifacts: str | None) -> None:
