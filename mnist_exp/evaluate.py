@@ -1,5 +1,6 @@
 """Metrics, confusion matrices and classification reports of a trained model on each split."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import keras
@@ -26,6 +27,7 @@ class SplitReport:
     confusion: np.ndarray  # (classes, classes): rows true, columns predicted
     report_text: str
     report_dict: dict
+    parts: dict[str, float] = field(default_factory=dict)  # accuracy on each part of the set
 
 
 @dataclass(frozen=True)
@@ -37,13 +39,20 @@ class Report:
 
 
 def evaluate_split(
-    model: keras.Model, images: np.ndarray, onehot: np.ndarray, classes: tuple[str, ...]
+    model: keras.Model,
+    images: np.ndarray,
+    onehot: np.ndarray,
+    classes: tuple[str, ...],
+    parts: Sequence[str] = (),
 ) -> SplitReport:
-    """Score the model on one split's images and one-hot labels; `classes` name the labels."""
+    """Score the model on one split's images and one-hot labels; `classes` name the labels, and
+    `parts`, if given, each image's part of the set (scored apart too)."""
     probabilities = model.predict(images, batch_size=1024, verbose=0)
     loss = float(np.mean(keras.losses.categorical_crossentropy(onehot, probabilities)))
     labels, predicted = onehot.argmax(axis=1), probabilities.argmax(axis=1)
+    right, members = labels == predicted, np.array(parts)
     return SplitReport(
+        parts={name: float(np.mean(right[members == name])) for name in dict.fromkeys(parts)},
         loss=loss,
         accuracy=float(np.mean(labels == predicted)),
         labels=labels,
@@ -78,7 +87,7 @@ def evaluate(model: keras.Model, data: Dataset, extra: dict[str, ScoringSet]) ->
         val=evaluate_split(model, data.x_val, data.y_val, data.classes),
         test=evaluate_split(model, data.x_test, data.y_test, data.classes),
         extra={
-            name: evaluate_split(model, scored.images, scored.labels, data.classes)
+            name: evaluate_split(model, scored.images, scored.labels, data.classes, scored.parts)
             for name, scored in extra.items()
         },
     )

@@ -14,12 +14,18 @@ def cpuinfo() -> str:
     return path.read_text() if path.is_file() else ""
 
 
+def cpuinfo_field(name: str) -> str | None:
+    """The first value of a /proc/cpuinfo field (`model name`, `cpu family`, ...), if any."""
+    for line in cpuinfo().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == name:
+            return value.strip()
+    return None
+
+
 def cpu_model() -> str:
     """The CPU's model name, e.g. "AMD EPYC 7B13"."""
-    models = [
-        line.split(":", 1)[1].strip() for line in cpuinfo().splitlines() if "model name" in line
-    ]
-    return models[0] if models else platform.processor() or platform.machine()
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 # The flags that decide a CPU's speed here: AVX2 (fp32), AVX-512 and AMX (bfloat16 in hardware).
@@ -30,6 +36,23 @@ def cpu_flags() -> str:
     """Which of SPEED_FLAGS the CPU has, e.g. "avx2 fma"."""
     flags = set(cpuinfo().split())
     return " ".join(flag for flag in SPEED_FLAGS if flag in flags)
+
+
+def description() -> dict[str, str]:
+    """What a measurement's speed depends on: the CPU (with its family and model, which tell a
+    virtual machine's "AMD EPYC" apart), its speed flags, the usable cores, oneDNN's
+    instruction-set cap (a bigger CPU standing in for an AVX2 one) and the library versions."""
+    from importlib.metadata import version
+
+    family, model = cpuinfo_field("cpu family"), cpuinfo_field("model")
+    return {
+        "cpu": cpu_model() + (f" (family {family} model {model})" if family and model else ""),
+        "flags": cpu_flags(),
+        "cores": str(usable_cpus()),
+        "isa_limit": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+        "tensorflow": version("tensorflow"),
+        "keras": version("keras"),
+    }
 
 
 def usable_cpus() -> int:

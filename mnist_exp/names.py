@@ -28,9 +28,15 @@ def extra_metrics(name: str) -> tuple[str, str]:
     return f"extra_{name}_loss", f"extra_{name}_accuracy"
 
 
+def part_metric(metric: str, part: str) -> str:
+    """An accuracy metric's name for one part of its set: `extra_robustness_writers_accuracy`."""
+    return metric.replace("_accuracy", f"_{part.replace(' ', '_')}_accuracy")
+
+
 EPOCHS_RUN, BEST_EPOCH, TRAIN_SECONDS = "epochs_run", "best_epoch", "train_seconds"
 DATASET = "dataset"  # a run's tag: the name of its data (`mnist`, a dataset=idx set's name)
 CLASS_BALANCE = "class_balance"  # a run's tag: its training images per class, and how uneven
+MACHINE = "machine"  # a run's tags machine.cpu, machine.flags, ...: what it ran on
 WALL_SECONDS = "wall_seconds"  # the job, from its start to the end of its logging
 BEST_TRAIN_ACCURACY = "best_train_accuracy"  # the per-epoch (dropout on) accuracy of that epoch
 

@@ -32,7 +32,10 @@ def score_model(uri: str, specs: list[str], cfg: MlflowConfig) -> tuple[str, dic
     classes = tuple(read.run_classes(run.info.run_id, cfg))
     sets = scoring_sets(specs, classes)
     model = read.load_logged_model(uri, cfg)
-    reports = {name: evaluate_split(model, s.images, s.labels, classes) for name, s in sets.items()}
+    reports = {
+        name: evaluate_split(model, s.images, s.labels, classes, s.parts)
+        for name, s in sets.items()
+    }
     with global_tracking_uri(tracking_uri(cfg)):
         for name, report in reports.items():
             log.log_split(report, f"extra/{name}", extra_metrics(name), classes, run.info.run_id)

@@ -28,6 +28,8 @@ from mnist_exp.data.robustness import (
     printed_fonts,
 )
 from mnist_exp.data.scoring import scoring_set
+from mnist_exp.evaluate import evaluate_split
+from mnist_exp.names import part_metric
 from mnist_exp.serving.robustness import accuracy
 
 from .helpers import run_module
@@ -125,6 +127,16 @@ def test_a_run_scores_the_set_as_the_command_does_written_once(trained_run, tmp_
     predicted = keras.models.load_model(model).predict(scored.images, verbose=0).argmax(axis=1)
     share, _ = accuracy(files, model)
     assert np.mean(predicted == [label(f) for f in files]) == pytest.approx(share, abs=0.01)
+    assert scored.parts == tuple(part(f) for f in files)
+    loaded = keras.models.load_model(model)
+    report = evaluate_split(loaded, scored.images, scored.labels, DIGITS, scored.parts)
+    writers = np.array(scored.parts) == "writers"
+    assert set(report.parts) == {"printed", "writers"}  # each part scored apart, as a run logs it
+    right = predicted == scored.labels.argmax(axis=1)
+    assert report.parts["writers"] == pytest.approx(np.mean(right[writers]))
+    assert part_metric("extra_robustness_accuracy", "handwriting fonts") == (
+        "extra_robustness_handwriting_fonts_accuracy"
+    )
 
 
 def test_a_set_another_run_wrote_first_is_the_one_used_and_nothing_is_left_aside(

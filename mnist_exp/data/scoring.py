@@ -12,7 +12,7 @@ from mnist_exp.data import DIGITS, preprocess
 from mnist_exp.data.folder import cache_path, read_folder, read_images
 from mnist_exp.data.formats import read_source
 from mnist_exp.data.mnist import CACHE_DIR, CACHE_FILE, fetch_mnist
-from mnist_exp.data.robustness import cached_set, handwriting_fonts_missing, label
+from mnist_exp.data.robustness import cached_set, handwriting_fonts_missing, label, part
 from mnist_exp.errors import DataError
 
 
@@ -20,6 +20,7 @@ class ScoringSet(NamedTuple):
     images: np.ndarray  # (N, 28, 28, 1) in [0, 1]
     labels: np.ndarray  # one-hot over the model's classes
     source: str  # the directory or file it was read from
+    parts: tuple[str, ...] = ()  # each image's part of the set, where it has parts (robustness)
 
 
 def scoring_sets(
@@ -34,6 +35,7 @@ def scoring_set(spec: str, classes: tuple[str, ...], cache_dir: str = CACHE_DIR)
     a DataError if its classes are not among the model's."""
     kind, _, where = spec.partition(":")
     path = Path(where).expanduser().resolve()
+    parts: tuple[str, ...] = ()
     if kind == "mnist":
         raw = fetch_mnist()
         images, labels, names = raw["x_test"], raw["y_test"], DIGITS
@@ -51,6 +53,7 @@ def scoring_set(spec: str, classes: tuple[str, ...], cache_dir: str = CACHE_DIR)
         path = files[0].parent
         images = np.stack(read_images(files, True, cache_path(path, cache_dir))[0])
         labels, names = np.array([label(file) for file in files]), DIGITS
+        parts = tuple(part(file) for file in files)
     else:
         images, labels, names, _ = read_folder(path, None, True, cache_dir)
     if labels.max() >= len(names):
@@ -65,4 +68,4 @@ def scoring_set(spec: str, classes: tuple[str, ...], cache_dir: str = CACHE_DIR)
             f"({', '.join(classes)}); score it with a model of those classes."
         )
     mapped = np.array([classes.index(names[label]) for label in labels])
-    return ScoringSet(*preprocess(images, mapped, len(classes)), str(path))
+    return ScoringSet(*preprocess(images, mapped, len(classes)), str(path), parts)

@@ -28,6 +28,7 @@ from mnist_exp.figures import (
     curves_figure,
     misclassified_figure,
 )
+from mnist_exp.machine import description
 from mnist_exp.names import (
     BEST_EPOCH,
     BEST_FILE,
@@ -35,6 +36,7 @@ from mnist_exp.names import (
     CONFUSION_CSV,
     EPOCHS_RUN,
     LAST_FILE,
+    MACHINE,
     PREDICTIONS,
     REPORT_TEXT,
     RESUME_ARTIFACTS,
@@ -43,6 +45,7 @@ from mnist_exp.names import (
     TRAIN_SECONDS,
     WALL_SECONDS,
     extra_metrics,
+    part_metric,
 )
 from mnist_exp.tracking import notes
 from mnist_exp.tracking.liveness import process_tags, start_heartbeat
@@ -99,6 +102,7 @@ def start_run(
         heartbeat = None
         try:
             mlflow.set_tags(process_tags())  # this process owns it now, a resumed run included
+            mlflow.set_tags({f"{MACHINE}.{key}": value for key, value in description().items()})
             if resume:  # perhaps elsewhere: where its state lives now
                 mlflow.set_tag("output_dir", str(work_dir))
             heartbeat = start_heartbeat(run.info.run_id, cfg.mlflow.heartbeat_seconds)
@@ -194,6 +198,8 @@ def log_split(
     loss, accuracy = metrics
     client.log_metric(run_id, loss, split.loss)
     client.log_metric(run_id, accuracy, split.accuracy)
+    for part, share in split.parts.items():
+        client.log_metric(run_id, part_metric(accuracy, part), share)
     client.log_figure(
         run_id,
         confusion_figure(split.confusion, f"{name} confusion matrix", classes),

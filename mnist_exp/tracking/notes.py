@@ -1,14 +1,12 @@
 """What a person reads in the MLflow UI: a run's description, a sweep's, a model version's."""
 
 import json
-import os
 import platform
 from collections.abc import Sequence
 from functools import cache
-from importlib.metadata import version
 from typing import Any
 
-from mnist_exp.machine import cpu_model
+from mnist_exp.machine import description
 from mnist_exp.names import (
     BEST_EPOCH,
     BEST_VAL_ACCURACY,
@@ -39,9 +37,11 @@ def job_counts(rows: list[dict]) -> tuple[int, int, int]:
 @cache
 def machine() -> str:
     """Host, CPU, cores and the TensorFlow/Keras versions: what a run's speed depends on."""
+    about = description()
+    limit = f", oneDNN capped at {about['isa_limit']}" if about["isa_limit"] else ""
     return (
-        f"{platform.node()}: {cpu_model()}, {os.cpu_count()} cores; "
-        f"TensorFlow {version('tensorflow')}, Keras {version('keras')}"
+        f"{platform.node()}: {about['cpu']}, {about['cores']} cores{limit}; "
+        f"TensorFlow {about['tensorflow']}, Keras {about['keras']}"
     )
 
 
