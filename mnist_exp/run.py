@@ -161,7 +161,7 @@ def experiment(
         f"\nval accuracy {report.val.accuracy:.4f} | test accuracy {report.test.accuracy:.4f} | "
         f"{scored}"
         f"{len(history['loss'])} epochs (best {best + 1}) | run {run.info.run_id}\n"
-        f"Browse runs: mlflow ui --backend-store-uri {uri}"
+        f"Browse runs: {store.ui_command(uri)}, then {store.run_page(uri, run.info)}"
     )
     return Result(
         run_id=run.info.run_id,

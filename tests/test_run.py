@@ -88,6 +88,8 @@ def test_a_run_prints_only_our_lines_and_keras_progress(trained_run):
     ):
         assert noise not in printed, noise
     assert "430/430 - " in printed and "Browse runs: mlflow ui" in printed  # Keras' epoch line
+    page = f"/runs/{trained_run.run_id}?workflowType=machine_learning"  # the training view
+    assert "then http://127.0.0.1:5000/#/experiments/" in printed and page in printed
 
 
 def test_report_regenerates_figures_and_summary_from_the_store(trained_run, tmp_path):

@@ -19,8 +19,11 @@ from mnist_exp.tracking.liveness import close_dead_runs
 # ..., 64 s: about two minutes in all) before it gives up. The environment can change both.
 STORE_LOCK_KEY = 7_1093_2026  # PostgreSQL advisory lock of a store's creation (any fixed number)
 RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-# MLflow's UI opens an experiment without this tag in its GenAI view (traces, prompts, judges).
+# MLflow's UI opens an experiment without this tag in its GenAI view (traces, prompts, judges);
+# from 3.17 on it opens every page there unless told otherwise, by this query or a click.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+TRAINING_VIEW = "workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` and `make ui` serve a store by default
 
 
 def tracking_uri(cfg: MlflowConfig, root: str | Path = ".") -> str:
@@ -40,6 +43,19 @@ def artifact_location(uri: str, experiment: str, root: str | Path = ".") -> str 
         return None
     folder = Path(urlparse(uri).path).parent if uri.startswith("sqlite:///") else Path(root)
     return (folder.resolve() / "mlruns" / experiment).as_uri()
+
+
+def ui_command(uri: str) -> str:
+    """How to open the store's UI: a server is its own; a database needs `mlflow ui`."""
+    if uri.startswith(("http://", "https://")):
+        return f"the server's UI, {uri}"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def run_page(uri: str, run: "mlflow.entities.RunInfo") -> str:
+    """The run's page in the store's UI, in its model-training view."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    return f"{base}/#/experiments/{run.experiment_id}/runs/{run.run_id}?{TRAINING_VIEW}"
 
 
 def check_reachable(uri: str) -> None:
