@@ -15,7 +15,7 @@ LAYERS = [
     ["mnist_exp.groups"],
     ["mnist_exp.train", "mnist_exp.evaluate", "mnist_exp.figures"],
     ["mnist_exp.tracking"],
-    ["mnist_exp.sweeps", "mnist_exp.serving"],
+    ["mnist_exp.sweeps", "mnist_exp.serving", "mnist_exp.results"],
     [
         "mnist_exp.run",
         "mnist_exp.report",

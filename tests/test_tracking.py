@@ -1,6 +1,7 @@
 """What the MLflow UI shows of a run: its datasets, system metrics, name, description and model
 card, read back from a real store (and, in one slow test, from `mlflow ui` in Chromium)."""
 
+import datetime
 import json
 import os
 import subprocess
@@ -15,6 +16,8 @@ from mlflow.tracking import MlflowClient
 from mnist_exp import run_experiment
 from mnist_exp.config.schema import MlflowConfig
 from mnist_exp.data import CACHE_DIR, CACHE_FILE
+from mnist_exp.errors import MnistExpError
+from mnist_exp.results.__main__ import main, record_runs
 from mnist_exp.tracking.store import EXPERIMENT_KIND, global_tracking_uri, use_store
 
 from .helpers import CHROMIUM_FLAGS, chromium, free_port, wait_until_up
@@ -68,6 +71,30 @@ def test_an_experiment_made_before_the_mark_gets_it_on_its_next_use(tmp_path):
     with global_tracking_uri():
         use_store(MlflowConfig(tracking_uri=uri, experiment_name="older"))
     assert client.get_experiment(made).tags[EXPERIMENT_KIND[0]] == EXPERIMENT_KIND[1]
+
+
+def test_a_record_of_runs_holds_their_figures_the_machine_and_the_day(runs, tmp_path, monkeypatch):
+    client, by_key = runs
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # the record's is the runs', not this one's
+    a, b = by_key["a"], by_key["b"]
+    with pytest.raises(MnistExpError, match="several commands: give the one with --command"):
+        record_runs("pair", [a.info.run_id, b.info.run_id], "a and b", None, tmp_path)
+    path = record_runs("pair", [a.info.run_id, b.info.run_id], "a and b", "cmd", tmp_path)
+    record = json.loads(path.read_text())
+    assert [run["run_id"] for run in record["figures"]["runs"]] == [a.info.run_id, b.info.run_id]
+    assert [run["seed"] for run in record["figures"]["runs"]] == [42, 7]
+    first = record["figures"]["runs"][0]["metrics"]
+    assert first["test_accuracy"] == a.data.metrics["test_accuracy"]
+    assert first["wall_seconds"] == a.data.metrics["wall_seconds"]
+    assert record["machine"]["cpu"] == a.data.tags["machine.cpu"] and record["machine"]["cpu"]
+    assert record["machine"]["isa_limit"] == a.data.tags["machine.isa_limit"]
+    assert record["machine"]["precision"] == a.data.params["precision_used"]
+    started = datetime.datetime.fromtimestamp(a.info.start_time / 1000, datetime.UTC)
+    assert record["measured"] == started.date().isoformat() and record["command"] == "cmd"
+    main(["--folder", str(tmp_path), "record", "one", a.info.run_id, "--title", "a"])  # the CLI
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert one["command"].startswith("python -m mnist_exp.run model=mlp epochs=1")
 
 
 def test_each_run_logs_its_three_splits_as_datasets(runs):

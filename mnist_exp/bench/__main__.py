@@ -4,6 +4,8 @@ write the table, and log it to MLflow as a run of its own experiment (`mnist_exp
 import argparse
 import json
 import os
+import shlex
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,7 +26,9 @@ from mnist_exp.bench.training import (
 )
 from mnist_exp.config.schema import MlflowConfig
 from mnist_exp.data import fetch_mnist
+from mnist_exp.errors import MnistExpError
 from mnist_exp.machine import cpu_flags, cpu_model
+from mnist_exp.results.records import check_name, machine, make_record, write_record
 from mnist_exp.tracking.store import set_experiment, tracking_uri
 
 EXPERIMENT = "mnist_exp-bench"  # never the runs' experiment: a bench registers and promotes nothing
@@ -106,7 +110,16 @@ def main() -> None:
         help="for --time-to-accuracy: a Hydra override for every run (e.g. precision=fp32; repeat)",
     )
     parser.add_argument("--output", help="the JSON's path (default: outputs/bench*.json)")
+    parser.add_argument(
+        "--record", metavar="NAME", help="also write the record docs/results/NAME.json"
+    )
+    parser.add_argument("--title", default="", help="for --record: what was measured, in words")
     args = parser.parse_args()
+    if args.record:  # before hours of measuring, not after
+        try:
+            check_name(args.record)
+        except MnistExpError as error:
+            parser.error(str(error))
     recipes = args.recipes.split(",")
     output = Path(
         args.output
@@ -118,7 +131,7 @@ def main() -> None:
     limit = f", oneDNN limited to {isa} (ONEDNN_MAX_CPU_ISA)" if isa else ""
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {cpu_flags() or 'no AVX2'}{limit}")
 
-    rows, found, accuracy, figure, watched_runs = [], {}, {}, None, {}
+    rows, found, accuracy, figure, watched_runs, precision = [], {}, {}, None, {}, set()
     # the user's store, read before the measurements set MLflow's URI (and its environment
     # variable) to their own temporary stores
     user_store = tracking_uri(MlflowConfig())
@@ -163,6 +176,13 @@ def main() -> None:
     output.write_text(json.dumps(result, indent=2))
     run_id = log_bench(user_store, result, figure)
     print(f"wrote {output}; MLflow run {run_id} in experiment {EXPERIMENT}")
+    if args.record:
+        figures = {"recipes": recipes if watched_runs else [], "rows": rows, "ratios": found}
+        command = shlex.join(["python", "-m", "mnist_exp.bench", *sys.argv[1:]])
+        on = machine(", ".join(sorted(precision)))
+        title = args.title or ("time to accuracy" if args.time_to_accuracy else "bench")
+        record = make_record(args.record, "bench", title, command, figures, runs=[run_id], on=on)
+        print(f"wrote {write_record(record)}")
     wrong = problems(rows, accuracy) if not args.time_to_accuracy else []
     if args.quick or args.time_to_accuracy:
         wrong += clock_problems(rows, recipes)

@@ -1,0 +1,90 @@
+"""Results as data: records written by the commands that measured them, and the docs' blocks
+rendered from them."""
+
+import json
+import sys
+
+import pytest
+
+from mnist_exp.bench.clock import clock_ratios, clock_rows
+from mnist_exp.errors import MnistExpError
+from mnist_exp.results.__main__ import main, time_command
+from mnist_exp.results.records import make_record, read_records, write_record
+from mnist_exp.results.render import render_text
+
+
+def seeds_record(folder, *tests: float) -> dict:
+    """A record of runs with these test accuracies, written to `folder`."""
+    runs = [
+        {"run_id": f"r{n}", "seed": n, "metrics": {"test_accuracy": t}} for n, t in enumerate(tests)
+    ]
+    record = make_record("seeds", "runs", "some seeds", "python -m mnist_exp.run", {"runs": runs})
+    write_record(record, folder)
+    return record
+
+
+def test_a_timed_command_is_recorded_with_its_tests_and_last_lines(tmp_path, capsys):
+    script = "print('collecting'); print('=== 7 passed, 1 warning in 3.2s ===')"
+    path = time_command("suite", [sys.executable, "-c", script], "a suite", 1, tmp_path)
+    record = json.loads(path.read_text())
+    assert record["figures"]["passed"] == 7
+    assert record["figures"]["output"] == ["=== 7 passed, 1 warning in 3.2s ==="]
+    assert record["machine"]["cpu"] and record["kind"] == "timed"
+    assert "7 passed" in capsys.readouterr().out  # shown as it ran
+
+
+def test_a_failed_command_writes_no_record(tmp_path):
+    with pytest.raises(MnistExpError, match="exited with 3: nothing recorded"):
+        time_command("suite", [sys.executable, "-c", "raise SystemExit(3)"], "a suite", 0, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_or_misnamed_record_is_refused_naming_its_file(tmp_path):
+    (tmp_path / "cut.json").write_text('{"name": "cut", "kind"')
+    with pytest.raises(MnistExpError, match=r"cut\.json is not a readable record"):
+        read_records(tmp_path)
+    (tmp_path / "cut.json").write_text(json.dumps({"name": "other", "kind": "runs"}))
+    with pytest.raises(MnistExpError, match=r"cut\.json is not a record: title, command"):
+        read_records(tmp_path)
+    with pytest.raises(MnistExpError, match="Record name 'Best Run'"):
+        make_record("Best Run", "runs", "t", "c", {})
+
+
+def test_a_block_naming_no_record_fails_naming_its_page():
+    with pytest.raises(MnistExpError, match=r"^docs/x\.md: `results:seeds nothing` names no rec"):
+        render_text("<!-- results:seeds nothing --><!-- /results -->", {}, "docs/x.md")
+
+
+def test_a_bench_record_renders_the_ratio_it_measured(tmp_path):
+    curve = [(20.0, 0.991), (40.0, 0.996)]
+    run = {"curve": curve, "wall": 50.0, "first_step": 8.0, "phases": {"training": 40.0}}
+    plain = {**run, "wall": 40.0, "first_step": 6.0}
+    rows = clock_rows({("fast", "project"): [run], ("fast", "plain"): [plain]})
+    ratios = clock_ratios({r["name"]: r["median"] for r in rows}, ["fast"])
+    figures = {"recipes": ["fast"], "rows": rows, "ratios": ratios}
+    write_record(make_record("tta", "bench", "time", "make bench", figures), tmp_path)
+    text = render_text(
+        "<!-- results:time-to-accuracy tta --><!-- /results -->", read_records(tmp_path)
+    )
+    assert (
+        "| `fast` | 1 | 50.0 / 40.0 | **1.25x** | 20.0 / 20.0 | 40.0 / 40.0 | 8.0 / 6.0 |" in text
+    )
+    assert render_text(text, read_records(tmp_path)) == text  # rendering again changes nothing
+
+
+def test_render_check_names_a_stale_page_and_changes_nothing(tmp_path, monkeypatch, capsys):
+    seeds_record(tmp_path / "records", 0.99, 0.993)
+    (tmp_path / "docs").mkdir()
+    page = "# r\n\nMean: <!-- results:mean-test seeds -->99%<!-- /results -->.\n"
+    (tmp_path / "README.md").write_text(page)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="make results"):
+        main(["--folder", "records", "render", "--check"])
+    assert "stale: README.md" in capsys.readouterr().out
+    assert (tmp_path / "README.md").read_text() == page
+    main(["--folder", "records", "render"])
+    assert (
+        "Mean: <!-- results:mean-test seeds -->99.15%<!-- /results -->."
+        in (tmp_path / "README.md").read_text()
+    )
+    main(["--folder", "records", "render", "--check"])  # now current: no exit
