@@ -12,7 +12,7 @@ ARTIFACTS ?= $(CURDIR)/mlruns
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data browser fonts netns-install slurm-install slurm slurm-stop postgres-install postgres postgres-stop run test test-fast bench report ui server serve docs results lint format clean
+.PHONY: help install data browser fonts netns-install slurm-install slurm slurm-stop postgres-install postgres postgres-stop run test test-fast bench report ui server serve docs pictures results lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -121,6 +121,9 @@ endif
 
 docs: $(STAMP) ## build the documentation site into site/ (warnings are errors)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+pictures: $(STAMP) browser ## retake the README's pictures (docs/images) from a short run, in headless Chromium
+	$(BIN)/python -m tests.pictures docs/images
 
 results: $(STAMP) ## render the README's and the docs' figures from their records (docs/results/*.json)
 	$(BIN)/python -m mnist_exp.results render
