@@ -2,6 +2,7 @@
 rendered from them."""
 
 import json
+import shlex
 import sys
 
 import pytest
@@ -33,6 +34,18 @@ def test_a_timed_command_is_recorded_with_its_tests_and_last_lines(tmp_path, cap
     assert "7 passed" in capsys.readouterr().out  # shown as it ran
 
 
+def test_the_command_line_times_what_follows_its_double_dash(tmp_path, capsys):
+    script = "print('one'); print('two')"
+    argv = ["--folder", str(tmp_path), "time", "run", "--title", "a run", "--keep", "1"]
+    main([*argv, "--", sys.executable, "-c", script])
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["title"] == "a run" and record["figures"]["output"] == ["two"]
+    assert record["command"] == shlex.join([sys.executable, "-c", script])
+    with pytest.raises(SystemExit):
+        main(argv)  # no command: argparse's one line and exit 2
+    assert "give the command after --" in capsys.readouterr().err
+
+
 def test_a_failed_command_writes_no_record(tmp_path):
     with pytest.raises(MnistExpError, match="exited with 3: nothing recorded"):
         time_command("suite", [sys.executable, "-c", "raise SystemExit(3)"], "a suite", 0, tmp_path)
@@ -53,6 +66,15 @@ def test_a_damaged_or_misnamed_record_is_refused_naming_its_file(tmp_path):
 def test_a_block_naming_no_record_fails_naming_its_page():
     with pytest.raises(MnistExpError, match=r"^docs/x\.md: `results:seeds nothing` names no rec"):
         render_text("<!-- results:seeds nothing --><!-- /results -->", {}, "docs/x.md")
+
+
+def test_a_figure_within_a_sentence_may_not_start_a_line(tmp_path):
+    records = {"seeds": seeds_record(tmp_path, 0.99)}
+    assert render_text("Mean <!-- results:mean-test seeds --><!-- /results -->.", records) == (
+        "Mean <!-- results:mean-test seeds -->99.00%<!-- /results -->."
+    )
+    with pytest.raises(MnistExpError, match="starts a line, where Markdown reads the line as raw"):
+        render_text("Mean\n<!-- results:mean-test seeds --><!-- /results -->.", records, "p")
 
 
 def test_a_bench_record_renders_the_ratio_it_measured(tmp_path):

@@ -179,7 +179,10 @@ def main() -> None:
     if args.record:
         figures = {"recipes": recipes if watched_runs else [], "rows": rows, "ratios": found}
         command = shlex.join(["python", "-m", "mnist_exp.bench", *sys.argv[1:]])
-        on = machine(", ".join(sorted(precision)))
+        from mnist_exp.train import POLICIES  # the runs report Keras' policy names
+
+        named = {policy: name for name, policy in POLICIES.items()}
+        on = machine(", ".join(sorted(named.get(p, p) for p in precision)))
         title = args.title or ("time to accuracy" if args.time_to_accuracy else "bench")
         record = make_record(args.record, "bench", title, command, figures, runs=[run_id], on=on)
         print(f"wrote {write_record(record)}")

@@ -11,6 +11,7 @@ Records are docs/results/NAME.json (--folder to change).
 import argparse
 import collections
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -71,7 +72,7 @@ def time_command(name: str, argv: list[str], title: str, keep: int, folder: Path
     figures = {"seconds": round(seconds, 1), "output": list(last)[-keep:] if keep else []}
     if passed is not None:
         figures["passed"] = passed
-    return write_record(make_record(name, "timed", title, " ".join(argv), figures), folder)
+    return write_record(make_record(name, "timed", title, shlex.join(argv), figures), folder)
 
 
 def render(root: Path, folder: Path, check: bool) -> list[Path]:
@@ -103,17 +104,17 @@ def main(argv: list[str] | None = None) -> None:
     timed.add_argument("name", help="the record's name: docs/results/NAME.json")
     timed.add_argument("--title", required=True, help="what was measured, in a few words")
     timed.add_argument("--keep", type=int, default=0, help="last lines of output to keep")
-    timed.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     rendering = actions.add_parser("render", help="the docs' figures from the records")
     rendering.add_argument("--check", action="store_true", help="change nothing; exit 1 if stale")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    split = argv.index("--") if "--" in argv else len(argv)  # what follows is the timed command
+    args, command = parser.parse_args(argv[:split]), argv[split + 1 :]
     try:
         if args.action == "record":
             path = record_runs(args.name, args.runs, args.title, args.command, args.folder)
         elif args.action == "time":
-            command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
             if not command:
-                parser.error("time: give the command after --")
+                parser.error("time: give the command after --: time NAME --title T -- CMD ...")
             path = time_command(args.name, command, args.title, args.keep, args.folder)
         else:
             changed = render(Path.cwd(), args.folder, args.check)

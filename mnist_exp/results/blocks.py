@@ -240,8 +240,14 @@ def output(records: dict[str, dict], name: str) -> str:
     return block("```text\n" + "\n".join(records[name]["figures"]["output"]) + "\n```")
 
 
-def minutes(records: dict[str, dict], name: str) -> str:
-    return record_minutes(records[name])
+def duration(records: dict[str, dict], name: str) -> str:
+    """How long a timed command, or a recipe's median seed, took: `53 seconds`, `13 minutes`."""
+    record = records[name]
+    if record["kind"] == "timed":
+        seconds = record["figures"]["seconds"]
+    else:
+        seconds = statistics.median(values(record, WALL_SECONDS))
+    return f"{seconds:.0f} seconds" if seconds < 120 else f"{seconds / 60:.0f} minutes"
 
 
 def handwriting(records: dict[str, dict], name: str) -> str:

@@ -24,8 +24,9 @@ def table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def block(text: str) -> str:
-    """A multi-line block: blank lines between it and its markers, so Markdown sees it whole."""
-    return f"\n\n{text}\n\n"
+    """A multi-line block under its opening marker, and a blank line before the closing one (in
+    GitHub's Markdown a table would take the marker's line as one more row)."""
+    return f"\n{text}\n\n"
 
 
 def code(text: str) -> str:

@@ -9,11 +9,11 @@ from mnist_exp.errors import MnistExpError
 from mnist_exp.results.blocks import (
     bench,
     carried,
+    duration,
     handwriting,
     headline,
     mean_test,
     measured,
-    minutes,
     output,
     passed,
     seeds,
@@ -34,12 +34,15 @@ BLOCKS: dict[str, Callable[..., str]] = {
     "bench": bench,
     "table": carried,
     "output": output,
-    "minutes": minutes,
+    "duration": duration,
     "mean-test": mean_test,
     "handwriting": handwriting,
     "passed": passed,
     "measured": measured,
 }
+
+
+INLINE = ("mean-test", "duration", "passed", "handwriting")  # blocks within a sentence
 
 
 def render_text(text: str, records: dict[str, dict], where: str = "") -> str:
@@ -53,6 +56,11 @@ def render_text(text: str, records: dict[str, dict], where: str = "") -> str:
             raise MnistExpError(
                 f"{where}: `results:{match['key']}` names {what}; blocks: {', '.join(BLOCKS)}; "
                 "records: docs/results/*.json."
+            )
+        if kind in INLINE and text[match.start() - 1 : match.start()] in ("", "\n"):
+            raise MnistExpError(
+                f"{where}: `results:{match['key']}` starts a line, where Markdown reads the "
+                "line as raw HTML: move a word of the sentence before it."
             )
         return f"<!-- results:{match['key']} -->{BLOCKS[kind](records, *names)}<!-- /results -->"
 
