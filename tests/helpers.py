@@ -1,5 +1,6 @@
 """Helpers shared by the tests."""
 
+import contextlib
 import gzip
 import os
 import shutil
@@ -221,8 +222,9 @@ def copy_store(empty_store: Path, directory: Path) -> str:
 
 
 def stop(server: subprocess.Popen) -> None:
-    """Stop a server started in its own session, with everything it started."""
-    os.killpg(server.pid, signal.SIGTERM)
+    """Stop a server started in its own session, with everything it started (if any lives)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
     server.wait(timeout=30)
 
 

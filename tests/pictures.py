@@ -56,8 +56,7 @@ def servers(*commands: list[str], cwd: Path, env: dict) -> Iterator[list[str]]:
         yield [url for _, url in started]
     finally:
         for process, _ in started:
-            with contextlib.suppress(ProcessLookupError):  # it had exited with all it started
-                stop(process)
+            stop(process)
 
 
 def shown_image(page, path: str):

@@ -99,8 +99,8 @@ def test_a_search_on_two_hosts_runs_again_the_trial_of_the_host_that_died(
 ):
     """The store and the tracking server on this machine; a search worker on each of two
     hosts with their own addresses, names and process tables, one study on PostgreSQL, one MLflow
-    server. The first host's worker is SIGKILLed mid-trial: the second, which cannot see its
-    processes, finds the trial silent, runs it again, and marks its run KILLED."""
+    server. The first host's worker is SIGKILLed mid-trial; the second host's, which cannot see
+    its processes, finds the trial silent, runs it again, and marks its run KILLED."""
     a, b = hosts
     seen = subprocess.run(
         b.command(sys.executable, "-c", "import psutil, socket; print(socket.gethostname(), "
@@ -136,7 +136,9 @@ def test_a_search_on_two_hosts_runs_again_the_trial_of_the_host_that_died(
                 start_new_session=True,
             )  # fmt: skip
 
-        first, second = worker(a), worker(b)
+        # The second worker starts once the first host is dead: on a loaded machine, two started
+        # together could finish the study before the first ran a trial.
+        first = worker(a)
         client = MlflowClient(uri)
         experiment = wait_for("the experiment", lambda: client.get_experiment_by_name("mnist_exp"))
         on_a = f"tags.host = '{a.name}' and tags.optuna_trial != '' and tags.heartbeat != ''"
@@ -151,6 +153,7 @@ def test_a_search_on_two_hosts_runs_again_the_trial_of_the_host_that_died(
         os.killpg(first.pid, signal.SIGKILL)  # the host dies: its worker and its trial's job
         killed = datetime.datetime.now()
         first.wait(timeout=30)
+        second = worker(b)
         output = second.communicate(timeout=600)[0]
         assert second.returncode == 0, output[-3000:]
         number = int(doomed.data.tags["optuna_trial"])

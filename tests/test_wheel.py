@@ -237,6 +237,7 @@ def test_predict_serve_and_mlflow_ui_answer_from_the_working_directory(python, w
         "serve": ["mnist_exp.serve", "--port", str(ports["serve"])],
         "ui": ["mlflow", "ui", "--port", str(ports["ui"]), "--workers", "1"],  # 4: 20 s more
     }
+    logs = {name: workdir / f"{name}.log" for name in commands}  # why one exited, if it does
     servers = {
         name: subprocess.Popen(
             [python, "-m", *command],
@@ -244,7 +245,7 @@ def test_predict_serve_and_mlflow_ui_answer_from_the_working_directory(python, w
             env=user_env(),
             start_new_session=True,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=logs[name].open("w"),
         )
         for name, command in commands.items()
     }
@@ -263,7 +264,10 @@ def test_predict_serve_and_mlflow_ui_answer_from_the_working_directory(python, w
         assert answer["digit"] in range(10)
 
         for name, server in servers.items():
-            wait_until_up(f"http://127.0.0.1:{ports[name]}/", server, seconds=120)
+            try:
+                wait_until_up(f"http://127.0.0.1:{ports[name]}/", server, seconds=120)
+            except AssertionError as error:
+                raise AssertionError(f"{error}:\n{logs[name].read_text()[-3000:]}") from None
         page = urllib.request.urlopen(f"http://127.0.0.1:{ports['serve']}/", timeout=10)
         assert "<html" in page.read().decode().lower()
         api = f"http://127.0.0.1:{ports['ui']}/ajax-api/2.0/mlflow/runs/search"

@@ -38,10 +38,10 @@ def job_counts(rows: list[dict]) -> tuple[int, int, int]:
 def machine() -> str:
     """Host, CPU, cores and the TensorFlow/Keras versions: what a run's speed depends on."""
     about = description()
-    limit = f", oneDNN capped at {about['isa_limit']}" if about["isa_limit"] else ""
+    limit = f"; oneDNN capped at {about['isa_limit']}" if about["isa_limit"] else ""
     return (
-        f"{platform.node()}: {about['cpu']}, {about['cores']} cores{limit}; "
-        f"TensorFlow {about['tensorflow']}, Keras {about['keras']}"
+        f"{platform.node()}: {about['cpu']}, {about['cores']} cores; "
+        f"TensorFlow {about['tensorflow']}, Keras {about['keras']}{limit}"
     )
 
 
