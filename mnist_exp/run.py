@@ -23,6 +23,7 @@ from mnist_exp.config.compose import (
     check_writable,
     claim_dir,
     compose_config,
+    home_expanded,
     job_of,
 )
 from mnist_exp.config.describe import describe
@@ -288,6 +289,7 @@ def cli() -> None:
             check_overrides([a for a in arguments if a not in flags], multirun=bool(flags))
     except MnistExpError as error:
         exit_with(error)
+    sys.argv[1:] = home_expanded(arguments)  # what Hydra's own parser reads
     main()
 
 

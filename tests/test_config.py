@@ -160,6 +160,21 @@ def test_wrong_types_unknown_keys_and_options_fail_at_compose_time(override, mes
     assert str(error.value).startswith(message)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ("optimizer=adam optimizer.lr=0.1", "did you mean optimizer.learning_rate?"),
+        ("optimizer=adam optimizer.beta1=0.5", "did you mean optimizer.beta_1?"),  # not adadelta's
+        ("optimizer=sgd optimizer.momentun=0.5", "did you mean optimizer.momentum?"),
+        ("experiment=fast model.filter=[8,16]", "did you mean model.filters?"),  # narrow_cnn's
+    ],
+)
+def test_a_misspelt_key_is_matched_against_the_users_own_composition(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        compose_config(overrides.split())
+    assert str(error.value).endswith(message)
+
+
 CLI_MISTAKES = [
     ("batch_size=abc", "batch_size=abc is not allowed: Value 'abc' of type 'str' could not be"),
     ("batch_size=0", "batch_size=0 is not allowed: use >= 1."),

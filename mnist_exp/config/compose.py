@@ -2,6 +2,7 @@
 
 import difflib
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ from mnist_exp.config.schema import flatten, no_password, register_configs, vali
 from mnist_exp.errors import ConfigError, exit_with
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# `~` where a path begins in a value: after `=`, in a sweep after `,`, in a list after `[` or `,`,
+# in `folder:~/a` after `:`, inside quotes. Never a leading `~key` (Hydra's delete).
+HOME_PATH = re.compile(r"(?<=[=,\[:'\"])~(?=/|$|[,\]'\"])")
 register_configs()
 OmegaConf.register_new_resolver("pid", os.getpid, use_cache=True)  # ${pid:} in hydra.run.dir
 
@@ -48,6 +52,14 @@ def chosen(hydra: DictConfig) -> list[tuple[str, str]]:
     return pairs
 
 
+def home_expanded(overrides: Sequence[str]) -> list[str]:
+    """The overrides with each path's leading `~` made the home directory: bash leaves it as it is
+    after a dotted key (`dataset.root=~/a`), Hydra's lexer refuses it unquoted, and `paths.root`
+    needs it before Hydra puts it into `hydra.run.dir`."""
+    home = str(Path.home())
+    return [HOME_PATH.sub(lambda _: home, override) for override in overrides]
+
+
 def compose_config(overrides: Sequence[str]) -> tuple[DictConfig, DictConfig]:
     """The config `python -m mnist_exp.run *overrides` would run, and its `hydra` node. Hydra's
     errors (unknown key, option or type) become one ConfigError line naming the key and value."""
@@ -62,6 +74,7 @@ def compose_config(overrides: Sequence[str]) -> tuple[DictConfig, DictConfig]:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose("config", overrides=list(with_overrides), return_hydra_config=True)
 
+    overrides = home_expanded(overrides)
     try:
         cfg = composed(overrides)
     except OverrideParseException as error:
@@ -77,11 +90,10 @@ def compose_config(overrides: Sequence[str]) -> tuple[DictConfig, DictConfig]:
         if key is None:
             raise ConfigError(str(error).splitlines()[0]) from None
         if isinstance(cause, OmegaConfBaseException) and "not in" in str(cause):
-            known = list(flatten(OmegaConf.to_container(composed([]), resolve=False)))
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = (
-                f"did you mean {close[0]}?" if close else "see `python -m mnist_exp.run --cfg job`."
-            )
+            chosen_groups = [o for o in overrides if is_group(o.lstrip("+~").partition("=")[0])]
+            known = list(flatten(OmegaConf.to_container(composed(chosen_groups), resolve=False)))
+            close = meant(key, known)
+            hint = f"did you mean {close}?" if close else "see `python -m mnist_exp.run --cfg job`."
             raise ConfigError(f"{key} is not a config key; {hint}") from None
         reason = str(cause).splitlines()[0]
         raise ConfigError(f"{key}={given(overrides, key)} is not allowed: {reason}.") from None
@@ -89,6 +101,18 @@ def compose_config(overrides: Sequence[str]) -> tuple[DictConfig, DictConfig]:
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg, hydra
+
+
+def meant(key: str, known: list[str]) -> str | None:
+    """The key of the user's own composition a mistyped one most likely meant: one beside it
+    whose last word's initials it is (`optimizer.lr`: `optimizer.learning_rate`), else the
+    closest spelling."""
+    parent, _, word = key.rpartition(".")
+    for candidate in known:
+        near, _, name = candidate.rpartition(".")
+        if near == parent and "".join(part[:1] for part in name.split("_")) == word:
+            return candidate
+    return next(iter(difflib.get_close_matches(key, known, n=1)), None)
 
 
 def unparsable(overrides: Sequence[str], error: Exception) -> ConfigError:
@@ -126,6 +150,7 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False) -> None:
     from hydra.core.override_parser.types import Glob
     from hydra.errors import OverrideParseException
 
+    overrides = home_expanded(overrides)
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except OverrideParseException as error:
