@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from mnist_exp.names import LAST_FILE, STATE_FILE
+from mnist_exp.names import LAST_FILE, METRICS, STATE_FILE
 
 
 class EpochLogs(keras.callbacks.Callback):
@@ -33,6 +33,21 @@ class EpochLogs(keras.callbacks.Callback):
         logs["epoch_seconds"] = time.perf_counter() - self.start
         logs["samples_per_second"] = self.train_samples / (self.train_end - self.start)
         logs["learning_rate"] = learning_rate(self.model.optimizer)
+
+
+class EpochLine(keras.callbacks.Callback):
+    """The line a person reads per epoch, printed once the epoch is done and logged: its number,
+    loss and accuracy on training and validation, and its seconds. (Keras' own line would add
+    what `EpochLogs` puts in the logs for MLflow and resume: throughput, the learning rate.)"""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        figures = "  ".join(f"{name} {logs[name]:.4f}" for name in METRICS if name in logs)
+        seconds = f"  {logs['epoch_seconds']:.1f} s" if "epoch_seconds" in logs else ""
+        print(f"epoch {epoch + 1}/{self.epochs}  {figures}{seconds}", flush=True)
 
 
 def learning_rate(optimizer: keras.optimizers.Optimizer) -> float:

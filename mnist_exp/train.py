@@ -4,7 +4,6 @@ config groups, built by the runner; a run's state is saved each epoch so `resume
 import json
 import math
 import os
-import sys
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import tensorflow as tf
 
 from mnist_exp.callbacks import (
     BestCheckpoint,
+    EpochLine,
     EpochLogs,
     StopOnSignal,
     TrainingState,
@@ -190,8 +190,8 @@ def fit(
     model: keras.Model, data: Dataset, recipe: Recipe, cfg: Config, state: dict, callbacks: list
 ):
     """`model.fit` on the training split (through the recipe's transform if it has one) from the
-    epoch `state` holds, validating on the untouched validation split; one line per epoch off a
-    TTY."""
+    epoch `state` holds, validating on the untouched validation split; a line as it starts,
+    and one per epoch (`EpochLine`)."""
     # One endless stream for the whole fit: Keras' array inputs make a new tf.data iterator each
     # epoch, and destroying one waited up to 38 s for its autotuning thread (2 AVX2 cores).
     batches = training_batches(
@@ -204,6 +204,11 @@ def fit(
         recipe.steps_per_epoch,
         state["epoch"],
     )
+    print(
+        f"training on {len(data.x_train):,} images, validating on {len(data.x_val):,}: "
+        f"epochs {state['epoch'] + 1}-{cfg.epochs}",
+        flush=True,
+    )
     model.fit(
         batches,
         steps_per_epoch=recipe.steps_per_epoch,
@@ -211,8 +216,8 @@ def fit(
         epochs=cfg.epochs,
         initial_epoch=state["epoch"],
         validation_data=(data.x_val, data.y_val),
-        callbacks=callbacks,
-        verbose=1 if sys.stdout.isatty() else 2,
+        callbacks=[*callbacks, EpochLine(cfg.epochs)],  # last: once the epoch is done and logged
+        verbose=0,
     )
 
 

@@ -62,11 +62,19 @@ def run_during_epoch(
     output = []
     for line in process.stdout:
         output.append(line)
-        if line.startswith(f"Epoch {epoch}/"):
+        if began(line, epoch):
             occurrence -= 1
             if occurrence == 0:
                 action(process)
     return process.wait(timeout=600), "".join(output)
+
+
+def began(line: str, epoch: int) -> bool:
+    """Whether a run's line says `epoch` (from 1) begins: training starts there (`training on
+    ...: epochs 1-3`), or the epoch before it ended (`epoch 1/3  loss ...`)."""
+    if line.startswith("training on "):
+        return line.rstrip().rpartition(" epochs ")[2].partition("-")[0] == str(epoch)
+    return line.startswith(f"epoch {epoch - 1}/")
 
 
 def interrupt_after(epoch: int):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from mnist_exp import run_experiment
 from mnist_exp.errors import MnistExpError
 from mnist_exp.machine import cpuinfo
+from mnist_exp.names import METRICS
 from mnist_exp.tracking.liveness import close_dead_runs
 from mnist_exp.tracking.store import global_tracking_uri
 from mnist_exp.train import cpu_has_bf16
@@ -87,7 +89,12 @@ def test_a_run_prints_only_our_lines_and_keras_progress(trained_run):
         "E0000",
     ):
         assert noise not in printed, noise
-    assert "430/430 - " in printed and "Browse runs: mlflow ui" in printed  # Keras' epoch line
+    assert "training on 55,000 images, validating on 5,000: epochs 1-2\n" in printed
+    figures = "  ".join(rf"{name} \d\.\d{{4}}" for name in METRICS)
+    line = rf"^epoch 2/2  {figures}  \d+\.\d s$"
+    assert re.search(line, printed, re.MULTILINE), printed[-2000:]  # our line, not Keras'
+    assert "430/430" not in printed and "learning_rate" not in printed
+    assert "Browse runs: mlflow ui" in printed
     page = f"/runs/{trained_run.run_id}?workflowType=machine_learning"  # the training view
     assert "then http://127.0.0.1:5000/#/experiments/" in printed and page in printed
 
@@ -150,7 +157,7 @@ def test_unreachable_tracking_server_fails_at_once_naming_it(tmp_path):
     )
     assert done.returncode == 2
     assert f"MLflow tracking server {uri} is unreachable" in done.stderr
-    assert "Epoch 1" not in done.stdout + done.stderr
+    assert "epoch 1" not in done.stdout + done.stderr
 
 
 def test_bf16_run_learns_and_logs_its_precision(tmp_path, tracking_uri):
