@@ -4,8 +4,10 @@ lines and MLflow's INFO lines are dropped unless MNIST_EXP_VERBOSE=1."""
 import gc
 import logging
 import os
+import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
@@ -83,6 +85,18 @@ def stderr_filtered(noise: tuple[str, ...]) -> Iterator[None]:
             captured.seek(0)
             lines = captured.read().decode(errors="replace").splitlines(keepends=True)
             sys.stderr.write("".join(line for line in lines if not any(n in line for n in noise)))
+
+
+# Keras, loading a model for inference (no optimizer wanted), on the optimizer state it skips.
+OPTIMIZER_SKIPPED = "Skipping variable loading for optimizer"
+
+
+@contextmanager
+def warnings_ignored(message: str) -> Iterator[None]:
+    """Python warnings starting with `message` dropped for a while (others still show)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=re.escape(message))
+        yield
 
 
 @contextmanager

@@ -136,8 +136,27 @@ def test_explain_saves_what_the_model_saw(trained_run, mnist_raw, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith(f"{tmp_path / 'seven.jpg'}: 7 (")  # the best run by default
+    assert done.stderr == f"model: runs:/{trained_run.run_id}/model\n"  # no warning, one line
     assert "top-3" in done.stdout
     assert Image.open(tmp_path / "explain" / "seven.explain.png").size[0] > 100
+
+
+def test_missing_images_are_named_before_any_model_or_store_is_opened(tmp_path):
+    done = run_module("mnist_exp.predict", "no_such.png", "gone/", cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "error: no_such.png: no such file or directory.",
+        "error: gone/: no such file or directory.",
+    ]
+    assert list(tmp_path.iterdir()) == []  # no mlflow.db, no outputs/
+
+
+def test_without_a_store_the_default_model_is_one_line_and_no_store_is_made(tmp_path):
+    Image.new("L", (28, 28)).save(tmp_path / "x.png")
+    done = run_module("mnist_exp.predict", "x.png", cwd=tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: No tracking store here") and "--model" in done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
 
 
 def test_missing_model_is_one_clear_line(trained_run, tmp_path):

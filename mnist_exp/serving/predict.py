@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from mnist_exp.console import import_tensorflow
+from mnist_exp.console import OPTIMIZER_SKIPPED, import_tensorflow, warnings_ignored
 from mnist_exp.data import DIGITS
 from mnist_exp.data.images import IMAGE_SUFFIXES, ImageError, open_image, preprocess_image
 from mnist_exp.errors import MnistExpError, exit_with
@@ -80,7 +80,8 @@ def load_predictor(model: str | Path | None = None) -> Predictor:
         if source.endswith(".keras") and not zipfile.is_zipfile(source):  # Keras: "not found"
             raise ModelError(f"Cannot load {source}: not a .keras archive (truncated or damaged).")
         try:
-            loaded = keras.models.load_model(source, compile=False, safe_mode=True)
+            with warnings_ignored(OPTIMIZER_SKIPPED):
+                loaded = keras.models.load_model(source, compile=False, safe_mode=True)
         except (OSError, ValueError) as error:
             raise ModelError(f"Cannot load {source}: {str(error).splitlines()[0]}") from None
         return Predictor(loaded, source)
@@ -123,16 +124,17 @@ def image_files(paths: list[str]) -> tuple[list[Path], list[dict[str, str]]]:
     return files, problems
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mnist_exp.predict", description=__doc__)
-    parser.add_argument("paths", nargs="+", help="image files and folders of images")
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
+    found = argparse.ArgumentParser(prog="python -m mnist_exp.predict", description=__doc__)
+    found.add_argument("paths", nargs="+", help="image files and folders of images")
+    found.add_argument(
         "--model",
         help="a .h5/.keras file or an MLflow URI (runs:/<id>/model, "
         "models:/mnist-cnn@champion); default: the best finished run",
     )
-    parser.add_argument("--json", action="store_true", help="one JSON object per image")
-    parser.add_argument(
+    found.add_argument("--json", action="store_true", help="one JSON object per image")
+    found.add_argument(
         "--top-k",
         type=int,
         default=1,
@@ -140,17 +142,26 @@ def main(argv: list[str] | None = None) -> int:
         metavar="K",
         help="also show the K most likely classes (1-10)",
     )
-    parser.add_argument(
+    found.add_argument(
         "--explain", metavar="DIR", help="save a before/after picture per image into DIR"
     )
-    parser.add_argument("--batch-size", type=int, default=256, help="images per model call")
-    args = parser.parse_args(argv)
+    found.add_argument("--batch-size", type=int, default=256, help="images per model call")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
 
     files, failures = image_files(args.paths)
+    if not files:  # nothing to read: said before a model is looked for, let alone loaded
+        tell(failures, args.json)
+        return 2
     try:
         predictor = load_predictor(args.model)
     except MnistExpError as error:
         exit_with(error)
+    print(f"model: {predictor.source}", file=sys.stderr)  # stdout stays the answers alone
+    answered = 0
     for start in range(0, len(files), args.batch_size):
         readable, inputs = [], []
         for path in files[start : start + args.batch_size]:
@@ -165,14 +176,20 @@ def main(argv: list[str] | None = None) -> int:
         for path, seen, probs in zip(readable, inputs, probabilities, strict=True):
             prediction = to_prediction(probs, predictor.classes)
             report(path, prediction, args, predictor.classes)
+            answered += 1
             if args.explain:
                 save_explanation(path, seen, prediction, Path(args.explain))
+    tell(failures, args.json)
+    return 0 if not failures else 1 if answered else 2
+
+
+def tell(failures: list[dict[str, str]], as_json: bool) -> None:
+    """Each path that gave no answer: a JSON object on stdout with --json, else a line on stderr."""
     for failure in failures:
-        if args.json:
+        if as_json:
             print(json.dumps(failure))
         else:
             print(f"error: {failure['error']}", file=sys.stderr)
-    return 1 if failures else 0
 
 
 def report(

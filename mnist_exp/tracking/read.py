@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.config.schema import MlflowConfig
+from mnist_exp.console import OPTIMIZER_SKIPPED, warnings_ignored
 from mnist_exp.data import DIGITS
 from mnist_exp.errors import ConfigError, MnistExpError
 from mnist_exp.names import BEST_VAL_ACCURACY, DATASET, PREDICTIONS, RESUME_ARTIFACTS, STATE_FILE
@@ -126,6 +127,11 @@ def best_model_uri(cfg: MlflowConfig, dataset: str = "mnist") -> str:
     """The model URI of the finished run on `dataset` with the best validation accuracy in the
     store (runs logged before runs named their dataset were all on MNIST)."""
     uri = tracking_uri(cfg)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise MnistExpError(  # MLflow would create the store only to find it empty
+            f"No tracking store here ({uri.removeprefix('sqlite:///')}): train a model with "
+            "`python -m mnist_exp.run` in this directory, or pass --model."
+        )
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(cfg.experiment_name)
     runs = experiment and client.search_runs(
@@ -231,7 +237,7 @@ def load_source(source: Source, cfg: MlflowConfig) -> "keras.Model":
 def load_logged_model(uri: str, cfg: MlflowConfig) -> "keras.Model":
     """Load a Keras model from an MLflow URI (runs:/..., models:/name@alias, ...)."""
     try:
-        with global_tracking_uri(tracking_uri(cfg)):
+        with global_tracking_uri(tracking_uri(cfg)), warnings_ignored(OPTIMIZER_SKIPPED):
             return mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
     except (MlflowException, OSError) as error:
         raise MnistExpError(f"Cannot load model {uri}: {str(error).splitlines()[0]}") from None
