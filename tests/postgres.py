@@ -26,7 +26,7 @@ def binaries() -> Path:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[4]))
     if not found:
         raise PostgresError(
-            "PostgreSQL's initdb and pg_ctl are missing: apt-get install postgresql"
+            "PostgreSQL's initdb and pg_ctl are missing: make postgres-install (Debian's)"
         )
     return found[-1].parent
 

@@ -1,6 +1,7 @@
 """The suite's own rules: in CI a skipped test fails, and so does a parametrization that finds
 nothing (it would otherwise pass silently)."""
 
+import shutil
 import subprocess
 import sys
 
@@ -43,3 +44,26 @@ def test_a_skip_fails_in_ci_only(tmp_path, ci, code):
 def test_an_empty_parametrization_fails(tmp_path):
     done = pytest_on(tmp_path, EMPTY, "")
     assert done.returncode != 0 and "Empty parameter set" in done.stdout, done.stdout
+
+
+def test_without_apt_get_each_install_step_says_what_is_missing_and_goes_on(tmp_path):
+    """`make test`'s install steps on a machine with none of the parts and no apt-get: one line
+    each, and make goes on (the tests that need a part then skip naming it; in CI they fail)."""
+    (tmp_path / "id").symlink_to(shutil.which("id"))  # the Makefile asks whether it is root
+    steps = ["browser", "slurm-install", "postgres-install", "netns-install"]
+    done = subprocess.run(
+        [shutil.which("make"), "--no-print-directory", *steps],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PATH": str(tmp_path)},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    said = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in said] == [
+        "Chromium", "SLURM", "PostgreSQL", "iproute2 (ip netns)"
+    ]  # fmt: skip
+    assert all("missing, and no apt-get here to install it" in line for line in said)
+    assert all(line.endswith("the tests that need it will skip") for line in said)
