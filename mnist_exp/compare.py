@@ -1,6 +1,8 @@
 """`python -m mnist_exp.compare`: the command; the code is in `mnist_exp.sweeps.compare`."""
 
-from mnist_exp.sweeps.compare import main
+from mnist_exp.sweeps.compare import main, parser
+
+__all__ = ["parser"]
 
 if __name__ == "__main__":
     main()

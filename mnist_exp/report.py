@@ -83,11 +83,16 @@ Most frequent test confusions:
     return out_dir / "summary.md"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m mnist_exp.report", description=__doc__)
-    parser.add_argument("run_id", help="an MLflow run id (see `mlflow ui`)")
-    parser.add_argument("--out", help="output folder (default: outputs/report/<run_id>)")
-    args = parser.parse_args()
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
+    found = argparse.ArgumentParser(prog="python -m mnist_exp.report", description=__doc__)
+    found.add_argument("run_id", help="an MLflow run id (see `mlflow ui`)")
+    found.add_argument("--out", help="output folder (default: outputs/report/<run_id>)")
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     try:
         path = write_report(
             args.run_id, Path(args.out or f"outputs/report/{args.run_id}"), MlflowConfig()

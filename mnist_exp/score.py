@@ -42,13 +42,18 @@ def score_model(uri: str, specs: list[str], cfg: MlflowConfig) -> tuple[str, dic
     return run.info.run_id, reports
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mnist_exp.score", description=__doc__)
-    parser.add_argument("model", help="models:/mnist-cnn@champion, runs:/<run id>/model, ...")
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
+    found = argparse.ArgumentParser(prog="python -m mnist_exp.score", description=__doc__)
+    found.add_argument("model", help="models:/mnist-cnn@champion, runs:/<run id>/model, ...")
+    found.add_argument(
         "sets", nargs="+", metavar="SET", help="folder:DIR, idx:DIR, mnist or robustness"
     )
-    args = parser.parse_args(argv)
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     try:
         run_id, reports = score_model(args.model, args.sets, MlflowConfig())
     except MnistExpError as error:

@@ -89,37 +89,43 @@ def clean(name: str) -> str:
     return " ".join(kept.split())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m mnist_exp.bench", description=__doc__)
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
+    found = argparse.ArgumentParser(prog="python -m mnist_exp.bench", description=__doc__)
+    found.add_argument(
         "--quick",
         action="store_true",
         help="every row on a 2,000-image subset, 2 epochs, one repetition (a few minutes)",
     )
-    parser.add_argument(
+    found.add_argument(
         "--time-to-accuracy",
         action="store_true",
         help="seconds to 99.0/99.5/99.6/99.7%% test accuracy, project and plain Keras (hours)",
     )
-    parser.add_argument("--recipes", default="default,fast,best", help="for --time-to-accuracy")
-    parser.add_argument("--seeds", type=int, default=3, help="for --time-to-accuracy")
-    parser.add_argument(
+    found.add_argument("--recipes", default="default,fast,best", help="for --time-to-accuracy")
+    found.add_argument("--seeds", type=int, default=3, help="for --time-to-accuracy")
+    found.add_argument(
         "--override",
         action="append",
         default=[],
         help="for --time-to-accuracy: a Hydra override for every run (e.g. precision=fp32; repeat)",
     )
-    parser.add_argument("--output", help="the JSON's path (default: outputs/bench*.json)")
-    parser.add_argument(
+    found.add_argument("--output", help="the JSON's path (default: outputs/bench*.json)")
+    found.add_argument(
         "--record", metavar="NAME", help="also write the record docs/results/NAME.json"
     )
-    parser.add_argument("--title", default="", help="for --record: what was measured, in words")
-    args = parser.parse_args()
+    found.add_argument("--title", default="", help="for --record: what was measured, in words")
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    arguments = parser()
+    args = arguments.parse_args(argv)
     if args.record:  # before hours of measuring, not after
         try:
             check_name(args.record)
         except MnistExpError as error:
-            parser.error(str(error))
+            arguments.error(str(error))
     recipes = args.recipes.split(",")
     output = Path(
         args.output

@@ -86,15 +86,16 @@ def render(root: Path, folder: Path, check: bool) -> list[Path]:
     return changed
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
+    found = argparse.ArgumentParser(
         prog="python -m mnist_exp.results",
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[2:]),
     )
-    parser.add_argument("--folder", type=Path, default=FOLDER, help="the records' folder")
-    actions = parser.add_subparsers(dest="action", required=True)
+    found.add_argument("--folder", type=Path, default=FOLDER, help="the records' folder")
+    actions = found.add_subparsers(dest="action", required=True)
     record = actions.add_parser("record", help="MLflow runs (a sweep's parent: its jobs)")
     record.add_argument("name", help="the record's name: docs/results/NAME.json")
     record.add_argument("runs", nargs="+", metavar="RUN", help="run ids, or a sweep's parent id")
@@ -106,15 +107,20 @@ def main(argv: list[str] | None = None) -> None:
     timed.add_argument("--keep", type=int, default=0, help="last lines of output to keep")
     rendering = actions.add_parser("render", help="the docs' figures from the records")
     rendering.add_argument("--check", action="store_true", help="change nothing; exit 1 if stale")
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    arguments = parser()
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)  # what follows is the timed command
-    args, command = parser.parse_args(argv[:split]), argv[split + 1 :]
+    args, command = arguments.parse_args(argv[:split]), argv[split + 1 :]
     try:
         if args.action == "record":
             path = record_runs(args.name, args.runs, args.title, args.command, args.folder)
         elif args.action == "time":
             if not command:
-                parser.error("time: give the command after --: time NAME --title T -- CMD ...")
+                arguments.error("time: give the command after --: time NAME --title T -- CMD ...")
             path = time_command(args.name, command, args.title, args.keep, args.folder)
         else:
             changed = render(Path.cwd(), args.folder, args.check)

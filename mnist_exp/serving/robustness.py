@@ -24,18 +24,23 @@ def accuracy(paths: list[Path], model: str | None = None) -> tuple[float, list[P
     return 1 - len(wrong) / len(paths), wrong
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
+    found = argparse.ArgumentParser(
         prog="python -m mnist_exp.robustness", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--folder", type=Path, default=Path("outputs/robustness"))
-    parser.add_argument("--per-font", type=int, default=5, help="versions of each digit per font")
-    parser.add_argument(
+    found.add_argument("--folder", type=Path, default=Path("outputs/robustness"))
+    found.add_argument("--per-font", type=int, default=5, help="versions of each digit per font")
+    found.add_argument(
         "--per-digit", type=int, default=20, help="scikit-learn writers' versions of each digit"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model", help="as for mnist_exp.predict (default: the best in the store)")
-    args = parser.parse_args(argv)
+    found.add_argument("--seed", type=int, default=0)
+    found.add_argument("--model", help="as for mnist_exp.predict (default: the best in the store)")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         paths = make_set(args.folder, args.per_font, args.seed, args.per_digit)
         share, wrong = accuracy(paths, args.model)

@@ -207,23 +207,28 @@ def describe(source: str) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
+    found = argparse.ArgumentParser(
         prog="python -m mnist_exp.serve", description="Serve the draw-a-digit page and its API."
     )
-    parser.add_argument(
+    found.add_argument(
         "--model", help="a .keras/.h5 file or MLflow URI (default: the best finished run's model)"
     )
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    parser.add_argument(
+    found.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
+    found.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    found.add_argument(
         "--collect",
         metavar="DIR",
         type=Path,
         help="offer to correct each answer, saving the image under DIR/<label>/ "
         "(a dataset=folder set)",
     )
-    args = parser.parse_args(argv)
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     try:
         if args.collect:
             check_collect(args.collect)

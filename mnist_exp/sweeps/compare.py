@@ -79,12 +79,17 @@ def test_images(dataset: dict[str, Any]) -> np.ndarray:
     return build("dataset", dataset, split=no_split).x_test
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
+    found = argparse.ArgumentParser(prog="python -m mnist_exp.compare", description=__doc__)
+    found.add_argument("run_a", help="an MLflow run id (see `mlflow ui`)")
+    found.add_argument("run_b", help="another run id, scored on the same test set")
+    found.add_argument("--out", help="the figure (default: outputs/compare/<a>_vs_<b>.png)")
+    return found
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mnist_exp.compare", description=__doc__)
-    parser.add_argument("run_a", help="an MLflow run id (see `mlflow ui`)")
-    parser.add_argument("run_b", help="another run id, scored on the same test set")
-    parser.add_argument("--out", help="the figure (default: outputs/compare/<a>_vs_<b>.png)")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     from mnist_exp.figures import flipped_figure
     from mnist_exp.tracking.store import tracking_uri
 
