@@ -230,10 +230,18 @@ def copy_store(empty_store: Path, directory: Path) -> str:
 
 
 def stop(server: subprocess.Popen) -> None:
-    """Stop a server started in its own session, with everything it started (if any lives)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
+    """Stop a server started in its own session, with everything it started (if any lives): by
+    SIGTERM, and SIGKILL after 30 s (a graceful stop waits on connections a killed host left
+    open)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, sig)
+        try:
+            server.wait(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    raise AssertionError(f"{server.args} outlived SIGKILL")
 
 
 # A user's own architecture, in a module of theirs (README: an architecture outside the package).
