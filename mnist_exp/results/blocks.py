@@ -21,6 +21,7 @@ from mnist_exp.results.markdown import (
     block,
     code,
     mean_range,
+    number,
     percent,
     seconds,
     table,
@@ -52,12 +53,17 @@ def avx2_class(machine: dict) -> bool:
     return capped or ("avx2" in flags and not flags & {"avx512_bf16", "amx_bf16"})
 
 
-def record_minutes(record: dict) -> str:
-    """The median minutes a run (a seed) took from its start to its end, or a timed command."""
+def record_seconds(record: dict) -> float | None:
+    """A timed command's seconds, or the median of a recipe's runs (its seeds), start to end."""
     if record["kind"] == "timed":
-        return f"{record['figures']['seconds'] / 60:.0f}"
+        return record["figures"]["seconds"]
     walls = values(record, WALL_SECONDS)
-    return f"{statistics.median(walls) / 60:.1f}" if walls else NONE
+    return statistics.median(walls) if walls else None
+
+
+def record_minutes(record: dict) -> str:
+    taken = record_seconds(record)
+    return NONE if taken is None else f"{taken / 60:.1f}"
 
 
 def record_handwriting(record: dict) -> str:
@@ -214,13 +220,7 @@ def bench(records: dict[str, dict], name: str) -> str:
     """`make bench`'s rows (median, min, max) and the ratios it draws from them."""
     figures = records[name]["figures"]
     rows = [
-        [
-            row["name"],
-            f"{row['median']:,.4g}",
-            f"{row['min']:,.4g}",
-            f"{row['max']:,.4g}",
-            row["unit"],
-        ]
+        [row["name"], *(number(row.get(key)) for key in ("median", "min", "max")), row["unit"]]
         for row in figures["rows"]
     ]
     rows += [
@@ -242,12 +242,10 @@ def output(records: dict[str, dict], name: str) -> str:
 
 def duration(records: dict[str, dict], name: str) -> str:
     """How long a timed command, or a recipe's median seed, took: `53 seconds`, `13 minutes`."""
-    record = records[name]
-    if record["kind"] == "timed":
-        seconds = record["figures"]["seconds"]
-    else:
-        seconds = statistics.median(values(record, WALL_SECONDS))
-    return f"{seconds:.0f} seconds" if seconds < 120 else f"{seconds / 60:.0f} minutes"
+    taken = record_seconds(records[name])
+    if taken is None:
+        return NONE
+    return f"{taken:.0f} seconds" if taken < 120 else f"{taken / 60:.0f} minutes"
 
 
 def handwriting(records: dict[str, dict], name: str) -> str:
