@@ -91,22 +91,6 @@ def set_precision(precision: str) -> str:
     return chosen
 
 
-def check_learning_rate_owner(
-    optimizer: keras.optimizers.Optimizer, callbacks: dict[str, keras.callbacks.Callback]
-) -> None:
-    """A schedule and a callback that sets the learning rate cannot both own it."""
-    setters = (keras.callbacks.ReduceLROnPlateau, keras.callbacks.LearningRateScheduler)
-    scheduled = isinstance(
-        optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule
-    )
-    for name, callback in callbacks.items():
-        if scheduled and isinstance(callback, setters):
-            raise ConfigError(
-                f"callbacks.{name} sets the learning rate, which the schedule already sets each "
-                "step; use schedule=constant with it, or drop it."
-            )
-
-
 def check_resumable(work_dir: Path) -> None:
     """Refuse, in one line, to resume from a state or model file that cannot be read."""
     for path in (work_dir / STATE_FILE, work_dir / LAST_FILE):
@@ -150,7 +134,7 @@ def start_from(
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Training:
     """How a model is trained, each part built from its config group by the runner."""
 
     optimizer: keras.optimizers.Optimizer  # its learning rate: the schedule's
@@ -187,9 +171,14 @@ def steps_per_execution(steps: int, asked: int | None) -> int:
 
 
 def fit(
-    model: keras.Model, data: Dataset, recipe: Recipe, cfg: Config, state: dict, callbacks: list
+    model: keras.Model,
+    data: Dataset,
+    training: Training,
+    config: Config,
+    state: dict,
+    callbacks: list,
 ):
-    """`model.fit` on the training split (through the recipe's transform if it has one) from the
+    """`model.fit` on the training split (through the training's transform if it has one) from the
     epoch `state` holds, validating on the untouched validation split; a line as it starts,
     and one per epoch (`EpochLine`)."""
     # One endless stream for the whole fit: Keras' array inputs make a new tf.data iterator each
@@ -197,95 +186,110 @@ def fit(
     batches = training_batches(
         data.x_train,
         data.y_train,
-        cfg.batch_size,
-        cfg.shuffle,
-        cfg.seed,
-        recipe.transform,
-        recipe.steps_per_epoch,
+        config.batch_size,
+        config.shuffle,
+        config.seed,
+        training.transform,
+        training.steps_per_epoch,
         state["epoch"],
     )
     print(
         f"training on {len(data.x_train):,} images, validating on {len(data.x_val):,}: "
-        f"epochs {state['epoch'] + 1}-{cfg.epochs}",
+        f"epochs {state['epoch'] + 1}-{config.epochs}",
         flush=True,
     )
     model.fit(
         batches,
-        steps_per_epoch=recipe.steps_per_epoch,
+        steps_per_epoch=training.steps_per_epoch,
         shuffle=False,  # the stream shuffles
-        epochs=cfg.epochs,
+        epochs=config.epochs,
         initial_epoch=state["epoch"],
         validation_data=(data.x_val, data.y_val),
-        callbacks=[*callbacks, EpochLine(cfg.epochs)],  # last: once the epoch is done and logged
+        callbacks=[*callbacks, EpochLine(config.epochs)],  # last: once the epoch is done and logged
         verbose=0,
     )
+
+
+def weight_averaging(resumed: bool) -> keras.callbacks.SwapEMAWeights:
+    """Validation, the checkpoint and the saved state see the averaged weights, the steps the
+    raw ones. A saved state holds them swapped, which Keras' callback can only be told through
+    its private flag (no public way exists; tests/test_recipes.py fails if it goes)."""
+    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+    swap._ema_weights_in_model = resumed
+    return swap
 
 
 def train(
     model: keras.Model,
     data: Dataset,
-    recipe: Recipe,
-    cfg: Config,
+    training: Training,
+    config: Config,
     work_dir: Path,
     reporters: Sequence[keras.callbacks.Callback] = (),
 ) -> tuple[dict[str, list[float]], int]:
-    """Compile and fit (with `cfg.resume`, from the state saved in `work_dir`), `reporters`
+    """Compile and fit (with `config.resume`, from the state saved in `work_dir`), `reporters`
     hearing every epoch; return the per-epoch history and the index of the epoch whose model
     `model` now holds: the checkpoint's best, or the last without a checkpoint callback."""
-    check_learning_rate_owner(recipe.optimizer, recipe.callbacks)
-    model.compile(
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-        optimizer=recipe.optimizer,
-        metrics=list(COMPILED_METRICS),
-        steps_per_execution=recipe.steps_per_execution,
-    )
-    state = {"epoch": 0, "history": {}}
-    if cfg.resume:
-        state = json.loads((work_dir / STATE_FILE).read_text())
-        model.optimizer.build(model.trainable_variables)  # so its saved state is loaded too
-        model.load_weights(work_dir / LAST_FILE)
-    # Weight averaging: validation, the checkpoint and the saved state see the averaged weights,
-    # the steps the raw ones (a saved state holds them swapped: a resumed run swaps back first).
-    averaged = (
-        [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if recipe.optimizer.use_ema else []
-    )
-    for swap in averaged:
-        swap._ema_weights_in_model = bool(cfg.resume)
+    state = compiled(model, training, config, work_dir)
+    averaged = [weight_averaging(bool(config.resume))] if training.optimizer.use_ema else []
     stop = StopOnSignal()
+    callbacks = [
+        stop,
+        keras.callbacks.TerminateOnNaN(),
+        EpochLogs(len(data.x_train)),
+        *averaged,
+        *training.callbacks.values(),
+        TrainingState(work_dir, training.callbacks, state),
+        *reporters,
+    ]
     try:
-        fit(
-            model,
-            data,
-            recipe,
-            cfg,
-            state,
-            [
-                stop,
-                keras.callbacks.TerminateOnNaN(),
-                EpochLogs(len(data.x_train)),
-                *averaged,
-                *recipe.callbacks.values(),
-                TrainingState(work_dir, recipe.callbacks, state),
-                *reporters,
-            ],
-        )
+        fit(model, data, training, config, state, callbacks)
     finally:  # outside training, a signal does what it did before (the CLI: KeyboardInterrupt)
         stop.restore()
     # Predictions after training, one batch a call: several a call trace anew for each set's size.
     model.steps_per_execution = 1
     model.make_predict_function(force=True)
-    history = state["history"]
+    check_converged(state["history"], training.optimizer)
+    return state["history"], kept_epoch(model, training, config, work_dir, state["history"])
+
+
+def compiled(model: keras.Model, training: Training, config: Config, work_dir: Path) -> dict:
+    """Compile the model; the training state to start from: a resumed run's, its weights and
+    optimizer loaded, else the first epoch's."""
+    model.compile(
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        optimizer=training.optimizer,
+        metrics=list(COMPILED_METRICS),
+        steps_per_execution=training.steps_per_execution,
+    )
+    if not config.resume:
+        return {"epoch": 0, "history": {}}
+    model.optimizer.build(model.trainable_variables)  # so its saved state is loaded too
+    model.load_weights(work_dir / LAST_FILE)
+    return json.loads((work_dir / STATE_FILE).read_text())
+
+
+def check_converged(history: dict[str, list[float]], optimizer: keras.optimizers.Optimizer):
+    """A DivergedError, naming the learning rate, if the loss is missing or not finite."""
     losses = history.get("loss", [])
     if not losses or not np.all(np.isfinite(losses)):
         raise DivergedError(
             f"Training diverged: the loss became {losses[-1] if losses else 'NaN'} in epoch "
-            f"{len(losses)}. The learning rate ({learning_rate(recipe.optimizer):g}) is probably "
+            f"{len(losses)}. The learning rate ({learning_rate(optimizer):g}) is probably "
             "too high for this optimizer; lower optimizer.learning_rate."
         )
-    checkpoints = [c for c in recipe.callbacks.values() if isinstance(c, BestCheckpoint)]
-    if not checkpoints or checkpoints[0].best_epoch < 0:
-        if averaged and len(losses) < cfg.epochs:  # stopped early: Keras put the raw weights back
-            model.load_weights(work_dir / LAST_FILE)  # the average, as the last epoch saved it
-        return history, len(losses) - 1
-    model.load_weights(checkpoints[0].path)
-    return history, checkpoints[0].best_epoch
+
+
+def kept_epoch(
+    model: keras.Model, training: Training, config: Config, work_dir: Path, history: dict
+) -> int:
+    """Give `model` the weights the run keeps, and return their epoch's index: the checkpoint's
+    best, else the last (with weight averaging, the average the last epoch saved)."""
+    epochs = len(history["loss"])
+    checkpoints = [c for c in training.callbacks.values() if isinstance(c, BestCheckpoint)]
+    if checkpoints and checkpoints[0].best_epoch >= 0:
+        model.load_weights(checkpoints[0].path)
+        return checkpoints[0].best_epoch
+    if training.optimizer.use_ema and epochs < config.epochs:
+        model.load_weights(work_dir / LAST_FILE)  # stopped early: Keras put the raw weights back
+    return epochs - 1

@@ -1,5 +1,6 @@
 """Every config in conf/ composes and builds; mistakes are one line naming the key and the fix."""
 
+import dataclasses
 import re
 
 import keras
@@ -14,7 +15,7 @@ from mnist_exp.config.compose import CONF_DIR as CONF
 from mnist_exp.config.compose import check_overrides, compose_config
 from mnist_exp.config.schema import Config, flatten, validate
 from mnist_exp.errors import ConfigError
-from mnist_exp.run import build_recipe, load_data
+from mnist_exp.experiment import build_training, load_data
 from mnist_exp.sweeps.space import distribution
 from mnist_exp.sweeps.space import override as trial_override
 from mnist_exp.tracking.read import config_hash
@@ -47,7 +48,7 @@ def test_every_group_option_composes_and_builds(option, tmp_path, mnist_raw):
         data = load_data(config)
         assert data.input_shape == (28, 28, 1) and data.num_classes == 10 and len(data.x_val)
     model = build("model", config.model, input_shape=(28, 28, 1), num_classes=10)
-    recipe = build_recipe(config, 55_000, tmp_path)  # as a run builds it
+    recipe = build_training(config, 55_000, tmp_path)  # as a run builds it
     assert recipe.steps_per_epoch == -(-55_000 // config.batch_size)  # the last batch may be short
     assert model(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
     assert model.count_params() > 10_000
@@ -352,6 +353,22 @@ def test_new_augmentation_knobs_at_zero_keep_a_config_identity_and_change_it_oth
     cfg, _ = compose_config(["augment=light"])
     older = OmegaConf.to_container(cfg, resolve=True)
     del older["augment"]["shear"], older["augment"]["stroke"], older["augment"]["blur"]
-    assert config_hash(cfg) == config_hash(OmegaConf.create(older))
+    config = validate(cfg)
+    assert config_hash(config) == config_hash(dataclasses.replace(config, augment=older["augment"]))
     bolder, _ = compose_config(["augment=light", "augment.stroke=0.5"])
-    assert config_hash(bolder) != config_hash(cfg)
+    assert config_hash(validate(bolder)) != config_hash(config)
+
+
+def test_the_runner_passes_each_group_exactly_what_supplied_promises(tmp_path):
+    """`SUPPLIED` is held to the runner: every build of a run passes exactly those arguments,
+    and `build` refuses a runner that passes one more or one less."""
+    from mnist_exp.config.build import SUPPLIED
+
+    config = validate(compose_config(["callbacks=[default,early_stopping]"])[0])
+    build_training(config, 1_000, tmp_path)  # optimizer, schedule, callbacks, augment: no assert
+    shape = {"input_shape": (28, 28, 1), "num_classes": 10}
+    assert set(SUPPLIED["model"]) == set(shape)
+    with pytest.raises(AssertionError, match="the runner must pass"):
+        build("model", config.model, **shape, work_dir=tmp_path)
+    with pytest.raises(AssertionError, match="the runner must pass"):
+        build("model", config.model, input_shape=(28, 28, 1))

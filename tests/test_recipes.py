@@ -1,6 +1,7 @@
 """Training recipes: schedules, composable callbacks and augmentation, on real MNIST subsets."""
 
 import dataclasses
+import inspect
 import itertools
 from functools import partial
 
@@ -11,7 +12,7 @@ import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
 from mnist_exp import run_experiment
-from mnist_exp.config.compose import compose_config
+from mnist_exp.config.compose import check_overrides, compose_config
 from mnist_exp.config.schema import validate
 from mnist_exp.data.batches import training_batches
 from mnist_exp.errors import ConfigError
@@ -21,7 +22,7 @@ from mnist_exp.groups.dataset import mnist
 from mnist_exp.groups.optimizer import adam
 from mnist_exp.groups.schedule import constant, cosine, exponential, one_cycle
 from mnist_exp.groups.split import holdout
-from mnist_exp.train import Recipe, steps_per_epoch, steps_per_execution, train
+from mnist_exp.train import Training, steps_per_epoch, steps_per_execution, train, weight_averaging
 
 from .helpers import interrupting
 
@@ -115,7 +116,7 @@ def test_augmentation_touches_training_batches_only(tmp_path):
     cfg = validate(compose_config([*SMALL, "epochs=2", f"hydra.run.dir={tmp_path}"])[0])
     model = softmax_regression()
     steps = steps_per_epoch(len(data.x_train), cfg.batch_size)
-    train(model, data, Recipe(keras.optimizers.Adam(), {}, watched, steps), cfg, tmp_path)
+    train(model, data, Training(keras.optimizers.Adam(), {}, watched, steps), cfg, tmp_path)
     model.evaluate(data.x_test, data.y_test, verbose=0)
     assert int(seen.numpy()) >= 2 * len(data.x_train)  # (and what tf.data prefetched)
     assert int(unmarked.numpy()) == 0
@@ -152,8 +153,8 @@ def test_weight_averaging_keeps_the_average_it_validated_and_resumes_from_the_ra
 
     def trained(resume: bool, watch: WeightsAt) -> tuple[keras.Model, dict, int]:
         model = softmax_regression()
-        optimizer = adam(learning_rate=0.01, ema_momentum=0.9)
-        recipe = Recipe(optimizer, {"checkpoint": checkpoint(tmp_path)}, None, steps)
+        optimizer = adam(constant, learning_rate=0.01, ema_momentum=0.9)
+        recipe = Training(optimizer, {"checkpoint": checkpoint(tmp_path)}, None, steps)
         run_cfg = dataclasses.replace(cfg, resume="resumed" if resume else None)
         return model, *train(model, data, recipe, run_cfg, tmp_path, [watch])
 
@@ -177,7 +178,9 @@ def test_weight_averaging_stopped_early_without_a_checkpoint_keeps_the_average(t
     model = softmax_regression()
     stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=0, min_delta=10)
     steps = steps_per_epoch(len(data.x_train), cfg.batch_size)
-    recipe = Recipe(adam(learning_rate=0.01, ema_momentum=0.9), {"stop": stopping}, None, steps)
+    recipe = Training(
+        adam(constant, learning_rate=0.01, ema_momentum=0.9), {"stop": stopping}, None, steps
+    )
     history, last = train(model, data, recipe, cfg, tmp_path)
     assert last == 1
     val_loss = model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)["loss"]
@@ -312,7 +315,7 @@ def test_steps_per_execution_changes_no_step(tmp_path, augmented):
     for per_call in (1, steps_per_execution(steps, None)):
         keras.utils.set_random_seed(1)
         model, optimizer = softmax_regression(), keras.optimizers.Adam()
-        recipe = Recipe(optimizer, {}, affine() if augmented else None, steps, per_call)
+        recipe = Training(optimizer, {}, affine() if augmented else None, steps, per_call)
         (work_dir := tmp_path / str(per_call)).mkdir()
         history, _ = train(model, data, recipe, cfg, work_dir)
         assert int(optimizer.iterations.numpy()) == 2 * steps
@@ -327,3 +330,17 @@ def test_steps_per_execution_that_would_cross_an_epoch_is_one_line():
     assert steps_per_execution(430, None) == 10  # 55,000 images in batches of 128
     with pytest.raises(ConfigError, match=r"steps_per_execution=32 does not divide the 430 .*10"):
         steps_per_execution(430, 32)
+
+
+def test_a_schedule_with_reduce_lr_is_refused_when_the_config_is_validated():
+    with pytest.raises(ConfigError, match=r"callbacks\.reduce_lr sets the learning rate"):
+        check_overrides(["schedule=one_cycle", "callbacks=[default,reduce_lr]"])
+    check_overrides(["schedule=constant", "callbacks=[default,reduce_lr]"])  # the rate's owner
+
+
+def test_keras_still_has_the_flag_a_resumed_averaging_run_sets():
+    """`train.weight_averaging` tells Keras' SwapEMAWeights, through its private flag, that a
+    saved state holds the averaged weights: this fails loudly if Keras renames the flag."""
+    assert keras.callbacks.SwapEMAWeights(swap_on_epoch=True)._ema_weights_in_model is False
+    assert "_ema_weights_in_model" in inspect.getsource(keras.callbacks.SwapEMAWeights)
+    assert weight_averaging(resumed=True)._ema_weights_in_model is True

@@ -11,8 +11,8 @@ from mnist_exp.config.compose import compose_config
 from mnist_exp.config.schema import validate
 from mnist_exp.data import digest, index_digest, preprocess
 from mnist_exp.errors import ConfigError
+from mnist_exp.experiment import load_data
 from mnist_exp.groups.dataset import mnist
-from mnist_exp.run import load_data
 
 from .test_config import CONF
 

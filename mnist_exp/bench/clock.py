@@ -76,7 +76,7 @@ def watched_plain(overrides: list[str], workdir: Path) -> dict:
     from mnist_exp.config.build import build
     from mnist_exp.config.compose import compose_config
     from mnist_exp.config.schema import validate
-    from mnist_exp.run import build_recipe, load_data
+    from mnist_exp.experiment import build_training, load_data
 
     config = validate(compose_config(overrides)[0])
     import keras
@@ -88,7 +88,7 @@ def watched_plain(overrides: list[str], workdir: Path) -> dict:
     set_precision(config.precision)
     data = load_data(config)
     model = build("model", config.model, input_shape=data.input_shape, num_classes=data.num_classes)
-    recipe = build_recipe(config, len(data.x_train), workdir)  # its callbacks stay unused
+    recipe = build_training(config, len(data.x_train), workdir)  # its callbacks stay unused
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     model.compile(loss=loss, optimizer=recipe.optimizer, metrics=["accuracy"])
     inputs = dict(x=data.x_train, y=data.y_train, batch_size=config.batch_size)

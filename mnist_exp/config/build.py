@@ -11,15 +11,17 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_exp.errors import ConfigError, MnistExpError
 
 # What the runner passes to a group's builders, those of them a builder takes; a config must not
-# set these. Data, split and model builders must take theirs; `build` fails if the runner forgets
-# one.
+# set these. `build` holds the runner to exactly these. The builders of the groups in REQUIRED
+# must take all of theirs.
 SUPPLIED = {
     "dataset": ("split",),
     "split": ("labels",),
     "model": ("input_shape", "num_classes"),
+    "optimizer": ("schedule",),  # the learning rate over training, from the optimizer's rate
     "schedule": ("learning_rate", "epochs", "steps_per_epoch"),
     "callbacks": ("work_dir",),
 }
+REQUIRED = ("dataset", "split", "model", "optimizer")
 
 
 # Builder modules of earlier versions, and where they are now.
@@ -69,9 +71,20 @@ def annotations(target: Any) -> dict[str, Any]:
     return hints
 
 
-def plain(node: Mapping[str, Any]) -> dict[str, Any]:
+def plain_values(node: Mapping[str, Any]) -> dict[str, Any]:
     """A node as plain values: a DictConfig resolved, a validated config's dict as it is."""
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def returned_type(key: str, node: Mapping[str, Any]) -> str:
+    """The name of the type a node's builder is annotated to return (`ReduceLROnPlateau`,
+    `float`); a class builds itself."""
+    target = target_of(key, node["_target_"])
+    if inspect.isclass(target):
+        return target.__name__
+    annotation = inspect.signature(target).return_annotation
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    return name.strip("'\"").rpartition(".")[2]
 
 
 def check(key: str, node: Mapping[str, Any]) -> None:
@@ -80,14 +93,14 @@ def check(key: str, node: Mapping[str, Any]) -> None:
     import pydantic
 
     target = target_of(key, node["_target_"])
-    knobs = {name: value for name, value in plain(node).items() if not name.startswith("_")}
+    knobs = {name: value for name, value in plain_values(node).items() if not name.startswith("_")}
     parameters = inspect.signature(target).parameters
     open_ended = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     supplied = SUPPLIED.get(key.split(".")[0], ())
     if given := sorted(set(knobs) & set(supplied)):
         raise ConfigError(f"{key}.{given[0]} is set by the runner; remove it.")
     missing = [name for name in supplied if name not in parameters]
-    if key in ("dataset", "model", "split") and not open_ended and missing:
+    if key in REQUIRED and not open_ended and missing:
         raise ConfigError(f"{key}: {node['_target_']} must take {' and '.join(missing)} arguments.")
     hints = annotations(target)
     fields = {
@@ -145,13 +158,13 @@ def build(key: str, node: Mapping[str, Any], **supplied: Any) -> Any:
     from hydra.utils import instantiate
 
     promised = set(SUPPLIED.get(key.split(".")[0], ()))
-    assert promised <= set(supplied), f"the runner must pass {sorted(promised)} to {key}"
+    assert promised == set(supplied), f"the runner must pass {sorted(promised)} to {key}"
     parameters = inspect.signature(target_of(key, node["_target_"])).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         supplied = {name: value for name, value in supplied.items() if name in parameters}
     try:
-        # Untyped, so that a supplied object (a schedule for a float learning rate) fits.
-        return instantiate(OmegaConf.create(plain(node)), **supplied, _convert_="all")
+        # Untyped, so that a supplied object (a function, an array) is passed as it is.
+        return instantiate(OmegaConf.create(plain_values(node)), **supplied, _convert_="all")
     except InstantiationException as error:
         cause = error.__cause__
         if isinstance(cause, MnistExpError):  # a config or data mistake, already one line

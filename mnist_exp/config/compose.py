@@ -28,13 +28,13 @@ def job_of(hydra: DictConfig, output_dir: str | Path, in_sweep: bool) -> Job:
     return Job(
         output_dir=Path(output_dir).resolve(),
         overrides=tuple(hydra.overrides.task),
-        choices=dict(chosen(hydra)),
+        choices=dict(group_choices(hydra)),
         sweep_dir=hydra.sweep.dir if in_sweep else None,
         number=hydra.job.num if in_sweep else 0,
     )
 
 
-def chosen(hydra: DictConfig) -> list[tuple[str, str]]:
+def group_choices(hydra: DictConfig) -> list[tuple[str, str]]:
     """(group, option) of each of the project's config groups that has one; several options of
     one group (`callbacks=[default,reduce_lr]`, which Hydra leaves out of its choices) are
     joined by commas."""
@@ -82,7 +82,7 @@ def compose_config(overrides: Sequence[str]) -> tuple[DictConfig, DictConfig]:
     except MissingConfigException as error:
         group = (error.missing_cfg_file or "").rsplit("/", 1)[0]
         choices = ", ".join(error.options or [])
-        value = given(overrides, group)
+        value = typed_value(overrides, group)
         raise ConfigError(f"{group}={value} is not an option: choose one of {choices}.") from None
     except ConfigCompositionException as error:
         cause = error.__cause__
@@ -96,7 +96,9 @@ def compose_config(overrides: Sequence[str]) -> tuple[DictConfig, DictConfig]:
             hint = f"did you mean {close}?" if close else "see `python -m mnist_exp.run --cfg job`."
             raise ConfigError(f"{key} is not a config key; {hint}") from None
         reason = str(cause).splitlines()[0]
-        raise ConfigError(f"{key}={given(overrides, key)} is not allowed: {reason}.") from None
+        raise ConfigError(
+            f"{key}={typed_value(overrides, key)} is not allowed: {reason}."
+        ) from None
     hydra = cfg.hydra
     with open_dict(cfg):
         del cfg["hydra"]
@@ -134,7 +136,7 @@ def parses(parser: Any, override: str) -> bool:
     return True
 
 
-def given(overrides: Sequence[str], key: str) -> str:
+def typed_value(overrides: Sequence[str], key: str) -> str:
     """The value an override gave `key`, as typed."""
     values = (o.split("=", 1)[1] for o in overrides if o.lstrip("+~").startswith(f"{key}="))
     return next(values, "?")

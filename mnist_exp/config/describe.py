@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
-from mnist_exp.config.compose import chosen, compose_config
+from mnist_exp.config.compose import compose_config, group_choices
 
 
 def describe(overrides: Sequence[str], resolve: bool = False) -> str:
@@ -20,7 +20,7 @@ def describe(overrides: Sequence[str], resolve: bool = False) -> str:
         return None if path is None else path.read_text()
 
     texts = [("", read("config"))]
-    for group, options in chosen(hydra):
+    for group, options in group_choices(hydra):
         for option in options.split(","):
             for text in group_texts(group, option, read):
                 texts.append(("", text) if "@package _global_" in text else (group, text))

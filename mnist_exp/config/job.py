@@ -27,5 +27,4 @@ class Result:
     wall_seconds: float | None  # from the job's start to the end of its logging
     output_dir: Path | None  # None: a reused run that did not record it
     reused: bool = False  # an identical FINISHED run was reused (skip_finished=true)
-    pruned: bool = False  # an Optuna search's pruner stopped its training early
     phases: dict[str, float] = field(default_factory=dict)  # seconds of each phase of the run

@@ -198,7 +198,7 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="schema", node=Config)
 
 
-def built(node: DictConfig, prefix: str = "") -> list[tuple[str, DictConfig]]:
+def target_nodes(node: DictConfig, prefix: str = "") -> list[tuple[str, DictConfig]]:
     """(key, node) of every `_target_` node: `model`, `callbacks.checkpoint`, ..."""
     found = []
     for key, child in node.items():
@@ -207,7 +207,7 @@ def built(node: DictConfig, prefix: str = "") -> list[tuple[str, DictConfig]]:
         if "_target_" in child:
             found.append((f"{prefix}{key}", child))
         else:
-            found += built(child, f"{prefix}{key}.")
+            found += target_nodes(child, f"{prefix}{key}.")
     return found
 
 
@@ -215,15 +215,43 @@ def validate(cfg: DictConfig) -> Config:
     """Turn the composed config into dataclasses, checking every range, and check each `_target_`
     node against its builder (a `monitor` against the compiled metrics); raise a one-line
     ConfigError if anything is off."""
-    try:
-        config = OmegaConf.to_object(cfg)
-    except MissingMandatoryValue as error:  # a YAML's ??? that nothing set
-        raise ConfigError(f"{error.full_key} is missing: set it ({error.full_key}=...).") from None
-    except OmegaConfBaseException as error:
-        raise ConfigError(str(error).splitlines()[0]) from None
-    for key, node in built(cfg):
+    config = converted(cfg)
+    for key, node in target_nodes(cfg):
         build.check(key, node)
         if "monitor" in node:
             allowed = f"the model compiles {', '.join(METRICS)}; choose one"
             require(node.monitor in METRICS, f"{key}.monitor", node.monitor, allowed)
+    check_rate_owner(config)
     return config
+
+
+def validate_store(cfg: DictConfig) -> tuple[MlflowConfig, str]:
+    """The store's part of the config (`mlflow`, `paths.root`), validated ahead of the rest: what
+    a run starts from (a resume, `init_from`) is looked up there before the run is validated."""
+    return converted(cfg.mlflow), converted(cfg.paths).root
+
+
+def converted(node: DictConfig) -> Any:
+    """A typed node as its dataclass, its ranges checked; a one-line ConfigError if not."""
+    try:
+        return OmegaConf.to_object(node)
+    except MissingMandatoryValue as error:  # a YAML's ??? that nothing set
+        raise ConfigError(f"{error.full_key} is missing: set it ({error.full_key}=...).") from None
+    except OmegaConfBaseException as error:
+        raise ConfigError(str(error).splitlines()[0]) from None
+
+
+# Callbacks that set the learning rate, which a schedule other than `constant` sets each step.
+RATE_SETTERS = ("ReduceLROnPlateau", "LearningRateScheduler")
+
+
+def check_rate_owner(config: Config) -> None:
+    """A schedule and a callback that sets the learning rate cannot both own it."""
+    if build.returned_type("schedule", config.schedule) == "float":  # constant: the rate itself
+        return
+    for name, node in config.callbacks.items():
+        if build.returned_type(f"callbacks.{name}", node) in RATE_SETTERS:
+            raise ConfigError(
+                f"callbacks.{name} sets the learning rate, which the schedule already sets each "
+                "step; use schedule=constant with it, or drop it."
+            )

@@ -49,7 +49,7 @@ def reduce_lr(
     min_delta: Annotated[float, Ge(0)] = 1e-4,
     cooldown: Epochs = 0,
     min_lr: Annotated[float, Ge(0)] = 1e-5,
-) -> "keras.callbacks.Callback":
+) -> "keras.callbacks.ReduceLROnPlateau":
     """Multiply the learning rate by `factor` when `monitor` has not improved by `min_delta`
     for more than `patience` epochs."""
     import keras

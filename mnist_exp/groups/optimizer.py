@@ -2,10 +2,12 @@
 
 Keras' optimizer classes take `**kwargs`, which no signature check can see, so each gets a thin
 builder whose annotated signature is its schema (`mnist_exp.config.build.check`). The runner
-passes `learning_rate` as the schedule built from this knob.
+passes `schedule`, the schedule group's learning rate over training, which a builder gives its
+`learning_rate` knob (the peak, checked like any knob) to get what Keras takes.
 """
 
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 from annotated_types import Ge, Gt, Interval
 
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
 Rate = Annotated[float, Gt(0)]  # a step size (or the peak of a schedule)
 Decay = Annotated[float, Interval(ge=0, lt=1)]  # a moving average's decay per step
 Epsilon = Annotated[float, Gt(0)]  # added to denominators for numerical stability
+Schedule = Callable[[float], Any]  # a rate -> that rate over training (a float or Keras schedule)
 
 
 def averaging(ema_momentum: float) -> dict:
@@ -24,6 +27,7 @@ def averaging(ema_momentum: float) -> dict:
 
 
 def adadelta(
+    schedule: Schedule,
     learning_rate: Rate = 1.0,
     rho: Decay = 0.95,
     epsilon: Epsilon = 1e-7,
@@ -33,11 +37,12 @@ def adadelta(
     import keras
 
     return keras.optimizers.Adadelta(
-        learning_rate=learning_rate, rho=rho, epsilon=epsilon, **averaging(ema_momentum)
+        learning_rate=schedule(learning_rate), rho=rho, epsilon=epsilon, **averaging(ema_momentum)
     )
 
 
 def adam(
+    schedule: Schedule,
     learning_rate: Rate = 0.001,
     beta_1: Decay = 0.9,
     beta_2: Decay = 0.999,
@@ -48,7 +53,7 @@ def adam(
     import keras
 
     return keras.optimizers.Adam(
-        learning_rate=learning_rate,
+        learning_rate=schedule(learning_rate),
         beta_1=beta_1,
         beta_2=beta_2,
         epsilon=epsilon,
@@ -57,6 +62,7 @@ def adam(
 
 
 def rmsprop(
+    schedule: Schedule,
     learning_rate: Rate = 0.001,
     rho: Decay = 0.9,
     momentum: Annotated[float, Ge(0)] = 0.0,
@@ -67,7 +73,7 @@ def rmsprop(
     import keras
 
     return keras.optimizers.RMSprop(
-        learning_rate=learning_rate,
+        learning_rate=schedule(learning_rate),
         rho=rho,
         momentum=momentum,
         epsilon=epsilon,
@@ -76,6 +82,7 @@ def rmsprop(
 
 
 def sgd(
+    schedule: Schedule,
     learning_rate: Rate = 0.01,
     momentum: Annotated[float, Ge(0)] = 0.0,
     nesterov: bool = False,
@@ -85,7 +92,7 @@ def sgd(
     import keras
 
     return keras.optimizers.SGD(
-        learning_rate=learning_rate,
+        learning_rate=schedule(learning_rate),
         momentum=momentum,
         nesterov=nesterov,
         **averaging(ema_momentum),

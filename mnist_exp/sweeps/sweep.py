@@ -27,11 +27,21 @@ def parent_run_id(job: Job) -> str | None:
     return os.environ.get(PARENT_ENV) if job.sweep_dir is not None else None
 
 
-def run_job(experiment: Callable[[], Result], job: Job) -> float | None:
-    """Run one job of a sweep and write its row of the summary. A failed job is recorded and
-    returns None, so the sweep goes on; Ctrl-C ends the sweep."""
+def run_job(experiment: Callable[..., Result], job: Job, epochs: int) -> float | None:
+    """Run one job of a sweep, `experiment(callbacks=, tags=, parent=)` told what the sweep
+    adds: its parent run and, in a search, the trial's reporter and tags. Write the job's row of
+    the summary. A failed job is recorded and returns None, so the sweep goes on; Ctrl-C ends
+    the sweep."""
+    from mnist_exp.sweeps.trial import ReportToTrial, job_trial, trial_tags  # Keras: only now
+
+    trial = job_trial(epochs)  # None unless an Optuna search launched this job
+    reporter = ReportToTrial(trial) if trial else None
     try:
-        result = experiment()
+        result = experiment(
+            callbacks=[reporter] if reporter else [],
+            tags=trial_tags(trial) if trial else {},
+            parent=parent_run_id(job),
+        )
     except KeyboardInterrupt:
         write_row(job, KILLED)
         raise SystemExit(130) from None
@@ -42,9 +52,10 @@ def run_job(experiment: Callable[[], Result], job: Job) -> float | None:
         else:
             traceback.print_exc()  # a bug, not a user error: show where, then go on
         return None
+    pruned = bool(reporter and reporter.pruned_at)
     write_row(
         job,
-        PRUNED if result.pruned else FINISHED,
+        PRUNED if pruned else FINISHED,
         run_id=result.run_id,
         val_accuracy=result.val_accuracy,
         test_accuracy=result.test_accuracy,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import keras
 
 from mnist_exp.sweeps.search import ENV, PRUNED_AT, pruner, storage
+from mnist_exp.tracking.log import log_pruned
 
 if TYPE_CHECKING:
     import optuna
@@ -56,4 +57,5 @@ class ReportToTrial(keras.callbacks.Callback):
         if self.trial.should_prune():
             self.pruned_at = epoch + 1
             self.trial.set_user_attr(PRUNED_AT, epoch + 1)
+            log_pruned(epoch + 1)
             self.model.stop_training = True

@@ -1,13 +1,14 @@
 """The write side: a run's lifecycle (start, fail, interrupt) and everything it logs but its
 model (`registry`)."""
 
+import dataclasses
 import json
 import os
 import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,11 +16,12 @@ import keras
 import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from mnist_exp.config.job import Job
-from mnist_exp.config.schema import flatten
+from mnist_exp.config.schema import Config, flatten
 from mnist_exp.data import Dataset
+from mnist_exp.data.scoring import ScoringSet
 from mnist_exp.errors import MnistExpError, disk_full
 from mnist_exp.evaluate import Report, SplitReport
 from mnist_exp.figures import (
@@ -48,6 +50,7 @@ from mnist_exp.names import (
     part_metric,
 )
 from mnist_exp.tracking import notes
+from mnist_exp.tracking.datasets import log_datasets
 from mnist_exp.tracking.liveness import process_tags, start_heartbeat
 from mnist_exp.tracking.read import config_hash
 from mnist_exp.tracking.store import abandon_run, server_gone
@@ -65,13 +68,13 @@ def job_tags(job: Job) -> dict[str, str]:
 RUN_NAME_LENGTH = 250  # MLflow's runs.name column: PostgreSQL refuses longer names, SQLite not
 
 
-def run_name(cfg: DictConfig, job: Job) -> str:
+def run_name(config: Config, job: Job) -> str:
     """What ran: `cnn_bn adam lr=0.001`, after the experiment's name if one was chosen; a sweep's
     job is named by its overrides (cut to RUN_NAME_LENGTH; the `overrides` tag holds them all)."""
     if job.sweep_dir is not None:
         name = " ".join(job.overrides) or "defaults"
         return name if len(name) <= RUN_NAME_LENGTH else f"{name[: RUN_NAME_LENGTH - 3]}..."
-    learning_rate = cfg.optimizer.get("learning_rate")
+    learning_rate = config.optimizer.get("learning_rate")
     words = [
         f"{job.choices['experiment']}:" if "experiment" in job.choices else "",
         job.choices.get("model", "model"),
@@ -83,21 +86,21 @@ def run_name(cfg: DictConfig, job: Job) -> str:
 
 @contextmanager
 def start_run(
-    cfg: DictConfig,
+    config: Config,
     job: Job,
     work_dir: Path,
     *,
-    resume: str | None,
     parent: str | None,
     params: dict[str, object],
-    tags: dict[str, str],
+    tags: Mapping[str, str] | None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Open an MLflow run (in the store `use_store` chose; a child of `parent` in a sweep) with
-    the config's and these params and tags, or reopen the run `resume` names. It ends FAILED
-    with the reason, or KILLED on Ctrl-C/SIGTERM with the best checkpoint logged."""
-    name = None if resume else run_name(cfg, job)
-    mlflow.set_system_metrics_sampling_interval(cfg.mlflow.system_metrics_interval)
-    system_metrics = cfg.mlflow.system_metrics
+    the config's and these params and tags, or reopen the run `config.resume` names. It ends
+    FAILED with the reason, or KILLED on Ctrl-C/SIGTERM with the best checkpoint logged."""
+    resume = config.resume
+    name = None if resume else run_name(config, job)
+    mlflow.set_system_metrics_sampling_interval(config.mlflow.system_metrics_interval)
+    system_metrics = config.mlflow.system_metrics
     with mlflow.start_run(run_id=resume, run_name=name, log_system_metrics=system_metrics) as run:
         heartbeat = None
         try:
@@ -105,48 +108,60 @@ def start_run(
             mlflow.set_tags({f"{MACHINE}.{key}": value for key, value in description().items()})
             if resume:  # perhaps elsewhere: where its state lives now
                 mlflow.set_tag("output_dir", str(work_dir))
-            heartbeat = start_heartbeat(run.info.run_id, cfg.mlflow.heartbeat_seconds)
+            heartbeat = start_heartbeat(run.info.run_id, config.mlflow.heartbeat_seconds)
             if resume is None:
-                mlflow.set_tags({**job_tags(job), "config_hash": config_hash(cfg), **tags})
-                if parent:
-                    mlflow.set_tag("mlflow.parentRunId", parent)
-                mlflow.log_params({**flatten(OmegaConf.to_container(cfg, resolve=True)), **params})
-                mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-                describe_run(job)
+                log_config(config, job, parent, params, tags or {})
             yield run
         except BaseException as raised:
-            if isinstance(raised, Exception) and server_gone(mlflow.get_tracking_uri()):
-                abandon_run()
-                raise MnistExpError(
-                    f"The tracking server {mlflow.get_tracking_uri()} stopped answering; the "
-                    f"state of the last finished epoch is in {work_dir}. Once the server is back: "
-                    f"{notes.command(job.overrides, resume=run.info.run_id)}"
-                ) from None
-            error = disk_full(raised, work_dir) or raised
-            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-            with second_interrupt_exits(status == "KILLED"):
-                if status == "KILLED":  # the best checkpoint; the state to resume on any host
-                    resumable = (
-                        (name, RESUME_ARTIFACTS) for name in (STATE_FILE, LAST_FILE, BEST_FILE)
-                    )
-                    for name, folder in ((BEST_FILE, "checkpoint"), *resumable):
-                        if (work_dir / name).is_file():
-                            mlflow.log_artifact(str(work_dir / name), folder)
-                    again = notes.command(job.overrides, resume=run.info.run_id)
-                    print(
-                        f"\nInterrupted: run {run.info.run_id} saved up to its last finished "
-                        f"epoch. Resume with:\n  {again}",
-                        file=sys.stderr,
-                    )
-                mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
-                describe_run(job, ending=f"Ended {status}: {type(error).__name__}: {error}"[:1000])
-                mlflow.end_run(status)
-            if error is raised:
-                raise
-            raise error from None
+            end_unfinished(raised, run, job, work_dir)
         finally:
             if heartbeat:
                 heartbeat.set()
+
+
+def log_config(
+    config: Config, job: Job, parent: str | None, params: dict[str, object], tags: Mapping
+) -> None:
+    """A new run's config as params and `config.yaml`, with the job's tags and these."""
+    mlflow.set_tags({**job_tags(job), "config_hash": config_hash(config), **tags})
+    if parent:
+        mlflow.set_tag("mlflow.parentRunId", parent)
+    tree = dataclasses.asdict(config)
+    mlflow.log_params({**flatten(tree), **params})
+    mlflow.log_text(OmegaConf.to_yaml(tree), "config.yaml")
+    describe_run(job)
+
+
+def end_unfinished(raised: BaseException, run: mlflow.ActiveRun, job: Job, work_dir: Path):
+    """End a run that raised: FAILED with the reason, or KILLED on Ctrl-C/SIGTERM with what it
+    needs to resume logged; a tracking server that is gone leaves it for `resume=`. Re-raises."""
+    if isinstance(raised, Exception) and server_gone(mlflow.get_tracking_uri()):
+        abandon_run()
+        raise MnistExpError(
+            f"The tracking server {mlflow.get_tracking_uri()} stopped answering; the "
+            f"state of the last finished epoch is in {work_dir}. Once the server is back: "
+            f"{notes.command(job.overrides, resume=run.info.run_id)}"
+        ) from None
+    error = disk_full(raised, work_dir) or raised
+    status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+    with second_interrupt_exits(status == "KILLED"):
+        if status == "KILLED":  # the best checkpoint; the state to resume on any host
+            resumable = ((name, RESUME_ARTIFACTS) for name in (STATE_FILE, LAST_FILE, BEST_FILE))
+            for name, folder in ((BEST_FILE, "checkpoint"), *resumable):
+                if (work_dir / name).is_file():
+                    mlflow.log_artifact(str(work_dir / name), folder)
+            again = notes.command(job.overrides, resume=run.info.run_id)
+            print(
+                f"\nInterrupted: run {run.info.run_id} saved up to its last finished "
+                f"epoch. Resume with:\n  {again}",
+                file=sys.stderr,
+            )
+        mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
+        describe_run(job, ending=f"Ended {status}: {type(error).__name__}: {error}"[:1000])
+        mlflow.end_run(status)
+    if error is raised:
+        raise raised
+    raise error from None
 
 
 @contextmanager
@@ -167,6 +182,12 @@ def describe_run(job: Job, ending: str | None = None) -> None:
     """The run's description in the UI (its note), written from what it has logged so far."""
     run = mlflow.get_run(mlflow.active_run().info.run_id)
     mlflow.set_tag("mlflow.note.content", notes.run_note(run, job.overrides, ending))
+
+
+def log_inputs(model: keras.Model, data: Dataset, extra: dict[str, ScoringSet]) -> None:
+    """What a new run starts with: its data sets and its model's card."""
+    log_datasets(data, extra)
+    log_model_card(model)
 
 
 def log_model_card(model: keras.Model) -> None:

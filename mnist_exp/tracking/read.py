@@ -1,5 +1,6 @@
 """The read side of the store: finding runs, their metrics, predictions and models."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -14,9 +15,9 @@ import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from mnist_exp.config.schema import MlflowConfig
+from mnist_exp.config.schema import Config, MlflowConfig
 from mnist_exp.console import OPTIMIZER_SKIPPED, warnings_ignored
 from mnist_exp.data import DIGITS
 from mnist_exp.errors import ConfigError, MnistExpError
@@ -28,26 +29,29 @@ if TYPE_CHECKING:  # TensorFlow only where a model is read: a sweep's summary ne
     import keras
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """Identifies what a run computes: the resolved config without where it logs or resumes."""
-    tree = OmegaConf.to_container(cfg, resolve=True)
+def config_hash(config: Config) -> str:
+    """Identifies what a run computes: its config without where it logs or resumes, and without
+    the knobs that are off (null, 0, false, empty), so that a knob added later, off, leaves the
+    identity of earlier runs as it was."""
+    tree = dataclasses.asdict(config)
     for key in ("mlflow", "paths", "resume", "skip_finished"):
-        tree.pop(key, None)
-    if tree.get("init_from") is None:  # as runs before the knob: their identity unchanged
-        tree.pop("init_from", None)
-    augment = tree.get("augment") or {}
-    for knob in ("shear", "stroke", "blur"):  # new on 2026-12-04: at 0, older runs' identity kept
-        if augment.get(knob) == 0:
-            augment.pop(knob)
-    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+        tree.pop(key)
+    return hashlib.sha256(json.dumps(without_off(tree), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def finished_twin(cfg: DictConfig, digests: dict[str, str]) -> mlflow.entities.Run | None:
+def without_off(tree: dict) -> dict:
+    """The tree without its knobs that are off (null, 0, false or empty), at every depth."""
+    kept = {key: without_off(v) if isinstance(v, dict) else v for key, v in tree.items()}
+    return {key: value for key, value in kept.items() if value not in (None, 0, False, [], {})}
+
+
+def finished_twin(config: Config, digests: dict[str, str]) -> mlflow.entities.Run | None:
     """The latest FINISHED run of exactly this config on exactly this data (the digest of each of
     its MLflow datasets, by name: a folder that gained a file is other data) in the current
     experiment, if any; a run that a search's pruner stopped early does not count."""
+    identity = config_hash(config)
     runs = mlflow.search_runs(
-        filter_string=f"tags.config_hash = '{config_hash(cfg)}' and attributes.status = 'FINISHED'",
+        filter_string=f"tags.config_hash = '{identity}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         output_format="list",
     )
