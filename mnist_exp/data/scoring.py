@@ -12,7 +12,7 @@ from mnist_exp.data import DIGITS, preprocess
 from mnist_exp.data.folder import cache_path, read_folder, read_images
 from mnist_exp.data.formats import read_source
 from mnist_exp.data.mnist import CACHE_DIR, CACHE_FILE, fetch_mnist
-from mnist_exp.data.robustness import cached_set, handwriting_fonts_missing, label, part
+from mnist_exp.data.robustness import cached_set, handwriting_fonts_missing, label, part_of
 from mnist_exp.errors import DataError
 
 
@@ -53,7 +53,7 @@ def scoring_set(spec: str, classes: tuple[str, ...], cache_dir: str = CACHE_DIR)
         path = files[0].parent
         images = np.stack(read_images(files, True, cache_path(path, cache_dir))[0])
         labels, names = np.array([label(file) for file in files]), DIGITS
-        parts = tuple(part(file) for file in files)
+        parts = tuple(part_of(file) for file in files)
     else:
         images, labels, names, _ = read_folder(path, None, True, cache_dir)
     if labels.max() >= len(names):
