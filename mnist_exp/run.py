@@ -89,8 +89,8 @@ def experiment(
     import_tensorflow()  # heavy imports only now, so `--help` and `--cfg job` answer at once
     from mnist_exp.config.build import build
     from mnist_exp.data import digest
-    from mnist_exp.data.scoring import scoring_sets
     from mnist_exp.evaluate import evaluate
+    from mnist_exp.groups.dataset import scoring_sets
     from mnist_exp.sweeps import trial as search_trial
     from mnist_exp.tracking import datasets, log, read, registry, store
     from mnist_exp.train import check_resumable, seed_everything, set_precision, start_from, train

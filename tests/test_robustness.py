@@ -27,8 +27,8 @@ from mnist_exp.data.robustness import (
     part_of,
     printed_fonts,
 )
-from mnist_exp.data.scoring import scoring_set
 from mnist_exp.evaluate import evaluate_split
+from mnist_exp.groups.dataset import scoring_set
 from mnist_exp.names import part_metric
 from mnist_exp.robustness import accuracy
 
