@@ -7,8 +7,7 @@ import keras
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
-from mnist_exp.data import Dataset
-from mnist_exp.data.scoring import ScoringSet
+from mnist_exp.data import Dataset, ScoringSet
 
 # The training split is scored on its first images only: what it tells (how well the model fits,
 # dropout off) needs no more, and all 55,000 would cost the default CNN 15 s at the end of a run.

@@ -17,9 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_exp.config.build import build
 from mnist_exp.config.job import Job, Result
 from mnist_exp.config.schema import Config, validate, validate_store
-from mnist_exp.data import Dataset, digest
-from mnist_exp.data.scoring import ScoringSet, scoring_sets
+from mnist_exp.data import Dataset, ScoringSet, digest
 from mnist_exp.evaluate import Report, evaluate
+from mnist_exp.groups.dataset import scoring_sets
 from mnist_exp.names import (
     BEST_VAL_ACCURACY,
     EPOCHS_RUN,

@@ -16,8 +16,8 @@ def score_model(uri: str, specs: list[str], cfg: MlflowConfig) -> tuple[str, dic
     from mnist_exp.console import import_tensorflow
 
     import_tensorflow()
-    from mnist_exp.data.scoring import scoring_sets
     from mnist_exp.evaluate import evaluate_split
+    from mnist_exp.groups.dataset import scoring_sets
     from mnist_exp.names import extra_metrics
     from mnist_exp.tracking import log, read
     from mnist_exp.tracking.store import global_tracking_uri, tracking_uri

@@ -13,7 +13,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_exp.callbacks import (
+from mnist_exp.config.schema import Config
+from mnist_exp.data import Dataset
+from mnist_exp.data.batches import training_batches
+from mnist_exp.errors import ConfigError, DivergedError, MnistExpError
+from mnist_exp.loop import (
     BestCheckpoint,
     EpochLine,
     EpochLogs,
@@ -21,10 +25,6 @@ from mnist_exp.callbacks import (
     TrainingState,
     learning_rate,
 )
-from mnist_exp.config.schema import Config
-from mnist_exp.data import Dataset
-from mnist_exp.data.batches import training_batches
-from mnist_exp.errors import ConfigError, DivergedError, MnistExpError
 from mnist_exp.machine import cpuinfo
 from mnist_exp.names import COMPILED_METRICS, LAST_FILE, STATE_FILE
 

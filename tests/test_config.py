@@ -44,7 +44,10 @@ def test_every_group_option_composes_and_builds(option, tmp_path, mnist_raw):
         given = [f"dataset.root={tmp_path / 'digits'}", "split.size=0.2", "dataset.test_size=10"]
     cfg, _ = compose_config([option, *given])
     config = validate(cfg)
-    if option.startswith("dataset="):
+    if option == "dataset=robustness":  # a set to test on only: refused before it is written
+        with pytest.raises(ConfigError, match=r"^dataset=robustness is a set to test on, with no"):
+            load_data(config)
+    elif option.startswith("dataset="):
         data = load_data(config)
         assert data.input_shape == (28, 28, 1) and data.num_classes == 10 and len(data.x_val)
     model = build("model", config.model, input_shape=(28, 28, 1), num_classes=10)
@@ -227,7 +230,10 @@ CLI_MISTAKES = [
     ("dataset=idx dataset.source_dir=/no/such", "dataset.source_dir='/no/such' is not allowed: no"),
     ("dataset=idx dataset.source_dir=/ dataset.classes=[a,a]", "classes=['a', 'a'] is not all"),
     ("dataset=idx dataset.source_dir=/ dataset.name=my/set", "dataset.name='my/set' is not all"),
-    ("dataset=fashion", "dataset=fashion is not an option: choose one of folder, idx, mnist."),
+    (
+        "dataset=fashion",
+        "dataset=fashion is not an option: choose one of folder, idx, mnist, robustness.",
+    ),
     ("dataset=folder", "dataset.root is missing: set it (dataset.root=...)."),
     ("dataset=folder dataset.root=/no/such", "dataset.root='/no/such' is not allowed: use a dir"),
     ("dataset=folder dataset.root=/ dataset.test_size=0", "dataset.test_size=0 is not allowed"),

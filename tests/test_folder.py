@@ -21,9 +21,8 @@ from mnist_exp.data import DIGITS
 from mnist_exp.data import folder as folder_module
 from mnist_exp.data.folder import folder_classes
 from mnist_exp.data.robustness import label, make_set, printed_fonts
-from mnist_exp.data.scoring import scoring_set
 from mnist_exp.errors import ConfigError, DataError
-from mnist_exp.groups.dataset import folder
+from mnist_exp.groups.dataset import folder, scoring_set
 from mnist_exp.groups.split import holdout
 from mnist_exp.score import main as score_main
 

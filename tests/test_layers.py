@@ -11,7 +11,7 @@ from .helpers import ROOT
 LAYERS = [
     ["mnist_exp.errors", "mnist_exp.names", "mnist_exp.console", "mnist_exp.machine"],
     ["mnist_exp.config"],
-    ["mnist_exp.callbacks", "mnist_exp.data"],
+    ["mnist_exp.loop", "mnist_exp.data"],
     ["mnist_exp.groups"],
     ["mnist_exp.train", "mnist_exp.evaluate", "mnist_exp.figures"],
     ["mnist_exp.tracking"],

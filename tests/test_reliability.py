@@ -13,11 +13,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mnist_exp import run_experiment
-from mnist_exp.callbacks import save_atomically
 from mnist_exp.data import CACHE_FILE, read_npz
 from mnist_exp.data.mnist import SOURCES
 from mnist_exp.errors import MnistExpError
 from mnist_exp.groups.dataset import mnist
+from mnist_exp.loop import save_atomically
 from mnist_exp.serving.predict import ModelError, load_predictor
 
 from .helpers import (

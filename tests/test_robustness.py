@@ -24,13 +24,13 @@ from mnist_exp.data.robustness import (
     handwriting_fonts_missing,
     label,
     make_set,
-    part,
+    part_of,
     printed_fonts,
 )
-from mnist_exp.data.scoring import scoring_set
 from mnist_exp.evaluate import evaluate_split
+from mnist_exp.groups.dataset import scoring_set
 from mnist_exp.names import part_metric
-from mnist_exp.serving.robustness import accuracy
+from mnist_exp.robustness import accuracy
 
 from .helpers import run_module
 
@@ -45,7 +45,7 @@ def test_the_set_is_seeded_labelled_and_covers_every_font_and_digit(tmp_path):
     assert len(paths) == 10 * len(fonts()) + 20 and all(font.is_file() for font in fonts())
     assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
     assert sorted({label(p) for p in paths}) == list(range(10))
-    counts = {name: sum(part(p) == name for p in paths) for name in ("printed", "writers")}
+    counts = {name: sum(part_of(p) == name for p in paths) for name in ("printed", "writers")}
     assert counts == {"printed": 170, "writers": 20}  # 17 of matplotlib's fonts; the rest Debian's
     assert len(fonts()) == 33
     sides = {Image.open(p).size for p in paths}
@@ -130,7 +130,7 @@ def test_a_run_scores_the_set_as_the_command_does_written_once(trained_run, tmp_
     predicted = keras.models.load_model(model).predict(scored.images, verbose=0).argmax(axis=1)
     share, _ = accuracy(files, model)
     assert np.mean(predicted == [label(f) for f in files]) == pytest.approx(share, abs=0.01)
-    assert scored.parts == tuple(part(f) for f in files)
+    assert scored.parts == tuple(part_of(f) for f in files)
     loaded = keras.models.load_model(model)
     report = evaluate_split(loaded, scored.images, scored.labels, DIGITS, scored.parts)
     writers = np.array(scored.parts) == "writers"

@@ -15,6 +15,7 @@ from mnist_exp.errors import ConfigError, MnistExpError
 # must take all of theirs.
 SUPPLIED = {
     "dataset": ("split",),
+    "evaluate": ("split",),  # evaluate.extra's sets: dataset builders, given no split
     "split": ("labels",),
     "model": ("input_shape", "num_classes"),
     "optimizer": ("schedule",),  # the learning rate over training, from the optimizer's rate

@@ -73,8 +73,30 @@ class MlflowConfig:
         )
 
 
-EXTRA_KINDS = ("folder", "idx", "mnist", "robustness")  # folder:DIR, idx:DIR, mnist, robustness
-NAMED_SETS = ("mnist", "robustness")  # the extra sets given by name alone
+def extra_options() -> dict[str, tuple[dict[str, Any], str | None]]:
+    """Each option of the dataset group an `evaluate.extra` entry can name: its YAML's node, and
+    the knob that `NAME:DIR` sets (the option's one required knob: folder's `root`), or None where
+    the name alone is the set (`mnist`)."""
+    from mnist_exp.config.compose import CONF_DIR  # compose imports this module
+
+    options = {}
+    for path in sorted((CONF_DIR / "dataset").glob("*.yaml")):
+        node = OmegaConf.to_container(OmegaConf.load(path))
+        required = [key for key, value in node.items() if value == MISSING]
+        if len(required) <= 1:
+            options[path.stem] = (node, required[0] if required else None)
+    return options
+
+
+def extra_node(spec: str) -> dict[str, Any] | None:
+    """The node of the dataset option an `evaluate.extra` entry names, with its DIR
+    (`folder:DIR`) for the option's required knob; None if it names no option as the option
+    takes it."""
+    kind, _, where = spec.partition(":")
+    node, knob = extra_options().get(kind, (None, None))
+    if node is None or (knob is None) != (not where):
+        return None
+    return {**node, knob: where} if knob else dict(node)
 
 
 def extra_name(spec: str) -> str:
@@ -90,14 +112,13 @@ class EvaluateConfig:
     extra: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if not self.extra:
+            return
+        forms = [f"{name}:DIR" if knob else name for name, (_, knob) in extra_options().items()]
+        allowed = f"give each set as {', '.join(forms[:-1])} or {forms[-1]}"
         for spec in self.extra:
-            kind, _, where = spec.partition(":")
-            require(
-                kind in EXTRA_KINDS and (kind in NAMED_SETS) == (not where),
-                "evaluate.extra",
-                spec,
-                "give each set as folder:DIR, idx:DIR, mnist or robustness",
-            )
+            where = spec.partition(":")[2]
+            require(extra_node(spec) is not None, "evaluate.extra", spec, allowed)
             require(
                 not where or Path(where).expanduser().exists(),
                 "evaluate.extra",

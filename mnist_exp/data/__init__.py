@@ -1,9 +1,11 @@
 """A run's images: a Dataset of preprocessed splits, assembled from verified arrays (MNIST's own,
-any set in its formats, a folder of image files); `python -m mnist_exp.data` pre-fetches MNIST."""
+any set in its formats, a folder of image files), and the ScoringSets a model is scored on beside
+them; `python -m mnist_exp.data` pre-fetches MNIST."""
 
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,6 +30,7 @@ __all__ = [
     "Arrays",
     "Dataset",
     "Indices",
+    "ScoringSet",
     "assemble",
     "digest",
     "fetch_mnist",
@@ -59,6 +62,9 @@ class Dataset:
     split_digest: str = ""  # identifies which training images validate (`index_digest`)
     checksums: dict[str, str] | None = None  # SHA-256 of each array read (logged); MNIST's: known
     unreadable: tuple[str, ...] = ()  # one line for each file of a folder that could not be read
+    parts: tuple[
+        str, ...
+    ] = ()  # each test image's part of the set, where it has parts (robustness)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -79,6 +85,15 @@ class Dataset:
     def digests(self) -> dict[str, str]:
         """Each split's `digest` by its MLflow dataset's name (`mnist-training`, ...)."""
         return {f"{self.name}-{split}": digest(*arrays) for split, arrays in self.splits().items()}
+
+
+class ScoringSet(NamedTuple):
+    """An `evaluate.extra` set: a set's test images with labels over the model's classes."""
+
+    images: np.ndarray  # (N, 28, 28, 1) in [0, 1]
+    labels: np.ndarray  # one-hot over the model's classes
+    source: str  # the directory or file it was read from
+    parts: tuple[str, ...] = ()  # each image's part of the set, where it has parts (robustness)
 
 
 def digest(images: np.ndarray, labels: np.ndarray) -> str:
@@ -103,7 +118,7 @@ def preprocess(
 
 def assemble(
     raw: Arrays,
-    split: Callable[[np.ndarray], Indices],
+    split: Callable[[np.ndarray], Indices] | None,
     limit: int | None,
     classes: tuple[str, ...],
     name: str,
@@ -111,7 +126,8 @@ def assemble(
     checksums: dict[str, str] | None = None,
 ) -> Dataset:
     """The Dataset of verified arrays: `split(labels)` picks the training and validation images
-    among the training set, the first `limit` of them train; the test images stay the test set."""
+    among the training set, the first `limit` of them train; the test images stay the test set.
+    No split: a set only tested on (`evaluate.extra`), with no training or validation images."""
     for part in ("train", "test"):
         labels = raw[f"y_{part}"]
         if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
@@ -120,7 +136,8 @@ def assemble(
                 f"{labels.min()}..{labels.max()}, but the dataset names {len(classes)} classes; "
                 "name one class for each label 0, 1, 2, ... (dataset.classes)."
             )
-    train, val = split(raw["y_train"])
+    none = np.arange(0)
+    train, val = split(raw["y_train"]) if split else (none, none)
     if limit is not None and limit > len(train):
         raise ConfigError(
             f"dataset.limit={limit} is not allowed: this split trains on {len(train)} images; "

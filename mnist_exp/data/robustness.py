@@ -148,7 +148,7 @@ def make_set(
     return paths
 
 
-def part(path: Path) -> str:
+def part_of(path: Path) -> str:
     """Which part of the set a file is in: `printed`, `handwriting fonts` or `writers`."""
     source = path.stem.split("_")[1]
     if source == "sklearn":

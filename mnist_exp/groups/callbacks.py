@@ -21,7 +21,7 @@ def checkpoint(
     work_dir: Path, monitor: str = "val_accuracy", mode: Mode = "max"
 ) -> "keras.callbacks.Callback":
     """Keep the model of the best epoch by `monitor`: the one evaluated, logged and registered."""
-    from mnist_exp.callbacks import BestCheckpoint
+    from mnist_exp.loop import BestCheckpoint
     from mnist_exp.names import BEST_FILE
 
     return BestCheckpoint(work_dir / BEST_FILE, monitor, mode)

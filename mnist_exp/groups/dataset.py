@@ -1,9 +1,12 @@
 """The images a run trains, validates and is tested on. Each option of the `dataset` group names one
 of these builders: it gets the split (a function of the training labels) and returns the Dataset.
+The same builders give the sets of `evaluate.extra` (`scoring_sets`): with no split, a set's test
+images only.
 
 A builder's signature is its schema, checked before TensorFlow is imported."""
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -12,18 +15,22 @@ import numpy as np
 from annotated_types import Ge, Len
 from pydantic import AfterValidator
 
+from mnist_exp.config.build import build
+from mnist_exp.config.schema import extra_name, extra_node
 from mnist_exp.data import (
     CACHE_DIR,
     CACHE_FILE,
     DIGITS,
     Dataset,
     Indices,
+    ScoringSet,
     assemble,
     fetch_mnist,
     read_source,
     sha256,
 )
-from mnist_exp.data.folder import read_folder
+from mnist_exp.data.folder import cache_path, read_folder, read_images
+from mnist_exp.data.robustness import cached_set, handwriting_fonts_missing, label, part_of
 from mnist_exp.errors import ConfigError, DataError
 from mnist_exp.groups.split import Size, holdout
 
@@ -59,7 +66,7 @@ def plain_name(name: str) -> str:
 
 
 Limit = Annotated[int, Ge(1)] | None  # train on the first N training images of the split
-Split = Callable[[np.ndarray], Indices]
+Split = Callable[[np.ndarray], Indices] | None  # None: a set only tested on (evaluate.extra)
 ArrayName = Literal["x_train", "y_train", "x_test", "y_test"]
 Classes = Annotated[list[str], Len(min_length=2), AfterValidator(distinct)] | None
 Name = Annotated[str, AfterValidator(plain_name)]
@@ -114,12 +121,15 @@ def folder(
 ) -> Dataset:
     """Images in `root/<label>/` folders, read as the predict CLI reads an image (`digit_style`:
     cropped to the ink and centred, as MNIST's digits are) and cached; tested on `test_root`'s
-    images, or on a `test_size` share of each class that every run holds out alike."""
+    images, or on a `test_size` share of each class that every run holds out alike; with no
+    split (a set only tested on), on every image of `root`."""
     path = Path(root).expanduser().resolve()
     images, labels, names, unreadable = read_folder(path, classes, digit_style, cache_dir)
     # shuffled (the same way for every run), so that no split validates on the last folders only
     order = np.random.default_rng(test_seed).permutation(len(labels))
-    if test_root is None:
+    if test_root is None and split is None:  # nothing trains: every image tests, in file order
+        train, test_images, test_labels = order[:0], images, labels
+    elif test_root is None:
         train, test = held_out(labels, order, test_size, test_seed, path)
         test_images, test_labels = images[test], labels[test]
     else:
@@ -156,3 +166,61 @@ def held_out(
             "images to the smallest class, or give a test folder (dataset.test_root)."
         ) from None
     return train, test
+
+
+def robustness(split: Split = None, cache_dir: str = CACHE_DIR) -> Dataset:
+    """The robustness set (`mnist_exp.data.robustness`), written once under `cache_dir`: test
+    images only, each with its part of the set; a ConfigError if a run would train on it."""
+    if split is not None:
+        raise ConfigError(
+            "dataset=robustness is a set to test on, with no training images: train on another "
+            "dataset and score the model on it with evaluate.extra=[robustness]."
+        )
+    files = cached_set(cache_dir)
+    if missing := handwriting_fonts_missing():
+        print(
+            f"[mnist_exp.data] robustness set: {len(missing)} fonts missing (make fonts)",
+            file=sys.stderr,
+        )
+    path = files[0].parent
+    images = np.stack(read_images(files, True, cache_path(path, cache_dir))[0])
+    labels = np.array([label(file) for file in files])
+    raw = {"x_train": images[:0], "y_train": labels[:0], "x_test": images, "y_test": labels}
+    data = assemble(raw, None, None, DIGITS, "robustness", str(path))
+    return dataclasses.replace(data, parts=tuple(part_of(file) for file in files))
+
+
+def scoring_sets(
+    specs: list[str], classes: tuple[str, ...], cache_dir: str = CACHE_DIR
+) -> dict[str, ScoringSet]:
+    """Every `evaluate.extra` entry's images and labels, by its name."""
+    return {extra_name(spec): scoring_set(spec, classes, cache_dir) for spec in specs}
+
+
+def scoring_set(spec: str, classes: tuple[str, ...], cache_dir: str = CACHE_DIR) -> ScoringSet:
+    """The test images of the dataset option an `evaluate.extra` entry names, built by its
+    builder with no split, and their one-hot labels over `classes` (the model's); a DataError
+    if its classes are not among the model's."""
+    node = extra_node(spec)
+    if node is None:
+        raise ConfigError(f"evaluate.extra={spec!r} names no option of the dataset group.")
+    if "cache_dir" in node:
+        node["cache_dir"] = cache_dir
+    data = build("evaluate.extra", node, split=None)
+    labels = data.y_test.argmax(axis=1)
+    # An IDX file labels by number, not name: the numbers are the model's classes, in order.
+    names = classes if spec.startswith("idx:") else data.classes
+    if labels.max() >= len(names):
+        raise DataError(
+            f"evaluate.extra={spec}: labels up to {labels.max()}, but the model has "
+            f"{len(classes)} classes; score it with a model of its classes."
+        )
+    unknown = sorted({names[number] for number in np.unique(labels)} - set(classes))
+    if unknown:
+        raise DataError(
+            f"evaluate.extra={spec}: its classes {', '.join(unknown)} are not the model's "
+            f"({', '.join(classes)}); score it with a model of those classes."
+        )
+    mapped = np.array([classes.index(names[number]) for number in labels])
+    one_hot = np.eye(len(classes), dtype=np.float32)[mapped]
+    return ScoringSet(data.x_test, one_hot, data.source, data.parts)

@@ -1,2 +1,1 @@
-"""Using a trained model: predicting files and arrays, the draw-a-digit page and its API, and
-the robustness set of printed digits."""
+"""Using a trained model: predicting files and arrays, the draw-a-digit page and its API."""

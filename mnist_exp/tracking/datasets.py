@@ -7,8 +7,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from mnist_exp.data import Dataset, digest
-from mnist_exp.data.scoring import ScoringSet
+from mnist_exp.data import Dataset, ScoringSet, digest
 from mnist_exp.names import CLASS_BALANCE, DATASET
 
 

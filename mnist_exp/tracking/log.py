@@ -20,8 +20,7 @@ from omegaconf import OmegaConf
 
 from mnist_exp.config.job import Job
 from mnist_exp.config.schema import Config, flatten
-from mnist_exp.data import Dataset
-from mnist_exp.data.scoring import ScoringSet
+from mnist_exp.data import Dataset, ScoringSet
 from mnist_exp.errors import MnistExpError, disk_full
 from mnist_exp.evaluate import Report, SplitReport
 from mnist_exp.figures import (

@@ -1,5 +1,6 @@
-"""The Keras callbacks of the training loop: the best checkpoint (`callbacks=checkpoint` builds it),
-epoch timings, a clean stop on signals and the state a resumed run continues from."""
+"""The training loop's own Keras callbacks, which every run has whatever its `callbacks` group
+holds: epoch timings, a clean stop on signals and the state a resumed run continues from; and the
+best checkpoint, which `callbacks=checkpoint` builds."""
 
 import inspect
 import json
@@ -84,7 +85,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             save_atomically(self.model, self.path)
 
 
-def memory(callback: keras.callbacks.Callback) -> dict:
+def learned_state(callback: keras.callbacks.Callback) -> dict:
     """What a callback learned while training (counters, best values): its plain attributes
     other than its constructor's arguments, which the resumed run's config sets afresh (and a
     callback may rework, as Keras negates `min_delta` when minimising)."""
@@ -145,7 +146,7 @@ class TrainingState(keras.callbacks.Callback):
         for key, value in logs.items():
             self.state["history"].setdefault(key, []).append(float(value))
         self.state["epoch"] = epoch + 1
-        self.state["callbacks"] = {name: memory(c) for name, c in self.callbacks.items()}
+        self.state["callbacks"] = {name: learned_state(c) for name, c in self.callbacks.items()}
         save_atomically(self.model, self.work_dir / LAST_FILE)
         (self.work_dir / f"{STATE_FILE}.tmp").write_text(json.dumps(self.state))
         os.replace(self.work_dir / f"{STATE_FILE}.tmp", self.work_dir / STATE_FILE)
