@@ -8,7 +8,7 @@ import pytest
 from mnist_exp.config.job import Job, Result
 from mnist_exp.errors import ConfigError
 from mnist_exp.sweeps.summary import label_rows
-from mnist_exp.sweeps.sweep import RESULT_FILE, run_job
+from mnist_exp.sweeps.sweep import PARENT_ENV, RESULT_FILE, run_job
 
 
 def job_in(folder: Path) -> Job:
@@ -21,7 +21,7 @@ def row(folder: Path) -> dict:
 
 def test_a_finished_job_records_its_result_and_returns_its_objective(tmp_path):
     result = Result("abc", 0.98, 0.97, 4, 12.34, 20.06, tmp_path)
-    assert run_job(lambda: result, job_in(tmp_path)) == 0.98
+    assert run_job(lambda **hooks: result, job_in(tmp_path), epochs=4) == 0.98
     assert row(tmp_path) == {
         "job": 3,
         "overrides": "model=mlp epochs=1",
@@ -36,22 +36,36 @@ def test_a_finished_job_records_its_result_and_returns_its_objective(tmp_path):
     }
 
 
+def test_a_job_hands_its_run_the_sweeps_parent_run_and_outside_a_search_no_trial(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv(PARENT_ENV, "parent-run-id")
+    handed = {}
+
+    def experiment(**hooks) -> Result:
+        handed.update(hooks)
+        return Result("abc", 0.98, 0.97, 4, 12.34, 20.06, tmp_path)
+
+    run_job(experiment, job_in(tmp_path), epochs=4)
+    assert handed == {"callbacks": [], "tags": {}, "parent": "parent-run-id"}
+
+
 def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
-    def fails() -> Result:
+    def fails(**hooks) -> Result:
         raise ConfigError("model.dropout=1.5 is not allowed")
 
-    assert run_job(fails, job_in(tmp_path)) is None
+    assert run_job(fails, job_in(tmp_path), epochs=1) is None
     assert row(tmp_path)["status"] == "FAILED"
     assert row(tmp_path)["error"] == "ConfigError: model.dropout=1.5 is not allowed"
     assert capsys.readouterr().err == "error in job 3: model.dropout=1.5 is not allowed\n"
 
 
 def test_an_interrupted_job_is_recorded_killed_and_ends_the_sweep_with_130(tmp_path):
-    def interrupted() -> Result:
+    def interrupted(**hooks) -> Result:
         raise KeyboardInterrupt
 
     with pytest.raises(SystemExit) as exit_:
-        run_job(interrupted, job_in(tmp_path))
+        run_job(interrupted, job_in(tmp_path), epochs=1)
     assert exit_.value.code == 130
     assert row(tmp_path)["status"] == "KILLED"
 
