@@ -12,6 +12,8 @@ from PIL import Image
 from mnist_exp.config.build import build
 from mnist_exp.config.compose import CONF_DIR as CONF
 from mnist_exp.config.compose import check_overrides, compose_config
+from mnist_exp.config.describe import describe
+from mnist_exp.config.reference import reference
 from mnist_exp.config.schema import Config, flatten, validate
 from mnist_exp.errors import ConfigError
 from mnist_exp.run import build_recipe, load_data
@@ -23,6 +25,16 @@ from .helpers import run_module, write_idx_set
 
 GROUP_OPTIONS = [f"{path.parent.name}={path.stem}" for path in sorted(CONF.glob("*/*.yaml"))]
 ARCHITECTURES = sorted(path.stem for path in (CONF / "model").glob("*.yaml"))
+OPTIMIZERS = sorted(path.stem for path in (CONF / "optimizer").glob("*.yaml"))
+BUILT = (
+    "dataset",
+    "split",
+    "model",
+    "optimizer",
+    "schedule",
+    "callbacks",
+    "augment",
+)  # by builders
 
 
 def composed(*overrides: str) -> Config:
@@ -336,6 +348,24 @@ def test_help_lists_every_option_a_user_picks_and_nothing_internal():
     for group, options in listed.items():
         assert options == {p.stem for p in (CONF / group).glob("*.yaml")}, group
     assert "schema" not in template and "space" not in template
+
+
+@pytest.mark.parametrize("option", OPTIMIZERS)
+def test_cfg_job_shows_every_optimizer_knob_with_its_comment_the_shared_one_too(option):
+    shown = describe([f"optimizer={option}"])
+    knobs = compose_config([f"optimizer={option}"])[0].optimizer
+    assert "ema_momentum" in knobs
+    for key in knobs:
+        assert re.search(rf"^  {key}: .*  # \S", shown, re.M), key
+    assert "0.999: the last ~1,000 steps" in shown
+
+
+def test_the_config_reference_lists_the_shared_knob_under_every_optimizer():
+    sections = reference().split("### `optimizer=")[1:]
+    assert len(sections) == len(OPTIMIZERS)
+    for section in sections:
+        assert "| `optimizer.ema_momentum` | `0.0` | average the weights" in section
+        assert "averaging" not in section.split("| knob |")[0]  # not as a defaults list entry
 
 
 @pytest.mark.parametrize("key", ["mlflow.tracking_uri", "hydra.sweeper.storage"])
