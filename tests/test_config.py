@@ -1,6 +1,7 @@
 """Every config in conf/ composes and builds; mistakes are one line naming the key and the fix."""
 
 import re
+import shutil
 
 import keras
 import numpy as np
@@ -13,6 +14,7 @@ from mnist_exp.config.build import build
 from mnist_exp.config.compose import CONF_DIR as CONF
 from mnist_exp.config.compose import check_overrides, compose_config
 from mnist_exp.config.describe import describe
+from mnist_exp.config.options import group_options
 from mnist_exp.config.reference import reference
 from mnist_exp.config.schema import Config, flatten, validate
 from mnist_exp.errors import ConfigError
@@ -348,6 +350,19 @@ def test_help_lists_every_option_a_user_picks_and_nothing_internal():
     for group, options in listed.items():
         assert options == {p.stem for p in (CONF / group).glob("*.yaml")}, group
     assert "schema" not in template and "space" not in template
+
+
+def test_help_lists_each_groups_default_first_and_a_new_option_file_without_other_edits(tmp_path):
+    template = compose_config([])[1].help.template
+    listed = dict(re.findall(r"^  (\w+)=([\w |]+?)(?:   \(|$)", template, re.M))
+    choices = compose_config([])[1].runtime.choices
+    defaults = {group: option for group, option in choices.items() if group in listed and option}
+    assert set(defaults) == set(BUILT)
+    for group, option in defaults.items():
+        assert listed[group].split(" | ")[0] == option, group
+    conf = shutil.copytree(CONF, tmp_path / "conf")
+    (conf / "optimizer" / "adamw.yaml").write_text("_target_: my.adamw\n")
+    assert group_options(conf, "optimizer") == ["adadelta", "adam", "adamw", "rmsprop", "sgd"]
 
 
 @pytest.mark.parametrize("option", OPTIMIZERS)

@@ -7,6 +7,7 @@ import yaml
 
 from mnist_exp.config.compose import CONF_DIR
 from mnist_exp.config.describe import included, yaml_comments, yaml_paths
+from mnist_exp.config.options import group_defaults
 
 
 def reference(conf_dir: Path = CONF_DIR) -> str:
@@ -39,17 +40,6 @@ def reference(conf_dir: Path = CONF_DIR) -> str:
                 knob_table("\n".join([text, *shared]), prefix),
             ]
     return "\n\n".join(part for part in parts if part) + "\n"
-
-
-def group_defaults(text: str) -> dict[str, tuple[str | None, str | None]]:
-    """{group: (default option, package)} from a defaults list: `split: holdout` -> holdout."""
-    found = {}
-    for entry in yaml.safe_load(text).get("defaults", []):
-        if isinstance(entry, dict):
-            ((key, option),) = entry.items()
-            group, _, package = key.removeprefix("optional ").partition("@")
-            found[group] = (option, package or None)
-    return found
 
 
 def header(text: str) -> str:
