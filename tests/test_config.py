@@ -1,7 +1,9 @@
 """Every config in conf/ composes and builds; mistakes are one line naming the key and the fix."""
 
+import inspect
 import re
 import shutil
+from typing import Any
 
 import keras
 import numpy as np
@@ -10,7 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from PIL import Image
 
-from mnist_exp.config.build import build
+from mnist_exp.config.build import SUPPLIED, build, target_of
 from mnist_exp.config.compose import CONF_DIR as CONF
 from mnist_exp.config.compose import check_overrides, compose_config
 from mnist_exp.config.describe import describe
@@ -75,6 +77,62 @@ def test_every_group_option_composes_and_builds(option, tmp_path, mnist_raw):
         images = np.random.default_rng(0).random((4, 28, 28, 1), np.float32)
         moved = build("augment", cfg.augment)(images, np.array([1, 2]))
         assert moved.shape == images.shape and not np.allclose(moved, images)
+
+
+def built_nodes(option: str) -> list[tuple[str, dict]]:
+    """(key, node) of each object an option of a built group configures: the group's node, or
+    each entry of a callbacks option; `augment=none` configures none."""
+    group = option.split("=")[0]
+    node = OmegaConf.to_container(compose_config([option])[0][group])
+    nodes = (
+        [(f"{group}.{k}", v) for k, v in node.items()] if group == "callbacks" else [(group, node)]
+    )
+    return [(key, node) for key, node in nodes if "_target_" in node]
+
+
+def builder_knobs(key: str, target: str) -> dict[str, Any]:
+    """{knob: its default, or `inspect.Parameter.empty`} of what a config gives a builder: its
+    parameters but those the runner supplies."""
+    supplied = SUPPLIED.get(key.split(".")[0], ())
+    return {
+        name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for name, p in inspect.signature(target_of(key, target)).parameters.items()
+        if name not in supplied and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+
+
+BUILT_OPTIONS = [option for option in GROUP_OPTIONS if option.split("=")[0] in BUILT]
+
+
+@pytest.mark.parametrize("option", BUILT_OPTIONS)
+def test_each_yaml_lists_every_knob_its_builder_takes(option):
+    for key, node in built_nodes(option):
+        knobs = set(node) - {"_target_"}
+        assert knobs == set(builder_knobs(key, node["_target_"])), f"{key}: {node['_target_']}"
+
+
+def test_each_yaml_holds_its_builders_defaults_but_a_preset_of_a_builder_another_states():
+    """A knob's default is the builder's and the YAML's alike: every YAML knob equals it, except in
+    a preset (`augment=strong`), whose builder another option of its group states at its defaults
+    (`augment=light`). Experiments (conf/experiment/) override on purpose."""
+    found = []  # (option, target, {knob: (value, default)} where they differ)
+    for option in BUILT_OPTIONS:
+        for key, node in built_nodes(option):
+            defaults = builder_knobs(key, node["_target_"])
+            differ = {
+                knob: (value, defaults[knob])
+                for knob, value in node.items()
+                if knob in defaults and defaults[knob] is not inspect.Parameter.empty
+                if value != defaults[knob]
+            }
+            found.append((option, node["_target_"], differ))
+    assert len(found) > 25
+    stated = {target for _, target, differ in found if not differ}
+    for option, target, differ in found:
+        assert not differ or target in stated, f"{option}: {differ} (value, {target}'s default)"
+    assert ("augment=strong", "mnist_exp.groups.augment.affine") in {
+        (option, target) for option, target, differ in found if differ
+    }
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
