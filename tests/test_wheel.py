@@ -1,14 +1,18 @@
-"""`pip install .` (not editable) works: the wheel, installed into a fresh venv, runs, sweeps,
-trains a user's model, predicts and serves from an empty directory, keeping its store and
-outputs/ there (`paths.root`, the working directory by default). Offline: the venv reuses this
-one's dependencies, the wheel goes in with --no-deps."""
+"""`pip install .` (not editable) works: it declares every package the code imports, and the
+wheel, installed into a fresh venv, runs, sweeps, trains a user's model, predicts and serves from
+an empty directory, keeping its store and outputs/ there (`paths.root`, the working directory by
+default). Offline: the venv reuses this one's dependencies, the wheel goes in with --no-deps."""
 
+import ast
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -34,6 +38,39 @@ OFFLINE = {
     "no_proxy": "127.0.0.1,localhost",
     "PIP_NO_INDEX": "1",
 }
+
+
+def distribution(name: str) -> str:
+    """A distribution name as pip compares them: `PyYAML` -> `pyyaml`, `a_b` -> `a-b`."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_package_the_code_imports_is_a_declared_dependency():
+    """Not only through another package's requirements (PyYAML arrived with OmegaConf, Starlette
+    with FastAPI), which may drop them."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {distribution(re.match(r"[\w.-]+", req)[0]) for req in project["dependencies"]}
+    modules = set()
+    for path in [*(ROOT / "mnist_exp").rglob("*.py"), *(ROOT / "hydra_plugins").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules.add(node.module)
+    ours = {"mnist_exp", *(path.name for path in (ROOT / "hydra_plugins").iterdir())}
+    provided = importlib.metadata.packages_distributions()
+    undeclared = set()
+    for module in modules:
+        top, _, rest = module.partition(".")
+        if top == "hydra_plugins":  # a namespace: the plugin's name is its distribution's
+            top, _, rest = rest.partition(".")
+            names = [top] if top not in ours else []
+        else:
+            names = [] if top in ours or top in sys.stdlib_module_names else provided[top]
+        if names and not {distribution(name) for name in names} & declared:
+            undeclared.add(f"{module} ({', '.join(names)})")
+    assert "yaml" in modules and "starlette.formparsers" in modules and "submitit" in modules
+    assert not undeclared, f"imported, not in [project.dependencies]: {sorted(undeclared)}"
 
 
 def test_paths_root_places_the_store_runs_and_sweeps(tmp_path, monkeypatch):

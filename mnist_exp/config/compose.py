@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from mnist_exp.config.job import Job
+from mnist_exp.config.options import group_options
 from mnist_exp.config.schema import flatten, no_password, register_configs, validate
 from mnist_exp.errors import ConfigError, exit_with
 
@@ -21,6 +22,8 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 HOME_PATH = re.compile(r"(?<=[=,\[:'\"])~(?=/|$|[,\]'\"])")
 register_configs()
 OmegaConf.register_new_resolver("pid", os.getpid, use_cache=True)  # ${pid:} in hydra.run.dir
+# ${options:model} in the help template: `cnn | cnn_bn | ...`, read from conf/ when --help asks
+OmegaConf.register_new_resolver("options", lambda group: " | ".join(group_options(CONF_DIR, group)))
 
 
 def job_of(hydra: DictConfig, output_dir: str | Path, in_sweep: bool) -> Job:

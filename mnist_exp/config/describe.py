@@ -35,17 +35,24 @@ def describe(overrides: Sequence[str], resolve: bool = False) -> str:
 
 
 def group_texts(group: str, option: str, read) -> list[str]:
-    """The text of a group's option file and of the options its defaults list pulls in
-    (`callbacks/default` -> checkpoint, early_stopping)."""
-    text = read(f"{group}/{option}")
+    """The text of a group's option file and of the files its defaults list pulls in under its
+    package (`callbacks/default` -> checkpoint, early_stopping; `/averaging@_here_`)."""
+    text = read(option[1:] if option.startswith("/") else f"{group}/{option}")
     if text is None:
         return []
-    included = [
-        entry
-        for entry in (yaml.safe_load(text) or {}).get("defaults", [])
-        if isinstance(entry, str) and entry != "_self_"
-    ]
-    return [text] + [t for entry in included for t in group_texts(group, entry, read)]
+    return [text] + [t for entry in included(text) for t in group_texts(group, entry, read)]
+
+
+def included(text: str) -> list[str]:
+    """The files a config's defaults list merges into its own package: other options of its
+    group (`checkpoint`) and files named from conf/ with `@_here_` (`/averaging`)."""
+    found = []
+    for entry in (yaml.safe_load(text) or {}).get("defaults", []):
+        if isinstance(entry, str) and entry != "_self_":
+            name, _, package = entry.partition("@")
+            if not package or (package == "_here_" and name.startswith("/")):
+                found.append(name)
+    return found
 
 
 KEY_LINE = re.compile(r"^(\s*)([\w.]+):")

@@ -6,7 +6,8 @@ from pathlib import Path
 import yaml
 
 from mnist_exp.config.compose import CONF_DIR
-from mnist_exp.config.describe import yaml_comments, yaml_paths
+from mnist_exp.config.describe import included, yaml_comments, yaml_paths
+from mnist_exp.config.options import group_defaults
 
 
 def reference(conf_dir: Path = CONF_DIR) -> str:
@@ -25,25 +26,20 @@ def reference(conf_dir: Path = CONF_DIR) -> str:
             package_of_file = package or group.replace("/", ".")
             prefix = "" if "@package _global_" in text else f"{package_of_file}."
             mark = " (default)" if path.stem == default else ""
+            # Knobs a file takes from conf/ (`/averaging@_here_`) are listed as its own.
+            shared = [
+                (conf_dir / f"{name[1:]}.yaml").read_text()
+                for name in included(text)
+                if name[0] == "/"
+            ]
             parts += [
                 f"### `{group}={path.stem}`{mark}",
                 f"`{path.relative_to(conf_dir.parent.parent)}`",
                 header(text),
                 defaults_line(text),
-                knob_table(text, prefix),
+                knob_table("\n".join([text, *shared]), prefix),
             ]
     return "\n\n".join(part for part in parts if part) + "\n"
-
-
-def group_defaults(text: str) -> dict[str, tuple[str | None, str | None]]:
-    """{group: (default option, package)} from a defaults list: `split: holdout` -> holdout."""
-    found = {}
-    for entry in yaml.safe_load(text).get("defaults", []):
-        if isinstance(entry, dict):
-            ((key, option),) = entry.items()
-            group, _, package = key.removeprefix("optional ").partition("@")
-            found[group] = (option, package or None)
-    return found
 
 
 def header(text: str) -> str:
@@ -58,12 +54,13 @@ def header(text: str) -> str:
 
 
 def defaults_line(text: str) -> str:
-    """What an option's own defaults list pulls in (its schema left out)."""
+    """What an option's own defaults list pulls in (its schema and the files from conf/ whose
+    knobs its table lists left out)."""
     entries = (yaml.safe_load(text) or {}).get("defaults", [])
     picks = [
         f"`{entry}`" if isinstance(entry, str) else "`{}: {}`".format(*next(iter(entry.items())))
         for entry in entries
-        if entry != "_self_" and not (isinstance(entry, str) and entry.startswith("/schema"))
+        if entry != "_self_" and not (isinstance(entry, str) and entry.startswith("/"))
     ]
     return f"Defaults list: {', '.join(picks)}." if picks else ""
 
