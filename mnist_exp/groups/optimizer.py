@@ -61,6 +61,29 @@ def adam(
     )
 
 
+def adamw(
+    schedule: Schedule,
+    learning_rate: Rate = 0.001,
+    weight_decay: Annotated[float, Ge(0)] = 0.004,
+    beta_1: Decay = 0.9,
+    beta_2: Decay = 0.999,
+    epsilon: Epsilon = 1e-7,
+    ema_momentum: Decay = 0.0,
+) -> "keras.optimizers.Optimizer":
+    """Adam with decoupled weight decay (Loshchilov and Hutter): each step also shrinks the
+    weights by `weight_decay` times the learning rate, apart from the gradient's moments."""
+    import keras
+
+    return keras.optimizers.AdamW(
+        learning_rate=schedule(learning_rate),
+        weight_decay=weight_decay,
+        beta_1=beta_1,
+        beta_2=beta_2,
+        epsilon=epsilon,
+        **averaging(ema_momentum),
+    )
+
+
 def rmsprop(
     schedule: Schedule,
     learning_rate: Rate = 0.001,
