@@ -95,21 +95,21 @@ def experiment(
     from mnist_exp.tracking import datasets, log, read, registry, store
     from mnist_exp.train import check_resumable, seed_everything, set_precision, start_from, train
 
-    uri = store.use_store(config.mlflow, config.paths.root)  # unreachable: fails now, not later
-    if not config.resume and (requeued := read.requeued_run()):
+    tracked = store.use_store(config.mlflow, config.paths.root)  # unreachable: fails now, not later
+    if not config.resume and (requeued := read.requeued_run(tracked)):
         print(f"SLURM requeued this job: it resumes run {requeued} where it stopped.")
         cfg.resume = requeued
         config = validate(cfg)
     source = None
     if config.init_from:
         source = (
-            read.resumed_source(config.resume, config.mlflow)
+            read.resumed_source(config.resume, tracked)
             if config.resume
-            else read.init_source(config.init_from, config.mlflow)
+            else read.init_source(config.init_from, tracked)
         )
         cfg, job = take_source(cfg, job, source)
         config = validate(cfg)
-    work_dir = read.resume_dir(config.resume, job.output_dir) if config.resume else job.output_dir
+    work_dir = read.resume_dir(config.resume, job.output_dir, tracked)
     if config.resume:
         check_resumable(work_dir)  # before the run is reopened: it stays as it was
     seed_everything(config.seed, config.deterministic)  # also clears what earlier jobs left
@@ -120,13 +120,13 @@ def experiment(
     extra = scoring_sets(config.evaluate.extra, data.classes)
     if config.skip_finished:  # the same config on the same data (a folder may have changed)
         digests = {**data.digests(), **{n: digest(s.images, s.labels) for n, s in extra.items()}}
-        if twin := read.finished_twin(cfg, digests):
+        if twin := read.finished_twin(cfg, digests, tracked):
             print(f"Skipped: this exact config already finished as run {twin.info.run_id}.")
             return reused(twin)
     clock.lap("data")
     model = build("model", config.model, input_shape=data.input_shape, num_classes=data.num_classes)
     if source and not config.resume:  # a resumed run has its own weights
-        weights = read.load_source(source, config.mlflow)
+        weights = read.load_source(source, tracked)
         start_from(model, weights, source.pinned, data.classes, source.classes)
     recipe = build_recipe(config, len(data.x_train), work_dir)
     trial = search_trial.job_trial(config.epochs)  # None unless an Optuna search launched this job
@@ -137,7 +137,7 @@ def experiment(
     tags = search_trial.trial_tags(trial) if trial else {}
     parent = sweep.parent_run_id(job)
     with log.start_run(
-        cfg, job, work_dir, resume=config.resume, parent=parent, params=params, tags=tags
+        cfg, job, work_dir, tracked, resume=config.resume, parent=parent, params=params, tags=tags
     ) as run:
         if not config.resume:
             datasets.log_datasets(data, extra)
@@ -150,9 +150,11 @@ def experiment(
             log.log_pruned(reporter.pruned_at)
         report = evaluate(model, data, extra)
         clock.lap("evaluation")
-        log.log_evaluation(history, best, report, data)
+        log.log_evaluation(history, best, report, data, tracked)
         clock.lap("figures and reports")
-        registry.log_model(model, work_dir, job, report.val.accuracy, config.mlflow, data.name)
+        registry.log_model(
+            model, work_dir, job, report.val.accuracy, config.mlflow, data.name, tracked
+        )
         clock.lap("model logging and registration")
         wall_seconds = time.perf_counter() - clock.start
         log.log_wall_seconds(wall_seconds)
@@ -162,7 +164,7 @@ def experiment(
         f"\nval accuracy {report.val.accuracy:.4f} | test accuracy {report.test.accuracy:.4f} | "
         f"{scored}"
         f"{len(history['loss'])} epochs (best {best + 1}) | run {run.info.run_id}\n"
-        f"Browse runs: {store.ui_command(uri)}, then {store.run_page(uri, run.info)}"
+        f"Browse runs: {store.ui_command(tracked)}, then {store.run_page(tracked, run.info)}"
     )
     return Result(
         run_id=run.info.run_id,

@@ -29,7 +29,8 @@ from mnist_exp.data import fetch_mnist
 from mnist_exp.errors import MnistExpError
 from mnist_exp.machine import cpu_flags, cpu_model
 from mnist_exp.results.records import check_name, machine, make_record, write_record
-from mnist_exp.tracking.store import set_experiment, tracking_uri
+from mnist_exp.tracking.recorded import log_measurement, model_versions
+from mnist_exp.tracking.store import Store, open_store
 
 EXPERIMENT = "mnist_exp-bench"  # never the runs' experiment: a bench registers and promotes nothing
 
@@ -56,29 +57,17 @@ def throughput_rows(quick: bool, workdir: Path) -> tuple[list[dict], dict, dict]
     return rows, found, {f"after {epochs} epochs, {name}": a for name, a in accuracy.items()}
 
 
-def registered_versions(uri: str) -> int:
-    """How many model versions the user's registry holds (a bench must add none)."""
-    from mlflow.tracking import MlflowClient
-
-    return len(MlflowClient(uri).search_model_versions())
-
-
 def log_bench(uri: str, result: dict, figure) -> str:
     """The table as an MLflow run of the bench's experiment in the user's store `uri`: params,
     metrics, figure, JSON."""
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    set_experiment(EXPERIMENT)
-    with mlflow.start_run(run_name="time to accuracy" if figure else "bench") as run:
-        mlflow.log_params({k: result[k] for k in ("cpu", "flags", "cores", "quick")})
-        mlflow.log_metrics(
-            {clean(f"{r['name']} in {r['unit']}"): r["median"] for r in result["rows"]}
-        )
-        mlflow.log_dict(result, "bench.json")
-        if figure:
-            mlflow.log_figure(figure, "time_to_accuracy.png")
-    return run.info.run_id
+    return log_measurement(
+        Store(uri, EXPERIMENT),
+        "time to accuracy" if figure else "bench",
+        params={k: result[k] for k in ("cpu", "flags", "cores", "quick")},
+        metrics={clean(f"{r['name']} in {r['unit']}"): r["median"] for r in result["rows"]},
+        artifacts={"bench.json": result},
+        figures={"time_to_accuracy.png": figure} if figure else {},
+    )
 
 
 def clean(name: str) -> str:
@@ -138,10 +127,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {cpu_flags() or 'no AVX2'}{limit}")
 
     rows, found, accuracy, figure, watched_runs, precision = [], {}, {}, None, {}, set()
-    # the user's store, read before the measurements set MLflow's URI (and its environment
-    # variable) to their own temporary stores
-    user_store = tracking_uri(MlflowConfig())
-    versions = registered_versions(user_store)
+    # the user's store, resolved before the measurements (which log to temporary stores of their
+    # own), and its registry, to which a bench must add no model version
+    user_store = open_store(MlflowConfig())
+    versions = model_versions(user_store)
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         if args.quick or args.time_to_accuracy:
@@ -180,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2))
-    run_id = log_bench(user_store, result, figure)
+    run_id = log_bench(user_store.uri, result, figure)
     print(f"wrote {output}; MLflow run {run_id} in experiment {EXPERIMENT}")
     if args.record:
         figures = {"recipes": recipes if watched_runs else [], "rows": rows, "ratios": found}
@@ -195,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     wrong = problems(rows, accuracy) if not args.time_to_accuracy else []
     if args.quick or args.time_to_accuracy:
         wrong += clock_problems(rows, recipes)
-    if (now := registered_versions(user_store)) != versions:
+    if (now := model_versions(user_store)) != versions:
         wrong.append(f"the user's registry went from {versions} to {now} model versions")
     if wrong:
         raise SystemExit("bench check failed:\n  " + "\n  ".join(wrong))
