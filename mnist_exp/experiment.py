@@ -27,8 +27,9 @@ from mnist_exp.names import (
     TRAIN_SECONDS,
     WALL_SECONDS,
 )
-from mnist_exp.tracking import log, read, registry, store
+from mnist_exp.tracking import log, read, registry
 from mnist_exp.tracking.read import Source
+from mnist_exp.tracking.store import Store, run_page, ui_command, use_store
 from mnist_exp.train import (
     Training,
     check_resumable,
@@ -51,20 +52,19 @@ def experiment(
     """One run, in DESIGN.md's order; `callbacks` hear every epoch, `tags` and `parent` mark the
     run (a search's trial, a sweep's parent run)."""
     clock = Stopwatch()
-    uri = store.use_store(*validate_store(cfg))  # an unreachable store fails now, not later
-    config, job, source = resolve_start(cfg, job)  # the one validated config from here on
-    work_dir = working_directory(config, job)
+    store = use_store(*validate_store(cfg))  # an unreachable store fails now, not later
+    config, job, source = resolve_start(cfg, job, store)  # the one validated config from here on
+    work_dir = working_directory(config, job, store)
     precision = seed_and_precision(config)
     clock.lap("start-up")
-    data = load_data(config)
-    extra = scoring_sets(config.evaluate.extra, data.classes)
-    if config.skip_finished and (twin := finished_twin(config, data, extra)):
+    data, extra = load_sets(config)
+    if config.skip_finished and (twin := finished_twin(config, data, extra, store)):
         return reused(twin)
     clock.lap("data")
-    model = build_model(config, data, source)
+    model = build_model(config, data, source, store)
     training = build_training(config, len(data.x_train), work_dir)
     params = run_params(precision, model, training, data)
-    with log.start_run(config, job, work_dir, parent=parent, params=params, tags=tags) as run:
+    with log.start_run(config, job, work_dir, store, params, tags, parent) as run:
         if not config.resume:  # a resumed run logged them when it began
             log.log_inputs(model, data, extra)
         clock.lap("build and log the model card")
@@ -73,13 +73,14 @@ def experiment(
         clock.lap("training")
         report = evaluate(model, data, extra)
         clock.lap("evaluation")
-        log.log_evaluation(history, best, report, data)
+        log.log_evaluation(history, best, report, data, store)
         clock.lap("figures and reports")
-        registry.log_model(model, work_dir, job, report.val.accuracy, config.mlflow, data.name)
+        registry.log_model(
+            model, work_dir, job, report.val.accuracy, config.mlflow, data.name, store
+        )
         clock.lap("model logging and registration")
-        log.log_wall_seconds(clock.stop())
-        log.describe_run(job)
-    announce(report, history, best, run, uri)
+        log.log_last(job, clock.stop())
+    announce(report, history, best, run, store)
     return result(run, report, history, work_dir, clock)
 
 
@@ -100,21 +101,20 @@ class Stopwatch:
         return self.seconds
 
 
-def resolve_start(cfg: DictConfig, job: Job) -> tuple[Config, Job, Source | None]:
+def resolve_start(cfg: DictConfig, job: Job, store: Store) -> tuple[Config, Job, Source | None]:
     """What the run starts from, put into its config before it is validated: a SLURM requeue
     resumes the run the job began, `init_from` is pinned to the one model it names now (its
     architecture trained unless the command chose one). The caller's `cfg` stays as it was."""
     cfg = copy.deepcopy(cfg)
-    if not cfg.resume and (requeued := read.requeued_run()):
+    if not cfg.resume and (requeued := read.requeued_run(store)):
         print(f"SLURM requeued this job: it resumes run {requeued} where it stopped.")
         cfg.resume = requeued
     source = None
     if cfg.init_from:
-        mlflow_config = validate_store(cfg)[0]
         source = (
-            read.resumed_source(cfg.resume, mlflow_config)
+            read.resumed_source(cfg.resume, store)
             if cfg.resume
-            else read.init_source(cfg.init_from, mlflow_config)
+            else read.init_source(cfg.init_from, store)
         )
         job = take_source(cfg, job, source)
     return validate(cfg), job, source
@@ -139,12 +139,12 @@ def take_source(cfg: DictConfig, job: Job, source: Source) -> Job:
     return dataclasses.replace(job, choices={**job.choices, "model": choice})
 
 
-def working_directory(config: Config, job: Job) -> Path:
+def working_directory(config: Config, job: Job, store: Store) -> Path:
     """Where the run writes its state: its own output directory, or a resumed run's (checked
     before the run is reopened, so that a state that cannot be read leaves it as it was)."""
     if not config.resume:
         return job.output_dir
-    work_dir = read.resume_dir(config.resume, job.output_dir)
+    work_dir = read.resume_dir(config.resume, job.output_dir, store)
     check_resumable(work_dir)
     return work_dir
 
@@ -156,6 +156,13 @@ def seed_and_precision(config: Config) -> str:
     return set_precision(config.precision)
 
 
+def load_sets(config: Config) -> tuple[Dataset, dict[str, ScoringSet]]:
+    """The data the run trains, validates and tests on, and the `evaluate.extra` sets it is also
+    scored on, labelled over the data's classes."""
+    data = load_data(config)
+    return data, scoring_sets(config.evaluate.extra, data.classes)
+
+
 def load_data(config: Config) -> Dataset:
     """The dataset group's images, divided by the split group."""
 
@@ -165,21 +172,21 @@ def load_data(config: Config) -> Dataset:
     return build("dataset", config.dataset, split=split)
 
 
-def finished_twin(config: Config, data: Dataset, extra: dict[str, ScoringSet]):
+def finished_twin(config: Config, data: Dataset, extra: dict[str, ScoringSet], store: Store):
     """The FINISHED run of this config on this very data (a folder may have changed), if any."""
     digests = {**data.digests(), **{n: digest(s.images, s.labels) for n, s in extra.items()}}
-    if twin := read.finished_twin(config, digests):
+    if twin := read.finished_twin(config, digests, store):
         print(f"Skipped: this exact config already finished as run {twin.info.run_id}.")
     return twin
 
 
-def build_model(config: Config, data: Dataset, source: Source | None) -> keras.Model:
+def build_model(config: Config, data: Dataset, source: Source | None, store: Store) -> keras.Model:
     """The model group's architecture for the data, with `init_from`'s weights (a resumed run
     has its own)."""
     shape, classes = data.input_shape, data.num_classes
     model = build("model", config.model, input_shape=shape, num_classes=classes)
     if source and not config.resume:
-        weights = read.load_source(source, config.mlflow)
+        weights = read.load_source(source, store)
         start_from(model, weights, source.pinned, data.classes, source.classes)
     return model
 
@@ -220,14 +227,14 @@ def run_params(precision: str, model: keras.Model, training: Training, data: Dat
     }
 
 
-def announce(report: Report, history: dict, best: int, run, uri: str) -> None:
+def announce(report: Report, history: dict, best: int, run, store: Store) -> None:
     """The run's figures in one line, and where to browse it."""
     scored = "".join(f"{name} {split.accuracy:.4f} | " for name, split in report.extra.items())
     print(
         f"\nval accuracy {report.val.accuracy:.4f} | test accuracy {report.test.accuracy:.4f} | "
         f"{scored}"
         f"{len(history['loss'])} epochs (best {best + 1}) | run {run.info.run_id}\n"
-        f"Browse runs: {store.ui_command(uri)}, then {store.run_page(uri, run.info)}"
+        f"Browse runs: {ui_command(store)}, then {run_page(store, run.info)}"
     )
 
 

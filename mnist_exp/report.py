@@ -36,13 +36,15 @@ def most_confused(confusion: np.ndarray, count: int = 5) -> list[tuple[int, int,
 def write_report(run_id: str, out_dir: Path, cfg: MlflowConfig) -> Path:
     """Write `confusion_matrix.png`, `training_curves.png` and `summary.md` for a run."""
     from mnist_exp.tracking import read
+    from mnist_exp.tracking.store import open_store
 
-    run, history = read.run_record(run_id, cfg)
-    csv = read.run_artifact_text(run_id, f"test/{CONFUSION_CSV}", cfg)
+    store = open_store(cfg)
+    run, history = read.run_record(run_id, store)
+    csv = read.run_artifact_text(run_id, f"test/{CONFUSION_CSV}", store)
     classes = csv.splitlines()[0].split(",")[1:]  # the header: "true\predicted", each class
     columns = range(1, len(classes) + 1)  # the first holds the row's class
     confusion = np.loadtxt(io.StringIO(csv), delimiter=",", skiprows=1, dtype=int, usecols=columns)
-    report_text = read.run_artifact_text(run_id, f"test/{REPORT_TEXT}", cfg)
+    report_text = read.run_artifact_text(run_id, f"test/{REPORT_TEXT}", store)
     out_dir.mkdir(parents=True, exist_ok=True)
     confusion_figure(confusion, "test confusion matrix", classes).savefig(
         out_dir / "confusion_matrix.png", dpi=72

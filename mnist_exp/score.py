@@ -3,7 +3,6 @@
 model's run as `evaluate.extra` logs them (the run's dataset inputs stay those it trained with)."""
 
 import argparse
-import dataclasses
 
 from mnist_exp.config.schema import EvaluateConfig, MlflowConfig, extra_name
 from mnist_exp.errors import MnistExpError, exit_with
@@ -20,25 +19,24 @@ def score_model(uri: str, specs: list[str], cfg: MlflowConfig) -> tuple[str, dic
     from mnist_exp.groups.dataset import scoring_sets
     from mnist_exp.names import extra_metrics
     from mnist_exp.tracking import log, read
-    from mnist_exp.tracking.store import global_tracking_uri, tracking_uri
+    from mnist_exp.tracking.store import open_store
 
-    cfg = dataclasses.replace(cfg, tracking_uri=tracking_uri(cfg))  # one store, read once
-    run = read.model_run(uri, cfg)
+    store = open_store(cfg)
+    run = read.model_run(uri, store)
     if run is None:
         raise MnistExpError(
-            f"{uri} is no logged model in {tracking_uri(cfg)}: give a registered model "
+            f"{uri} is no logged model in {store.uri}: give a registered model "
             "(models:/mnist-cnn@champion) or a run's (runs:/<run id>/model)."
         )
-    classes = tuple(read.run_classes(run.info.run_id, cfg))
+    classes = tuple(read.run_classes(run.info.run_id, store))
     sets = scoring_sets(specs, classes)
-    model = read.load_logged_model(uri, cfg)
+    model = read.load_logged_model(uri, store)
     reports = {
         name: evaluate_split(model, s.images, s.labels, classes, s.parts)
         for name, s in sets.items()
     }
-    with global_tracking_uri(tracking_uri(cfg)):
-        for name, report in reports.items():
-            log.log_split(report, f"extra/{name}", extra_metrics(name), classes, run.info.run_id)
+    for name, report in reports.items():
+        log.log_split(report, f"extra/{name}", extra_metrics(name), classes, store, run.info.run_id)
     return run.info.run_id, reports
 
 

@@ -4,9 +4,9 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_exp.bench.__main__ import EXPERIMENT, log_bench
+from mnist_exp.bench.__main__ import EXPECTED_ROWS, EXPERIMENT, log_bench, problems
 from mnist_exp.bench.clock import clock_ratios, clock_rows, order, reached, stops_early
-from mnist_exp.bench.table import EXPECTED_ROWS, clock_problems, lines, problems, ratios, row
+from mnist_exp.bench.table import clock_problems, lines, ratios, row
 from mnist_exp.bench.training import CPU_SETTINGS
 from mnist_exp.tracking.store import EXPERIMENT_KIND, global_tracking_uri
 

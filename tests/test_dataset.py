@@ -18,6 +18,7 @@ from mnist_exp.groups.split import holdout
 from mnist_exp.serving.predict import load_predictor
 from mnist_exp.serving.predict import main as predict_main
 from mnist_exp.tracking.read import best_model_uri
+from mnist_exp.tracking.store import open_store
 
 from .helpers import run_module, write_idx_set
 
@@ -69,7 +70,7 @@ def test_an_idx_set_trains_with_its_labels_classes_and_own_model_name(
     assert [m.name for m in client.search_registered_models()] == ["perm-narrow_cnn"]
     run = client.get_run(result.run_id)
     assert run.data.tags["dataset"] == "perm"
-    store = MlflowConfig(tracking_uri=uri)
+    store = open_store(MlflowConfig(tracking_uri=uri))
     assert best_model_uri(store, "perm") == f"runs:/{result.run_id}/model"
     with pytest.raises(MnistExpError, match="No finished run on mnist"):
         best_model_uri(store)  # the digit predictor's default is never another set's model

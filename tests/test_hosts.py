@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from mnist_exp.sweeps.search import heartbeats, storage
 from mnist_exp.sweeps.sweeper import requeue_lost
 from mnist_exp.tracking.liveness import close_dead_runs
-from mnist_exp.tracking.store import global_tracking_uri
+from mnist_exp.tracking.store import Store
 
 from . import postgres as postgres_server
 from .helpers import ROOT, free_port, start_tracking_server, stop, wait_for, wait_until_up
@@ -41,8 +41,7 @@ def test_a_run_on_another_host_that_stopped_beating_ends_killed(tracking_uri, ca
     silent = run(heartbeat=f"{now - 600:.0f}", heartbeat_seconds="15")
     beating = run(heartbeat=f"{now - 30:.0f}", heartbeat_seconds="15")  # 55 s allowed
     never = run()  # logged before heartbeats, or to a store of one host
-    with global_tracking_uri(tracking_uri):
-        close_dead_runs(experiment)
+    close_dead_runs(client, experiment)
     assert client.get_run(silent).info.status == "KILLED"
     assert "no heartbeat from elsewhere for 6" in client.get_run(silent).data.tags["error"]
     assert [client.get_run(r).info.status for r in (beating, never)] == ["RUNNING"] * 2
@@ -68,9 +67,9 @@ def test_a_trial_whose_worker_fell_silent_runs_again_and_its_run_ends_killed(
     client = MlflowClient(tracking_uri)
     tags = {"optuna_study": "silent", "optuna_trial": str(lost.number)}
     run = client.create_run(client.create_experiment("trials"), tags=tags).info.run_id
-    with global_tracking_uri(tracking_uri), heartbeats(study._storage, [alive._trial_id]):
+    with heartbeats(study._storage, [alive._trial_id]):
         time.sleep(4.5)  # the lost one silent for more than 3 heartbeats
-        requeue_lost(study)
+        requeue_lost(study, study._storage, Store(tracking_uri, "trials"))
     trials = study.trials
     assert trials[lost.number].state == FAIL
     assert trials[lost.number].user_attrs["not_counted"] == "lost"
@@ -184,15 +183,14 @@ def test_a_search_on_two_hosts_runs_again_the_trial_of_the_host_that_died(
 
         # Its sweep's parent run, silent too, ends KILLED when a process elsewhere looks.
         parent = client.get_run(doomed.data.tags["mlflow.parentRunId"])
-        with global_tracking_uri(uri):
-            wait_for(
-                "the dead host's sweep run KILLED",
-                lambda: (
-                    close_dead_runs(experiment.experiment_id)
-                    or client.get_run(parent.info.run_id).info.status == "KILLED"
-                ),
-                60,
-            )
+        wait_for(
+            "the dead host's sweep run KILLED",
+            lambda: (
+                close_dead_runs(client, experiment.experiment_id)
+                or client.get_run(parent.info.run_id).info.status == "KILLED"
+            ),
+            60,
+        )
     finally:
         if server:
             stop(server)

@@ -15,14 +15,19 @@ LAYERS = [
     ["mnist_exp.groups"],
     ["mnist_exp.train", "mnist_exp.evaluate", "mnist_exp.figures"],
     ["mnist_exp.tracking"],
-    ["mnist_exp.experiment", "mnist_exp.sweeps", "mnist_exp.serving", "mnist_exp.results"],
+    [
+        "mnist_exp.experiment",
+        "mnist_exp.sweeps",
+        "mnist_exp.serving",
+        "mnist_exp.results",
+        "mnist_exp.compare",
+    ],
     [
         "mnist_exp.run",
         "mnist_exp.report",
         "mnist_exp.bench",
         "mnist_exp.predict",
         "mnist_exp.serve",
-        "mnist_exp.compare",
         "mnist_exp.robustness",
         "mnist_exp.score",
         "mnist_exp",
@@ -51,8 +56,9 @@ def layer(module: str) -> int | None:
     return max(found)[1] if found else None
 
 
-def imported(path: Path) -> set[str]:
-    """Every project module `path` imports, at module level or inside functions alike."""
+def imported_names(path: Path) -> set[str]:
+    """Every module `path` imports, at module level or inside functions alike (for `from a import
+    b`, both `a` and `a.b`)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -61,8 +67,18 @@ def imported(path: Path) -> set[str]:
             names.add(node.module)
             # `from mnist_exp.tracking import store` imports the module mnist_exp.tracking.store
             names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def imported(path: Path) -> set[str]:
+    """Every project module `path` imports, at module level or inside functions alike."""
     known = {module_name(source) for source in SOURCES}
-    return {name for name in names if name in known}
+    return {name for name in imported_names(path) if name in known}
+
+
+def imports_mlflow(path: Path) -> bool:
+    """Whether `path` imports MLflow (`import mlflow...`, `from mlflow... import`), anywhere."""
+    return any(name == "mlflow" or name.startswith("mlflow.") for name in imported_names(path))
 
 
 def test_every_module_has_a_layer():
@@ -81,6 +97,23 @@ def test_the_check_catches_an_upward_import_inside_a_function(tmp_path):
     source.write_text("def f():\n    from mnist_exp.run import run_experiment\n")
     assert imported(source) == {"mnist_exp.run"}
     assert layer("mnist_exp.run") > layer("mnist_exp.tracking.fake")
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=module_name)
+def test_only_tracking_imports_mlflow(path):
+    """One way to reach MLflow: everything else goes through `mnist_exp.tracking`'s functions."""
+    module = module_name(path)
+    if module.startswith("mnist_exp.tracking."):
+        return
+    assert not imports_mlflow(path), f"{module} imports mlflow: use mnist_exp.tracking"
+
+
+def test_the_mlflow_check_catches_an_import_inside_a_function(tmp_path):
+    source = tmp_path / "fake.py"
+    source.write_text("def f():\n    from mlflow.tracking import MlflowClient\n")
+    assert imports_mlflow(source)
+    source.write_text("import mlflow_like\nfrom mnist_exp.tracking import read\n")
+    assert not imports_mlflow(source)
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=module_name)

@@ -258,8 +258,7 @@ def test_a_server_with_auth_refuses_strangers_and_takes_a_users_run_whole(
         users.grant_user_permission("bob", "experiment", run.info.experiment_id, "READ")
         login(monkeypatch, "bob", "bob-secret-2")
         capsys.readouterr()
-        with global_tracking_uri(uri):
-            close_dead_runs(run.info.experiment_id)
+        close_dead_runs(client, run.info.experiment_id)
         assert "lost its process, but this user may not mark it KILLED" in capsys.readouterr().out
         assert client.get_run(dead.info.run_id).info.status == "RUNNING"
     finally:

@@ -1,16 +1,18 @@
 """A persistent Optuna search in real processes on a small MNIST subset: resumed after Ctrl-C,
 shared by two workers, and pruned."""
 
+import inspect
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_exp.sweeps.search import storage
+from mnist_exp.sweeps.search import beats, stale_trial_numbers, storage, trial_id
 
 from .helpers import ROOT, run_during_epoch, run_module
 from .postgres import new_database
@@ -159,3 +161,28 @@ def test_a_pruner_stops_hopeless_trials_after_their_first_epoch(tmp_path, tracki
     assert sum(run.data.metrics["epochs_run"] for run in runs.values()) < 4 * 3
     [parent] = [r for r in runs_of(tmp_path) if "mlflow.parentRunId" not in r.data.tags]
     assert parent.data.metrics["jobs_pruned"] == len(pruned)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Optuna: heartbeats "used with optimize"
+def test_optunas_private_lookup_of_stale_trials_still_finds_a_silent_trial(tmp_path):
+    """Optuna has no public lookup of stale trials: `stale_trial_numbers` calls its private one,
+    and this fails loudly once Optuna renames it, changes its signature or what it returns."""
+    lookup = optuna.storages.RDBStorage._get_stale_trial_ids
+    assert list(inspect.signature(lookup).parameters) == ["self", "study_id"]
+    rdb = storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=2)  # stale after 6 s
+    study = optuna.create_study(study_name="silent", storage=rdb)
+    silent, beating = study.ask(), study.ask()
+    for trial in (silent, beating):
+        rdb.record_heartbeat(trial_id(study, rdb, trial))
+    time.sleep(4)
+    rdb.record_heartbeat(trial_id(study, rdb, beating))
+    time.sleep(3.5)  # the silent one past its grace period, the other well within it
+    assert stale_trial_numbers(study, rdb) == {silent.number}
+    assert stale_trial_numbers(study, rdb) == stale_trial_numbers(study, study._storage)
+
+
+def test_heartbeats_are_told_by_optunas_public_api(tmp_path):
+    rdb = storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=5)
+    assert beats(rdb) and beats(optuna.create_study(storage=rdb)._storage)  # and the cache over it
+    assert not beats(storage(f"sqlite:///{tmp_path / 'plain.db'}"))
+    assert not beats(storage(str(tmp_path / "study.journal")))

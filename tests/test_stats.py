@@ -4,13 +4,13 @@ configurations (n = 1, failed jobs), and McNemar's exact test on known tables.""
 import math
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 from mnist_exp.sweeps.stats import mcnemar, spread
 from mnist_exp.sweeps.summary import configuration, group_rows, grouped_markdown, summarise
+from mnist_exp.tracking.store import Store
 
 T_975 = {
     1: 12.706205,
@@ -99,13 +99,17 @@ def test_the_folds_of_one_configuration_are_summarised_as_one(tmp_path, capsys):
     """`-m split=kfold split.fold=0,1,2`: every job is the same configuration; the parent gets its
     row by configuration, named in full."""
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_tracking_uri(client.tracking_uri)
     parent = client.create_run(client.create_experiment("e")).info.run_id
     rows = [
         job(n, f"split=kfold split.fold={n}", val=val, test=0.99, epochs=10, seconds=60.0)
         for n, val in enumerate((0.990, 0.992, 0.991))
     ]
-    summarise(parent, rows, {"_target_": "mnist_exp.groups.dataset.mnist"})
+    summarise(
+        Store(client.tracking_uri, "e"),
+        parent,
+        rows,
+        {"_target_": "mnist_exp.groups.dataset.mnist"},
+    )
     run = client.get_run(parent)
     assert run.data.metrics["best_config_val_mean"] == pytest.approx(0.991)
     assert run.data.metrics["best_config_n"] == 3
@@ -121,8 +125,8 @@ def test_the_figure_of_flipped_digits_shows_their_ink():
     """The sweep's and `compare`'s figure draws the runs' test images dark on white."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from mnist_exp.compare import test_images
     from mnist_exp.figures import flipped_figure
-    from mnist_exp.sweeps.compare import test_images
 
     images = test_images({"_target_": "mnist_exp.groups.dataset.mnist"})
     assert images.dtype == np.float32 and images.shape == (10_000, 28, 28, 1) and images.max() == 1

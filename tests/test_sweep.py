@@ -13,12 +13,12 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from mnist_exp.compare import compare
+from mnist_exp.compare import main as compare_main
 from mnist_exp.data import CACHE_DIR, CACHE_FILE
 from mnist_exp.errors import MnistExpError
-from mnist_exp.sweeps.compare import compare
-from mnist_exp.sweeps.compare import main as compare_main
 from mnist_exp.sweeps.search import storage
-from mnist_exp.tracking.store import EXPERIMENT_KIND
+from mnist_exp.tracking.store import EXPERIMENT_KIND, Store
 
 from . import cluster
 from .helpers import (
@@ -156,7 +156,7 @@ def test_seeds_repeat_a_configuration_summarised_with_intervals_and_a_paired_tes
     assert out.stat().st_size > 10_000
     assert predictions[0]["probabilities"].shape == (10_000, 10)
     with pytest.raises(MnistExpError, match=f"^Run {'0' * 32} has no test/predictions.npz"):
-        compare(pair[0], "0" * 32, tracking_uri)
+        compare(pair[0], "0" * 32, Store(tracking_uri, "mnist_exp"))
 
 
 def test_one_sweep_compares_architectures_and_identical_jobs_train_identically(

@@ -17,8 +17,9 @@ from mnist_exp.bench.serving import (
     bench_startup,
     untrained_model,
 )
-from mnist_exp.bench.table import clock_problems, lines, problems, ratios
+from mnist_exp.bench.table import clock_problems, lines, ratios
 from mnist_exp.bench.training import (
+    CPU_SETTINGS,
     bench_cpu_settings,
     bench_logging,
     bench_system_metrics,
@@ -29,7 +30,8 @@ from mnist_exp.data import fetch_mnist
 from mnist_exp.errors import MnistExpError
 from mnist_exp.machine import cpu_flags, cpu_model
 from mnist_exp.results.records import check_name, machine, make_record, write_record
-from mnist_exp.tracking.store import set_experiment, tracking_uri
+from mnist_exp.tracking.recorded import log_measurement, model_versions
+from mnist_exp.tracking.store import Store, open_store
 
 EXPERIMENT = "mnist_exp-bench"  # never the runs' experiment: a bench registers and promotes nothing
 
@@ -56,29 +58,49 @@ def throughput_rows(quick: bool, workdir: Path) -> tuple[list[dict], dict, dict]
     return rows, found, {f"after {epochs} epochs, {name}": a for name, a in accuracy.items()}
 
 
-def registered_versions(uri: str) -> int:
-    """How many model versions the user's registry holds (a bench must add none)."""
-    from mlflow.tracking import MlflowClient
+# Every row a bench writes, quick or full: a missing one means a measurement silently broke.
+EXPECTED_ROWS = (
+    "training, plain Keras model.fit, fp32",
+    "training, plain Keras model.fit, mixed_bfloat16",
+    "training, project run, fp32",
+    "training, project run, default",
+    "training, project run, default, system metrics off",
+    "training, project run, default, augment=light",
+    "system metrics sampler CPU / machine CPU",
+    "MLflow logging per epoch / epoch time",
+    "predict_digit, 1 image",
+    "model.predict, 1 image",
+    "POST /predict (HTTP, one 280x280 PNG)",
+)
 
-    return len(MlflowClient(uri).search_model_versions())
+
+def problems(rows: list[dict], accuracy: dict[str, float]) -> list[str]:
+    """What is wrong with a finished table: missing rows, impossible figures, models that did not
+    learn (2 epochs on 2,000 images reach far above chance, 0.1)."""
+    median = {r["name"]: r["median"] for r in rows}
+    expected = [*EXPECTED_ROWS, *(f"CPU setting, fast: {name}" for name in CPU_SETTINGS)]
+    found = [f"row {name!r} is missing" for name in expected if name not in median]
+    if not any(name.startswith("predict CLI") for name in median):
+        found.append("the predict CLI row is missing")
+    found += [f"{name}: {value} is not > 0" for name, value in median.items() if not value > 0]
+    sampler = median.get("system metrics sampler CPU / machine CPU", 0)
+    if not sampler < 5:
+        found.append(f"the system metrics sampler takes {sampler}% of the CPU (>= 5%)")
+    found += [f"{name} reached test accuracy {a}" for name, a in accuracy.items() if not a > 0.5]
+    return found
 
 
 def log_bench(uri: str, result: dict, figure) -> str:
     """The table as an MLflow run of the bench's experiment in the user's store `uri`: params,
     metrics, figure, JSON."""
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    set_experiment(EXPERIMENT)
-    with mlflow.start_run(run_name="time to accuracy" if figure else "bench") as run:
-        mlflow.log_params({k: result[k] for k in ("cpu", "flags", "cores", "quick")})
-        mlflow.log_metrics(
-            {clean(f"{r['name']} in {r['unit']}"): r["median"] for r in result["rows"]}
-        )
-        mlflow.log_dict(result, "bench.json")
-        if figure:
-            mlflow.log_figure(figure, "time_to_accuracy.png")
-    return run.info.run_id
+    return log_measurement(
+        Store(uri, EXPERIMENT),
+        "time to accuracy" if figure else "bench",
+        params={k: result[k] for k in ("cpu", "flags", "cores", "quick")},
+        metrics={clean(f"{r['name']} in {r['unit']}"): r["median"] for r in result["rows"]},
+        artifacts={"bench.json": result},
+        figures={"time_to_accuracy.png": figure} if figure else {},
+    )
 
 
 def clean(name: str) -> str:
@@ -118,6 +140,41 @@ def parser() -> argparse.ArgumentParser:
     return found
 
 
+def clocked_rows(args: argparse.Namespace, recipes: list[str], workdir: Path) -> tuple:
+    """Time to accuracy, project and plain Keras, seed by seed: rows, ratios, each run's last
+    accuracy, the figure, each run as watched and the precisions the runs used."""
+    seeds = [1] if args.quick else list(range(1, args.seeds + 1))
+    runs = time_to_accuracy(recipes, seeds, args.quick, workdir, args.override)
+    watched_runs = {f"{r}, {c}": seen for (r, c), seen in runs.items()}
+    rows = clock_rows(runs)
+    found = clock_ratios({r["name"]: r["median"] for r in rows}, recipes)
+    accuracy = {
+        f"last epoch, {recipe}, {contender}, seed {seed}": run["curve"][-1][1]
+        for (recipe, contender), seen in runs.items()
+        for seed, run in zip(seeds, seen, strict=True)
+    }
+    precision = {run["precision"] for seen in runs.values() for run in seen}
+    print(f"precision used: {', '.join(sorted(precision))}")
+    from mnist_exp.figures import time_to_accuracy_figure
+
+    figure = time_to_accuracy_figure(
+        {name: [run["curve"] for run in seen] for name, seen in watched_runs.items()}
+    )
+    return rows, found, accuracy, figure, watched_runs, precision
+
+
+def write_bench_record(args: argparse.Namespace, figures: dict, precision: set, run_id: str):
+    """The record docs/results/NAME.json (`--record NAME`) of this bench; its path."""
+    from mnist_exp.train import POLICIES  # the runs report Keras' policy names
+
+    command = shlex.join(["python", "-m", "mnist_exp.bench", *sys.argv[1:]])
+    named = {policy: name for name, policy in POLICIES.items()}
+    on = machine(", ".join(sorted(named.get(p, p) for p in precision)))
+    title = args.title or ("time to accuracy" if args.time_to_accuracy else "bench")
+    record = make_record(args.record, "bench", title, command, figures, runs=[run_id], on=on)
+    return write_record(record)
+
+
 def main(argv: list[str] | None = None) -> None:
     arguments = parser()
     args = arguments.parse_args(argv)
@@ -127,43 +184,26 @@ def main(argv: list[str] | None = None) -> None:
         except MnistExpError as error:
             arguments.error(str(error))
     recipes = args.recipes.split(",")
-    output = Path(
-        args.output
-        or (
-            "outputs/bench-time-to-accuracy.json" if args.time_to_accuracy else "outputs/bench.json"
-        )
+    default = (
+        "outputs/bench-time-to-accuracy.json" if args.time_to_accuracy else "outputs/bench.json"
     )
+    output = Path(args.output or default)
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA")  # an AVX-512/AMX CPU standing in for an AVX2 one
     limit = f", oneDNN limited to {isa} (ONEDNN_MAX_CPU_ISA)" if isa else ""
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {cpu_flags() or 'no AVX2'}{limit}")
 
     rows, found, accuracy, figure, watched_runs, precision = [], {}, {}, None, {}, set()
-    # the user's store, read before the measurements set MLflow's URI (and its environment
-    # variable) to their own temporary stores
-    user_store = tracking_uri(MlflowConfig())
-    versions = registered_versions(user_store)
+    # the user's store, resolved before the measurements (which log to temporary stores of their
+    # own), and its registry, to which a bench must add no model version
+    user_store = open_store(MlflowConfig())
+    versions = model_versions(user_store)
     with tempfile.TemporaryDirectory() as folder:
-        workdir = Path(folder)
         if args.quick or args.time_to_accuracy:
-            seeds = [1] if args.quick else list(range(1, args.seeds + 1))
-            runs = time_to_accuracy(recipes, seeds, args.quick, workdir, args.override)
-            watched_runs = {f"{r}, {c}": seen for (r, c), seen in runs.items()}
-            rows += clock_rows(runs)
-            found |= clock_ratios({r["name"]: r["median"] for r in rows}, recipes)
-            for (recipe, contender), seen in runs.items():
-                for seed, run in zip(seeds, seen, strict=True):
-                    accuracy[f"last epoch, {recipe}, {contender}, seed {seed}"] = run["curve"][-1][
-                        1
-                    ]
-            precision = {run["precision"] for seen in runs.values() for run in seen}
-            print(f"precision used: {', '.join(sorted(precision))}")
-            from mnist_exp.figures import time_to_accuracy_figure
-
-            figure = time_to_accuracy_figure(
-                {name: [run["curve"] for run in seen] for name, seen in watched_runs.items()}
+            rows, found, accuracy, figure, watched_runs, precision = clocked_rows(
+                args, recipes, Path(folder)
             )
         if not args.time_to_accuracy:
-            more_rows, more_ratios, more_accuracy = throughput_rows(args.quick, workdir)
+            more_rows, more_ratios, more_accuracy = throughput_rows(args.quick, Path(folder))
             rows, found, accuracy = rows + more_rows, found | more_ratios, accuracy | more_accuracy
 
     for line in lines(rows, found, accuracy):
@@ -180,22 +220,15 @@ def main(argv: list[str] | None = None) -> None:
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2))
-    run_id = log_bench(user_store, result, figure)
+    run_id = log_bench(user_store.uri, result, figure)
     print(f"wrote {output}; MLflow run {run_id} in experiment {EXPERIMENT}")
     if args.record:
         figures = {"recipes": recipes if watched_runs else [], "rows": rows, "ratios": found}
-        command = shlex.join(["python", "-m", "mnist_exp.bench", *sys.argv[1:]])
-        from mnist_exp.train import POLICIES  # the runs report Keras' policy names
-
-        named = {policy: name for name, policy in POLICIES.items()}
-        on = machine(", ".join(sorted(named.get(p, p) for p in precision)))
-        title = args.title or ("time to accuracy" if args.time_to_accuracy else "bench")
-        record = make_record(args.record, "bench", title, command, figures, runs=[run_id], on=on)
-        print(f"wrote {write_record(record)}")
+        print(f"wrote {write_bench_record(args, figures, precision, run_id)}")
     wrong = problems(rows, accuracy) if not args.time_to_accuracy else []
     if args.quick or args.time_to_accuracy:
         wrong += clock_problems(rows, recipes)
-    if (now := registered_versions(user_store)) != versions:
+    if (now := model_versions(user_store)) != versions:
         wrong.append(f"the user's registry went from {versions} to {now} model versions")
     if wrong:
         raise SystemExit("bench check failed:\n  " + "\n  ".join(wrong))

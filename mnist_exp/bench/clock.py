@@ -175,9 +175,9 @@ def time_to_accuracy(
 ) -> dict:
     """Every recipe with the `extra` overrides, project and plain Keras, seed by seed (interleaved:
     this machine's speed drifts); each run as `watched` saw it, by recipe and contender."""
-    from mlflow.tracking import MlflowClient
+    from mnist_exp.tracking.store import make_store
 
-    MlflowClient(store(workdir)).search_experiments()  # the store is made once, untimed
+    make_store(store(workdir))  # once, untimed
     runs = {(recipe, contender): [] for recipe in recipes for contender in ("project", "plain")}
     for index, seed in enumerate(seeds):
         for recipe in recipes:

@@ -71,40 +71,6 @@ def lines(rows: list[dict], found: dict[str, float], accuracy: dict[str, float])
         yield f"test accuracy, {name:37} {value:10.4f}"
 
 
-# Every row a bench writes, quick or full: a missing one means a measurement silently broke.
-EXPECTED_ROWS = (
-    "training, plain Keras model.fit, fp32",
-    "training, plain Keras model.fit, mixed_bfloat16",
-    "training, project run, fp32",
-    "training, project run, default",
-    "training, project run, default, system metrics off",
-    "training, project run, default, augment=light",
-    "system metrics sampler CPU / machine CPU",
-    "MLflow logging per epoch / epoch time",
-    "predict_digit, 1 image",
-    "model.predict, 1 image",
-    "POST /predict (HTTP, one 280x280 PNG)",
-)
-
-
-def problems(rows: list[dict], accuracy: dict[str, float]) -> list[str]:
-    """What is wrong with a finished table: missing rows, impossible figures, models that did not
-    learn (2 epochs on 2,000 images reach far above chance, 0.1)."""
-    from mnist_exp.bench.training import CPU_SETTINGS  # it builds rows with this module
-
-    median = {r["name"]: r["median"] for r in rows}
-    expected = [*EXPECTED_ROWS, *(f"CPU setting, fast: {name}" for name in CPU_SETTINGS)]
-    found = [f"row {name!r} is missing" for name in expected if name not in median]
-    if not any(name.startswith("predict CLI") for name in median):
-        found.append("the predict CLI row is missing")
-    found += [f"{name}: {value} is not > 0" for name, value in median.items() if not value > 0]
-    sampler = median.get("system metrics sampler CPU / machine CPU", 0)
-    if not sampler < 5:
-        found.append(f"the system metrics sampler takes {sampler}% of the CPU (>= 5%)")
-    found += [f"{name} reached test accuracy {a}" for name, a in accuracy.items() if not a > 0.5]
-    return found
-
-
 def clock_problems(rows: list[dict], recipes: list[str]) -> list[str]:
     """What is wrong with a time-to-accuracy table: a recipe or contender without its wall time,
     start-up or phases, or a time that cannot be (not positive)."""

@@ -71,7 +71,9 @@ def plain_keras(limit: int | None, epochs: int, policy: str) -> dict:
 
 def project_run(limit: int | None, epochs: int, overrides: list[str], workdir: Path) -> dict:
     """The project's own path: `python -m mnist_exp.run`, callbacks and MLflow logging on."""
-    from mlflow.tracking import MlflowClient
+    from mnist_exp.config.schema import MlflowConfig
+    from mnist_exp.tracking.read import latest_runs, metric_series
+    from mnist_exp.tracking.store import open_store
 
     uri = f"sqlite:///{workdir / 'bench.db'}"
     command = [
@@ -86,15 +88,10 @@ def project_run(limit: int | None, epochs: int, overrides: list[str], workdir: P
         f"hydra.run.dir={workdir / 'run'}",
     ]
     subprocess.run(command, check=True, capture_output=True)
-    client = MlflowClient(uri)
-    run = client.search_runs(
-        [client.get_experiment_by_name("mnist_exp").experiment_id],
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )[0]
-    history = client.get_metric_history(run.info.run_id, "samples_per_second")
+    store = open_store(MlflowConfig(tracking_uri=uri))
+    [run] = latest_runs(store, "", limit=1)
     return {
-        "samples_per_second": [m.value for m in sorted(history, key=lambda m: m.step)],
+        "samples_per_second": metric_series(store, run.info.run_id, "samples_per_second"),
         "test_accuracy": run.data.metrics[TEST_ACCURACY],
         "precision_used": run.data.params["precision_used"],
     }
@@ -155,35 +152,36 @@ def bench_training(
 def bench_system_metrics(seconds: float, repeats: int, workdir: Path) -> dict:
     """CPU time of MLflow's system-metrics sampler (one sample a second) as a share of the
     machine's CPU time: what it can take from training, which keeps every core busy."""
-    import mlflow
+    from mnist_exp.tracking.store import Store, active_run
 
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'system.db'}")
-    mlflow.set_system_metrics_sampling_interval(1)
-    for sampled in (False, True):  # warm-up: the store's creation, the sampler's imports
-        with mlflow.start_run(log_system_metrics=sampled):
+    store = Store(f"sqlite:///{workdir / 'system.db'}", "system metrics")
+    for sampled in (None, 1):  # warm-up: the store's creation, the sampler's imports
+        with active_run(store, system_metrics=sampled):
             time.sleep(1.5)
     shares = []
     for _ in range(repeats):
         cpu = {}
-        for sampled in (False, True):
+        for sampled in (None, 1):  # seconds between samples
             start = time.process_time()
-            with mlflow.start_run(log_system_metrics=sampled):
+            with active_run(store, system_metrics=sampled):
                 time.sleep(seconds)
             cpu[sampled] = time.process_time() - start
-        shares.append((cpu[True] - cpu[False]) / (seconds * os.cpu_count()))
+        shares.append((cpu[1] - cpu[None]) / (seconds * os.cpu_count()))
     return row("system metrics sampler CPU / machine CPU", shares, "%", 100)
 
 
 def bench_logging(epoch_seconds: float, repeats: int, workdir: Path) -> dict:
-    """One epoch's MLflow logging (six metrics to a SQLite store) as a share of an epoch."""
-    import mlflow
+    """One epoch's MLflow logging (six metrics to a SQLite store, by the callback a run logs them
+    with) as a share of an epoch."""
+    from mnist_exp.tracking.log import MlflowMetrics
+    from mnist_exp.tracking.store import Store, active_run
 
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'logging.db'}")
     metrics = dict.fromkeys(
         ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "samples_per_second"), 0.5
     )
-    with mlflow.start_run():
-        seconds = timed(lambda: mlflow.log_metrics(metrics, step=1), repeats)
+    logger = MlflowMetrics()
+    with active_run(Store(f"sqlite:///{workdir / 'logging.db'}", "logging")):
+        seconds = timed(lambda: logger.on_epoch_end(0, metrics), repeats)
     return row(
         "MLflow logging per epoch / epoch time", [s / epoch_seconds for s in seconds], "%", 100
     )

@@ -29,9 +29,9 @@ def record_runs(name: str, ids: list[str], title: str, command: str | None, fold
     """The runs as a record, with the machine and precision they ran on and the day they began."""
     from mnist_exp.config.schema import MlflowConfig
     from mnist_exp.tracking.recorded import recorded_runs
-    from mnist_exp.tracking.store import tracking_uri
+    from mnist_exp.tracking.store import open_store
 
-    runs, ran = recorded_runs(ids, tracking_uri(MlflowConfig()))
+    runs, ran = recorded_runs(ids, open_store(MlflowConfig()))
     if not runs:
         raise MnistExpError(f"{' '.join(ids)}: no finished run to record.")
     if (command := command or ran) is None:

@@ -71,8 +71,9 @@ def load_predictor(model: str | Path | None = None) -> Predictor:
 
     from mnist_exp.config.schema import MlflowConfig
     from mnist_exp.tracking import read
+    from mnist_exp.tracking.store import open_store
 
-    store = MlflowConfig()
+    store = open_store(MlflowConfig())
     source = str(model) if model is not None else read.best_model_uri(store)
     if Path(source).suffix in (".h5", ".keras"):
         if not Path(source).is_file():

@@ -193,8 +193,9 @@ def describe(source: str) -> dict:
     from mnist_exp.config.schema import MlflowConfig
     from mnist_exp.names import BEST_VAL_ACCURACY, TEST_ACCURACY
     from mnist_exp.tracking.read import model_run
+    from mnist_exp.tracking.store import open_store
 
-    run = model_run(source, MlflowConfig())
+    run = model_run(source, open_store(MlflowConfig()))
     if run is None:
         return {"model": source}
     metrics = run.data.metrics

@@ -56,10 +56,25 @@ def storage(url: str, heartbeat: int | None = None) -> "optuna.storages.BaseStor
 
 
 def beats(storage: "optuna.storages.BaseStorage") -> bool:
-    """Whether the storage keeps trials' heartbeats (an RDB given `heartbeat`)."""
-    from optuna.storages._heartbeat import is_heartbeat_enabled
+    """Whether the storage keeps trials' heartbeats (an RDB given `heartbeat`, or the cache over
+    it that a study holds): its `get_heartbeat_interval` says how often."""
+    interval = getattr(storage, "get_heartbeat_interval", None)
+    return interval is not None and interval() is not None
 
-    return is_heartbeat_enabled(storage)
+
+def stale_trial_numbers(study: "optuna.Study", storage: "optuna.storages.BaseStorage") -> set[int]:
+    """The numbers of the running trials whose heartbeat has been silent for longer than the
+    storage allows (`beats`). Optuna has no public lookup of them: `fail_stale_trials` fails them,
+    where the sweeper requeues them and counts them apart. So its private one is used here, the
+    only use of Optuna's privates; tests/test_search.py fails when Optuna changes it."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return {storage.get_trial_number_from_id(i) for i in storage._get_stale_trial_ids(study_id)}
+
+
+def trial_id(study: "optuna.Study", storage: "optuna.storages.BaseStorage", trial) -> int:
+    """A trial's id in the storage (what heartbeats, attributes and a job's trial go by)."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
 
 
 @contextmanager

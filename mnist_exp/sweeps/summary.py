@@ -4,11 +4,14 @@ figure, and the best configuration's paired test against the runner-up."""
 import csv
 import io
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnist_exp.errors import MnistExpError
 from mnist_exp.names import FINISHED
 from mnist_exp.tracking.notes import command, job_counts, sweep_note
+
+if TYPE_CHECKING:
+    from mnist_exp.tracking.store import Store
 
 BY_CONFIG = "summary_by_config"  # the parent's .csv and .md: one row per configuration
 COLUMNS = (
@@ -119,70 +122,108 @@ def csv_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     return out.getvalue()
 
 
-def summarise(run_id: str, rows: list[dict[str, Any]], dataset: dict[str, Any]) -> None:
+def summarise(store: "Store", run_id: str, rows: list[dict[str, Any]], dataset: dict) -> None:
     """Log the job table, and where seeds or folds repeat a configuration the table by
     configuration, the figure, the best configuration (on mean validation accuracy) and its
     paired test against the runner-up to the parent run; print the tables and the verdict."""
-    from mlflow import MlflowClient
-
     from mnist_exp.figures import config_figure, sweep_figure
+    from mnist_exp.tracking.parent import log_to_parent, parent_tags
     from mnist_exp.tracking.read import metric_series
 
-    client = MlflowClient()
     labelled, shared = label_rows(rows)
-    table = markdown_table(labelled)
-    client.log_text(run_id, f"Shared overrides: {shared or '(none)'}\n\n{table}", "summary.md")
-    client.log_text(run_id, csv_table(rows, (*COLUMNS, "run_id", "reused", "error")), "summary.csv")
-    finished = [row for row in rows if row["status"] == FINISHED]
-    _, pruned, unfinished = job_counts(rows)
-    client.log_metric(run_id, "jobs_finished", len(finished))
-    client.log_metric(run_id, "jobs_failed", unfinished)
-    if pruned:
-        client.log_metric(run_id, "jobs_pruned", pruned)
-    print(
-        f"\nSweep summary: {len(finished)} of {len(rows)} jobs finished"
-        f"{f', {pruned} pruned' if pruned else ''} "
-        f"(shared overrides: {shared or 'none'})\n{table}"
-    )
+    texts, metrics = job_table(rows, labelled, shared)
     grouped = group_rows(rows)
     labelled_groups = label_rows(grouped)[0] if len(grouped) > 1 else grouped  # one: say it whole
     repeated = len(grouped) < len(rows)
     if repeated:
-        by_config = grouped_markdown(labelled_groups)
-        client.log_text(run_id, f"Shared overrides: {shared or '(none)'}\n\n{by_config}",
-                        f"{BY_CONFIG}.md")  # fmt: skip
-        client.log_text(run_id, csv_table(grouped, CONFIG_COLUMNS), f"{BY_CONFIG}.csv")
-        print(f"By configuration (seeds and folds are repetitions; 95% t intervals):\n{by_config}")
+        texts |= config_table(grouped, labelled_groups, shared)
         figure = config_figure(labelled_groups)
     else:
         curves = {
-            row["overrides"]: metric_series(client, row["run_id"], "val_accuracy")
+            row["overrides"]: metric_series(store, row["run_id"], "val_accuracy")
             for row in labelled
             if row.get("run_id")
         }
         figure = sweep_figure(labelled, curves)
-    client.log_figure(run_id, figure, "summary.png")
+    log_to_parent(store, run_id, texts=texts, figures={"summary.png": figure}, metrics=metrics)
     ranked = sorted(
         (row for row in grouped if row["n"]), key=lambda row: row["val_mean"], reverse=True
     )
-    paired = pair_best(run_id, ranked, dataset)
-    overrides = client.get_run(run_id).data.tags.get("overrides", "").split()
+    paired = pair_best(store, run_id, ranked, dataset)
+    overrides = parent_tags(store, run_id).get("overrides", "").split()
     best = ranked[0] if ranked else None
-    client.set_tag(run_id, "mlflow.note.content", sweep_note(overrides, rows, best, paired))
-    if best is None:
-        return
+    note = sweep_note(overrides, rows, best, paired)
+    log_to_parent(store, run_id, tags={"mlflow.note.content": note})
+    if best is not None:
+        chosen = labelled_groups[grouped.index(best)]["overrides"]
+        log_best(
+            store, run_id, best, chosen, [r for r in rows if r["status"] == FINISHED], repeated
+        )
+    if paired:
+        print(f"Best against the runner-up, on the test set (best runs of each):\n{paired}")
+
+
+def job_table(
+    rows: list[dict[str, Any]], labelled: list[dict[str, Any]], shared: str
+) -> tuple[dict[str, str], dict[str, float]]:
+    """The table of jobs, printed; as the parent logs it, and how many jobs finished, failed and
+    were pruned."""
+    table = markdown_table(labelled)
+    texts = {
+        "summary.md": f"Shared overrides: {shared or '(none)'}\n\n{table}",
+        "summary.csv": csv_table(rows, (*COLUMNS, "run_id", "reused", "error")),
+    }
+    finished, pruned, unfinished = job_counts(rows)
+    metrics = {"jobs_finished": finished, "jobs_failed": unfinished}
+    if pruned:
+        metrics["jobs_pruned"] = pruned
+    print(
+        f"\nSweep summary: {finished} of {len(rows)} jobs finished"
+        f"{f', {pruned} pruned' if pruned else ''} "
+        f"(shared overrides: {shared or 'none'})\n{table}"
+    )
+    return texts, metrics
+
+
+def config_table(
+    grouped: list[dict[str, Any]], labelled: list[dict[str, Any]], shared: str
+) -> dict[str, str]:
+    """The table by configuration, printed; as the parent logs it."""
+    by_config = grouped_markdown(labelled)
+    print(f"By configuration (seeds and folds are repetitions; 95% t intervals):\n{by_config}")
+    return {
+        f"{BY_CONFIG}.md": f"Shared overrides: {shared or '(none)'}\n\n{by_config}",
+        f"{BY_CONFIG}.csv": csv_table(grouped, CONFIG_COLUMNS),
+    }
+
+
+def log_best(
+    store: "Store",
+    run_id: str,
+    best: dict[str, Any],
+    overrides: str,
+    finished: list[dict[str, Any]],
+    repeated: bool,
+) -> None:
+    """The best configuration (its row by configuration; `overrides`: what sets it apart) and its
+    best run, logged to the parent and printed with the command that runs it alone."""
+    from mnist_exp.tracking.parent import log_to_parent
+
     best_run = next(row for row in finished if row["run_id"] == best["best_run_id"])
-    client.log_metric(run_id, "best_job_val_accuracy", best_run["val_accuracy"])
-    client.log_metric(run_id, "best_job_test_accuracy", best_run["test_accuracy"])
+    metrics = {
+        "best_job_val_accuracy": best_run["val_accuracy"],
+        "best_job_test_accuracy": best_run["test_accuracy"],
+    }
     if repeated:
-        client.log_metric(run_id, "best_config_val_mean", best["val_mean"])
-        client.log_metric(run_id, "best_config_test_mean", best["test_mean"])
-        client.log_metric(run_id, "best_config_n", best["n"])
-    client.set_tag(run_id, "best_run_id", best["best_run_id"])
-    for override in labelled_groups[grouped.index(best)]["overrides"].split():
+        metrics |= {"best_config_val_mean": best["val_mean"], "best_config_n": best["n"]}
+        metrics["best_config_test_mean"] = best["test_mean"]
+    params = {}
+    for override in overrides.split():
         key, assigns, value = override.partition("=")
         if assigns:  # not "(shared only)": one configuration, nothing to tell it apart
-            client.log_param(run_id, f"best.{key.lstrip('+~')}", value)
+            params[f"best.{key.lstrip('+~')}"] = value
+    tags = {"best_run_id": best["best_run_id"]}
+    log_to_parent(store, run_id, metrics=metrics, params=params, tags=tags)
     over = f" over {best['n']} runs, test {best['test_mean']:.4f}" if repeated else ""
     print(
         f"Best configuration on validation: val {best['val_mean']:.4f}{over}; its best run "
@@ -190,32 +231,33 @@ def summarise(run_id: str, rows: list[dict[str, Any]], dataset: dict[str, Any]) 
         f"{best_run['test_accuracy']:.4f}. To run it alone:\n  "
         f"{command(best['overrides'].split())}"
     )
-    if paired:
-        print(f"Best against the runner-up, on the test set (best runs of each):\n{paired}")
 
 
-def pair_best(run_id: str, ranked: list[dict[str, Any]], dataset: dict[str, Any]) -> str | None:
+def pair_best(
+    store: "Store", run_id: str, ranked: list[dict[str, Any]], dataset: dict[str, Any]
+) -> str | None:
     """McNemar's test between the best-validation runs of the two best configurations, logged to
     the parent (`comparison.txt`, `comparison.png`, metric `mcnemar_p_value`); its verdict."""
-    import mlflow
-
+    from mnist_exp.compare import compare, test_images, verdict
     from mnist_exp.figures import flipped_figure
-    from mnist_exp.sweeps.compare import compare, test_images, verdict
+    from mnist_exp.tracking.parent import log_to_parent
 
     if len(ranked) < 2:
         return None
     try:
-        comparison = compare(ranked[0]["best_run_id"], ranked[1]["best_run_id"],
-                             mlflow.get_tracking_uri())  # fmt: skip
+        comparison = compare(ranked[0]["best_run_id"], ranked[1]["best_run_id"], store)
         figure = flipped_figure(
             test_images(dataset), comparison.labels, comparison.predicted, comparison.p_value
         )
     except MnistExpError as error:
         print(f"No paired test of the two best configurations: {error}", file=sys.stderr)
         return None
-    client = mlflow.MlflowClient()
     text = verdict(comparison)
-    client.log_text(run_id, text, "comparison.txt")
-    client.log_figure(run_id, figure, "comparison.png")
-    client.log_metric(run_id, "mcnemar_p_value", comparison.p_value)
+    log_to_parent(
+        store,
+        run_id,
+        texts={"comparison.txt": text},
+        figures={"comparison.png": figure},
+        metrics={"mcnemar_p_value": comparison.p_value},
+    )
     return text

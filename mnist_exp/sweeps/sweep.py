@@ -83,13 +83,13 @@ class SweepRun(Callback):
     command exits with 1 if a job did not finish."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        import mlflow
-
-        from mnist_exp.tracking import liveness, store
+        from mnist_exp.tracking import liveness
+        from mnist_exp.tracking.parent import open_parent
+        from mnist_exp.tracking.store import use_store
 
         # Store and experiment exist before any job starts: parallel jobs never race to create them.
         try:
-            store.use_store(config.mlflow, config.paths.root)
+            self.store = use_store(config.mlflow, config.paths.root)
         except MnistExpError as error:
             exit_with(error)
         self.sweep_dir = Path(config.hydra.sweep.dir)
@@ -98,15 +98,16 @@ class SweepRun(Callback):
         )  # flipped digits' figure
         self.searching = "optuna" in config.hydra.sweeper._target_.lower()
         # Now: a summary at exit (a crash, Ctrl-C) can no longer import.
+        import mnist_exp.compare
         import mnist_exp.figures
         import mnist_exp.tracking.read  # noqa: F401
 
         for stale in self.sweep_dir.glob(f"*/{RESULT_FILE}"):  # a rerun in the same directory
             stale.unlink()
-        parent = mlflow.MlflowClient().create_run(
-            mlflow.get_experiment_by_name(config.mlflow.experiment_name).experiment_id,
-            run_name=f"sweep {self.sweep_dir.parent.name} {self.sweep_dir.name}",
-            tags={
+        self.run_id = open_parent(
+            self.store,
+            f"sweep {self.sweep_dir.parent.name} {self.sweep_dir.name}",
+            {
                 "sweep_dir": str(self.sweep_dir),
                 "overrides": " ".join(config.hydra.overrides.task),
                 "sweeper": config.hydra.sweeper._target_.rsplit(".", 1)[-1],
@@ -114,8 +115,9 @@ class SweepRun(Callback):
                 **liveness.process_tags(),
             },
         )
-        self.run_id = parent.info.run_id
-        self.heartbeat = liveness.start_heartbeat(self.run_id, config.mlflow.heartbeat_seconds)
+        self.heartbeat = liveness.start_heartbeat(
+            self.store, self.run_id, config.mlflow.heartbeat_seconds
+        )
         os.environ[PARENT_ENV] = self.run_id
         atexit.register(self.close, KILLED)  # interrupted or crashed: summarise what finished
         print(f"Sweep parent run {self.run_id}; jobs in {self.sweep_dir}")
@@ -136,10 +138,10 @@ class SweepRun(Callback):
             self.heartbeat.set()
         rows = read_rows(self.sweep_dir)
         unfinished = job_counts(rows)[2]
-        summarise(self.run_id, rows, self.dataset)
-        from mlflow import MlflowClient
+        summarise(self.store, self.run_id, rows, self.dataset)
+        from mnist_exp.tracking.parent import end_parent
 
-        MlflowClient().set_terminated(self.run_id, status)
+        end_parent(self.store, self.run_id, status)
         if self.searching and status != FINISHED:
             print("The search's study is stored: rerun the same command to continue it.")
         elif unfinished or status != FINISHED:

@@ -31,6 +31,8 @@ from mnist_exp.tracking import notes
 if TYPE_CHECKING:  # Hydra imports every plugin at start-up: Optuna (0.2 s) only when searching
     import optuna
 
+    from mnist_exp.tracking.store import Store
+
 # Trials that do not count towards n_trials: their process died (they run again), or a worker
 # asked for one more than the study needed.
 LOST, SURPLUS = "lost", "surplus"
@@ -59,18 +61,22 @@ ConfigStore.instance().store(
 )
 
 
-def requeue_lost(study: "optuna.Study") -> None:
+def requeue_lost(
+    study: "optuna.Study", storage: "optuna.storages.BaseStorage", store: "Store"
+) -> None:
     """Trials whose worker died run again: their parameters are queued, the trial itself is
-    failed and no longer counted. On this host the worker's process is looked up; on others, an
-    RDB storage's heartbeats tell. Another worker may get there first; then it is left to it."""
+    failed and no longer counted, and its MLflow run in `store` ends KILLED. On this host the
+    worker's process is looked up; on others, an RDB storage's heartbeats tell. Another worker
+    may get there first; then it is left to it."""
     import optuna
 
-    storage = study._storage
-    silent = set(storage._get_stale_trial_ids(study._study_id)) if search.beats(storage) else set()
+    from mnist_exp.tracking.liveness import close_trial_runs
+
+    silent = search.stale_trial_numbers(study, storage) if search.beats(storage) else set()
     for trial in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
         if owner_gone(trial):
             lost = "lost its process"
-        elif trial._trial_id in silent:
+        elif trial.number in silent:
             seconds = 3 * storage.get_heartbeat_interval()
             lost = (
                 f"lost its worker on {trial.user_attrs.get('host')} (no heartbeat for {seconds} s)"
@@ -78,29 +84,13 @@ def requeue_lost(study: "optuna.Study") -> None:
         else:
             continue
         try:
-            storage.set_trial_user_attr(trial._trial_id, "not_counted", LOST)
+            storage.set_trial_user_attr(search.trial_id(study, storage, trial), "not_counted", LOST)
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # another worker requeued it
         study.enqueue_trial(trial.params, skip_if_exists=False)
         print(f"Trial {trial.number} {lost}: it runs again.")
-        close_trial_runs(study.study_name, trial.number, f"its Optuna trial {lost}")
-
-
-def close_trial_runs(study_name: str, number: int, ended: str) -> None:
-    """The trial's MLflow run, left RUNNING by its lost worker, ends KILLED."""
-    import mlflow
-
-    from mnist_exp.tracking.liveness import mark_killed
-
-    found = f"tags.optuna_study = '{study_name}' and tags.optuna_trial = '{number}'"
-    for run in mlflow.search_runs(
-        search_all_experiments=True,
-        filter_string=f"{found} and attributes.status = 'RUNNING'",
-        output_format="list",
-    ):
-        if mark_killed(mlflow.MlflowClient(), run, ended):
-            print(f"Run {run.info.run_id} ({run.info.run_name}) of trial {number}: marked KILLED.")
+        close_trial_runs(store, study.study_name, trial.number, f"its Optuna trial {lost}")
 
 
 def counted(trial: "optuna.trial.FrozenTrial") -> bool:
@@ -138,9 +128,12 @@ class OptunaSweeper(Sweeper):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
+        from mnist_exp.tracking.store import open_store
+
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
+        self.store = open_store(config.mlflow, config.paths.root)  # where the trials' runs are
         self.model = config.hydra.runtime.choices.get("model") or "search"
         self.epochs = int(config.epochs)
         self.studies_dir = Path(config.paths.root) / search.STUDIES_DIR
@@ -162,9 +155,10 @@ class OptunaSweeper(Sweeper):
         name = self.study_name or study_name(self.model, space, fixed, self.pruner)
         url = self.storage or str((self.studies_dir / f"{name}.journal").resolve())
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.trials = search.storage(url, self.heartbeat)
         study = optuna.create_study(
             study_name=name,
-            storage=search.storage(url, self.heartbeat),
+            storage=self.trials,
             direction="maximize",
             pruner=search.pruner(self.pruner, self.epochs),
             load_if_exists=True,
@@ -178,11 +172,12 @@ class OptunaSweeper(Sweeper):
                 if self.wait_for_others(study):
                     continue
                 break
+            ids = [search.trial_id(study, self.trials, t) for t in trials]
             jobs = [
-                [*fixed, *(override(k, v) for k, v in t.params.items()), *job_env(env, t)]
-                for t in trials
+                [*fixed, *(override(k, v) for k, v in t.params.items()), *job_env(env, i)]
+                for t, i in zip(trials, ids, strict=True)
             ]
-            with search.heartbeats(study._storage, [t._trial_id for t in trials]):
+            with search.heartbeats(self.trials, ids):
                 results = self.launcher.launch(jobs, launched)
             launched += len(jobs)
             for trial, result in zip(trials, results, strict=True):
@@ -193,16 +188,15 @@ class OptunaSweeper(Sweeper):
     def announce(self, study: "optuna.Study", url: str) -> None:
         """Tag the sweep's parent run with the study and say where it is and how far it got."""
         from mnist_exp.sweeps.sweep import PARENT_ENV
+        from mnist_exp.tracking.parent import log_to_parent
 
-        requeue_lost(study)
+        requeue_lost(study, self.trials, self.store)
         done = sum(counted(t) and t.state.is_finished() for t in study.get_trials(deepcopy=False))
         print(f"Optuna study {study.study_name} in {url}: {done} of {self.n_trials} trials done.")
-        if not search.beats(study._storage):
+        if not search.beats(self.trials):
             print("Trials lost on other hosts are not seen in a journal: share an RDB for that.")
         if parent := os.environ.get(PARENT_ENV):
-            from mlflow import MlflowClient
-
-            MlflowClient().set_tag(parent, "optuna_study", study.study_name)
+            log_to_parent(self.store, parent, tags={"optuna_study": study.study_name})
 
     def ask(self, study: "optuna.Study", space: dict) -> "optuna.Trial | None":
         """A new trial with its parameters, or None once the study has n_trials."""
@@ -210,7 +204,7 @@ class OptunaSweeper(Sweeper):
 
         from mnist_exp.tracking.liveness import process_tags
 
-        requeue_lost(study)
+        requeue_lost(study, self.trials, self.store)
         waiting = optuna.trial.TrialState.WAITING  # requeued: asking runs them first
         others = [t for t in study.get_trials(deepcopy=False) if t.state != waiting]
         if sum(counted(t) for t in others) >= self.n_trials:
@@ -218,8 +212,8 @@ class OptunaSweeper(Sweeper):
         with warnings.catch_warnings():  # "Heartbeat ... used with Study.optimize": see heartbeats
             warnings.simplefilter("ignore", UserWarning)
             trial = study.ask()
-        if search.beats(study._storage):  # from its first moment: a worker may die before launch
-            study._storage.record_heartbeat(trial._trial_id)
+        if search.beats(self.trials):  # from its first moment: a worker may die before launch
+            self.trials.record_heartbeat(search.trial_id(study, self.trials, trial))
         ahead = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
         if sum(counted(t) for t in ahead) >= self.n_trials:  # another worker took the last one
             trial.set_user_attr("not_counted", SURPLUS)
@@ -242,13 +236,13 @@ class OptunaSweeper(Sweeper):
         one lost with its worker runs again here; True when one did (ask again)."""
         import optuna
 
-        if not search.beats(study._storage):
+        if not search.beats(self.trials):
             return False
         running, waiting = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING
         print("Waiting for the trials other workers run (a lost one runs again here).")
         while study.get_trials(deepcopy=False, states=[running]):
             time.sleep(self.heartbeat)
-            requeue_lost(study)
+            requeue_lost(study, self.trials, self.store)
             if study.get_trials(deepcopy=False, states=[waiting]):
                 return True
         return False
@@ -257,7 +251,8 @@ class OptunaSweeper(Sweeper):
         import optuna
 
         value = result.return_value if result.status == JobStatus.COMPLETED else None
-        pruned = study._storage.get_trial(trial._trial_id).user_attrs.get(search.PRUNED_AT)
+        ended = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+        pruned = ended.user_attrs.get(search.PRUNED_AT)
         if value is None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         elif pruned is not None:
@@ -281,18 +276,20 @@ class OptunaSweeper(Sweeper):
         )
         if not (parent := os.environ.get(PARENT_ENV)):
             return
-        from mlflow import MlflowClient
-
-        client = MlflowClient()
-        client.log_text(parent, command + "\n", "optuna/best_trial_command.txt")
-        client.set_tag(parent, "optuna_best_trial", str(best.number))
         from mnist_exp.figures import study_figures
+        from mnist_exp.tracking.parent import log_to_parent
 
-        for name, figure in study_figures(study).items():
-            client.log_figure(parent, figure, f"optuna/{name}.png")
+        log_to_parent(
+            self.store,
+            parent,
+            texts={"optuna/best_trial_command.txt": command + "\n"},
+            tags={"optuna_best_trial": str(best.number)},
+            figures={f"optuna/{name}.png": f for name, f in study_figures(study).items()},
+        )
 
 
-def job_env(env: dict[str, str], trial: "optuna.Trial") -> list[str]:
-    """Overrides that give the job its trial in the environment, whichever launcher runs it."""
-    values = {**env, "trial": str(trial._trial_id)}
+def job_env(env: dict[str, str], trial: int) -> list[str]:
+    """Overrides that give the job its trial (by its id in the storage) in the environment,
+    whichever launcher runs it."""
+    values = {**env, "trial": str(trial)}
     return [f"+hydra.job.env_set.{search.ENV[key]}='{value}'" for key, value in values.items()]

@@ -6,12 +6,16 @@ import os
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_exp.tracking import notes
+
+if TYPE_CHECKING:  # the store's module closes dead runs with this one's functions
+    from mnist_exp.tracking.store import Store
 
 # On a shared store, a run's process tags it with the time (its host's clock) every few seconds,
 # so a process on another host can tell that it died: no beat for 3 intervals and 10 s more,
@@ -58,13 +62,12 @@ def shared_store(uri: str) -> bool:
     return not uri.startswith(("sqlite:", "file:")) and "://" in uri
 
 
-def start_heartbeat(run_id: str, seconds: int) -> threading.Event | None:
+def start_heartbeat(store: "Store", run_id: str, seconds: int) -> threading.Event | None:
     """Tag the run with this host's time every `seconds` from a thread, on a shared store, until
     the returned event is set; None where the store is this host's own (its pid tells)."""
-    uri = mlflow.get_tracking_uri()
-    if not shared_store(uri):
+    if not shared_store(store.uri):
         return None
-    client, stop = MlflowClient(uri), threading.Event()
+    client, stop = store.client, threading.Event()
     client.set_tag(run_id, HEARTBEAT_SECONDS, str(seconds))
 
     def beat() -> None:
@@ -89,11 +92,10 @@ def silence(tags: dict[str, str]) -> float | None:
     return quiet if quiet > 3 * seconds + CLOCK_SKEW_SECONDS else None
 
 
-def close_dead_runs(experiment_id: str) -> None:
+def close_dead_runs(client: MlflowClient, experiment_id: str) -> None:
     """Runs left RUNNING by a process that is gone (SIGKILL, the OOM killer, a power cut) end
     KILLED, tagged with how to resume them, so the UI tells the truth: on this host the process
     is looked up, elsewhere its heartbeat (`start_heartbeat`) tells."""
-    client = MlflowClient()
     running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
     for run in running:
         tags = run.data.tags
@@ -127,3 +129,16 @@ def mark_killed(client: MlflowClient, run: mlflow.entities.Run, ended: str) -> b
         print(f"Run {run.info.run_id} lost its process, but this user may not mark it KILLED.")
         return False
     return True
+
+
+def close_trial_runs(store: "Store", study_name: str, number: int, ended: str) -> None:
+    """The MLflow run of a search's trial, left RUNNING by its lost worker, ends KILLED (in
+    whichever of the store's experiments it is)."""
+    found = f"tags.optuna_study = '{study_name}' and tags.optuna_trial = '{number}'"
+    client = store.client
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    for run in client.search_runs(
+        experiments, filter_string=f"{found} and attributes.status = 'RUNNING'"
+    ):
+        if mark_killed(client, run, ended):
+            print(f"Run {run.info.run_id} ({run.info.run_name}) of trial {number}: marked KILLED.")

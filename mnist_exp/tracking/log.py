@@ -15,7 +15,6 @@ from pathlib import Path
 import keras
 import mlflow
 import numpy as np
-from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from mnist_exp.config.job import Job
@@ -52,7 +51,7 @@ from mnist_exp.tracking import notes
 from mnist_exp.tracking.datasets import log_datasets
 from mnist_exp.tracking.liveness import process_tags, start_heartbeat
 from mnist_exp.tracking.read import config_hash
-from mnist_exp.tracking.store import abandon_run, server_gone
+from mnist_exp.tracking.store import Store, abandon_run, server_gone
 
 
 def job_tags(job: Job) -> dict[str, str]:
@@ -88,14 +87,15 @@ def start_run(
     config: Config,
     job: Job,
     work_dir: Path,
-    *,
-    parent: str | None,
+    store: Store,
     params: dict[str, object],
-    tags: Mapping[str, str] | None,
+    tags: Mapping[str, str] | None = None,
+    parent: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """Open an MLflow run (in the store `use_store` chose; a child of `parent` in a sweep) with
-    the config's and these params and tags, or reopen the run `config.resume` names. It ends
-    FAILED with the reason, or KILLED on Ctrl-C/SIGTERM with the best checkpoint logged."""
+    """Open an MLflow run in `store` (which `use_store` made MLflow's process-wide one; a child of
+    `parent` in a sweep) with the config's and these params and tags, or reopen the run
+    `config.resume` names. It ends FAILED with the reason, or KILLED on Ctrl-C/SIGTERM with the
+    state to resume logged."""
     resume = config.resume
     name = None if resume else run_name(config, job)
     mlflow.set_system_metrics_sampling_interval(config.mlflow.system_metrics_interval)
@@ -107,12 +107,12 @@ def start_run(
             mlflow.set_tags({f"{MACHINE}.{key}": value for key, value in description().items()})
             if resume:  # perhaps elsewhere: where its state lives now
                 mlflow.set_tag("output_dir", str(work_dir))
-            heartbeat = start_heartbeat(run.info.run_id, config.mlflow.heartbeat_seconds)
+            heartbeat = start_heartbeat(store, run.info.run_id, config.mlflow.heartbeat_seconds)
             if resume is None:
                 log_config(config, job, parent, params, tags or {})
             yield run
         except BaseException as raised:
-            end_unfinished(raised, run, job, work_dir)
+            end_unfinished(raised, run, job, work_dir, store)
         finally:
             if heartbeat:
                 heartbeat.set()
@@ -131,36 +131,43 @@ def log_config(
     describe_run(job)
 
 
-def end_unfinished(raised: BaseException, run: mlflow.ActiveRun, job: Job, work_dir: Path):
+def end_unfinished(
+    raised: BaseException, run: mlflow.ActiveRun, job: Job, work_dir: Path, store: Store
+) -> None:
     """End a run that raised: FAILED with the reason, or KILLED on Ctrl-C/SIGTERM with what it
     needs to resume logged; a tracking server that is gone leaves it for `resume=`. Re-raises."""
-    if isinstance(raised, Exception) and server_gone(mlflow.get_tracking_uri()):
+    if isinstance(raised, Exception) and server_gone(store.uri):
         abandon_run()
         raise MnistExpError(
-            f"The tracking server {mlflow.get_tracking_uri()} stopped answering; the "
+            f"The tracking server {store.uri} stopped answering; the "
             f"state of the last finished epoch is in {work_dir}. Once the server is back: "
             f"{notes.command(job.overrides, resume=run.info.run_id)}"
         ) from None
     error = disk_full(raised, work_dir) or raised
     status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
     with second_interrupt_exits(status == "KILLED"):
-        if status == "KILLED":  # the best checkpoint; the state to resume on any host
-            resumable = ((name, RESUME_ARTIFACTS) for name in (STATE_FILE, LAST_FILE, BEST_FILE))
-            for name, folder in ((BEST_FILE, "checkpoint"), *resumable):
-                if (work_dir / name).is_file():
-                    mlflow.log_artifact(str(work_dir / name), folder)
-            again = notes.command(job.overrides, resume=run.info.run_id)
-            print(
-                f"\nInterrupted: run {run.info.run_id} saved up to its last finished "
-                f"epoch. Resume with:\n  {again}",
-                file=sys.stderr,
-            )
+        if status == "KILLED":
+            save_interrupted(run.info.run_id, job, work_dir)
         mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
         describe_run(job, ending=f"Ended {status}: {type(error).__name__}: {error}"[:1000])
         mlflow.end_run(status)
     if error is raised:
         raise raised
     raise error from None
+
+
+def save_interrupted(run_id: str, job: Job, work_dir: Path) -> None:
+    """An interrupted run logs its best checkpoint and the state to resume it on any host, and
+    says how to resume it."""
+    resumable = ((name, RESUME_ARTIFACTS) for name in (STATE_FILE, LAST_FILE, BEST_FILE))
+    for name, folder in ((BEST_FILE, "checkpoint"), *resumable):
+        if (work_dir / name).is_file():
+            mlflow.log_artifact(str(work_dir / name), folder)
+    again = notes.command(job.overrides, resume=run_id)
+    print(
+        f"\nInterrupted: run {run_id} saved up to its last finished epoch. Resume with:\n  {again}",
+        file=sys.stderr,
+    )
 
 
 @contextmanager
@@ -209,12 +216,12 @@ def log_split(
     name: str,
     metrics: tuple[str, str],
     classes: tuple[str, ...],
-    run_id: str | None = None,
+    store: Store,
+    run_id: str,
 ) -> None:
     """A split's loss and accuracy (as `metrics` name them), confusion matrix and report, under
-    `name/`, in the active run or the run `run_id` (which stays as it was: FINISHED, say)."""
-    client = MlflowClient(mlflow.get_tracking_uri())
-    run_id = run_id or mlflow.active_run().info.run_id
+    `name/`, in the run `run_id` (the active one, or one that stays as it was: FINISHED, say)."""
+    client = store.client
     loss, accuracy = metrics
     client.log_metric(run_id, loss, split.loss)
     client.log_metric(run_id, accuracy, split.accuracy)
@@ -236,9 +243,10 @@ def log_split(
 
 
 def log_evaluation(
-    history: dict[str, list[float]], best: int, report: Report, data: Dataset
+    history: dict[str, list[float]], best: int, report: Report, data: Dataset, store: Store
 ) -> None:
-    """Final metrics of the best epoch, reports and figures."""
+    """Final metrics of the best epoch, reports and figures, in the active run of `store`."""
+    run_id = mlflow.active_run().info.run_id
     mlflow.log_metrics(
         {
             EPOCHS_RUN: len(history["loss"]),
@@ -248,9 +256,9 @@ def log_evaluation(
         }
     )
     for name in SPLIT_METRICS:
-        log_split(getattr(report, name), name, SPLIT_METRICS[name], data.classes)
+        log_split(getattr(report, name), name, SPLIT_METRICS[name], data.classes, store, run_id)
     for name, split in report.extra.items():
-        log_split(split, f"extra/{name}", extra_metrics(name), data.classes)
+        log_split(split, f"extra/{name}", extra_metrics(name), data.classes, store, run_id)
     mlflow.log_figure(curves_figure(history), "training_curves.png")
     test = report.test
     wrong = misclassified_figure(data.x_test, test.labels, test.predicted, data.classes)
@@ -258,9 +266,11 @@ def log_evaluation(
     log_predictions(report.test)
 
 
-def log_wall_seconds(seconds: float) -> None:
-    """The job's wall time, from its start to the end of its logging (a sweep job's cost)."""
-    mlflow.log_metric(WALL_SECONDS, seconds)
+def log_last(job: Job, wall_seconds: float) -> None:
+    """A run's last records: the job's wall time, from its start to the end of its logging (a
+    sweep job's cost), and the run's description from all it logged."""
+    mlflow.log_metric(WALL_SECONDS, wall_seconds)
+    describe_run(job)
 
 
 def log_pruned(epoch: int) -> None:

@@ -14,16 +14,15 @@ from urllib.parse import urlparse
 import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from mnist_exp.config.schema import Config, MlflowConfig
+from mnist_exp.config.schema import Config
 from mnist_exp.console import OPTIMIZER_SKIPPED, warnings_ignored
 from mnist_exp.data import DIGITS
 from mnist_exp.errors import ConfigError, MnistExpError
 from mnist_exp.names import BEST_VAL_ACCURACY, DATASET, PREDICTIONS, RESUME_ARTIFACTS, STATE_FILE
 from mnist_exp.tracking.liveness import slurm_job_id
-from mnist_exp.tracking.store import global_tracking_uri, tracking_uri
+from mnist_exp.tracking.store import Store, global_tracking_uri
 
 if TYPE_CHECKING:  # TensorFlow only where a model is read: a sweep's summary needs none
     import keras
@@ -45,16 +44,14 @@ def without_off(tree: dict) -> dict:
     return {key: value for key, value in kept.items() if value not in (None, 0, False, [], {})}
 
 
-def finished_twin(config: Config, digests: dict[str, str]) -> mlflow.entities.Run | None:
+def finished_twin(
+    config: Config, digests: dict[str, str], store: Store
+) -> mlflow.entities.Run | None:
     """The latest FINISHED run of exactly this config on exactly this data (the digest of each of
-    its MLflow datasets, by name: a folder that gained a file is other data) in the current
+    its MLflow datasets, by name: a folder that gained a file is other data) in the store's
     experiment, if any; a run that a search's pruner stopped early does not count."""
     identity = config_hash(config)
-    runs = mlflow.search_runs(
-        filter_string=f"tags.config_hash = '{identity}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        output_format="list",
-    )
+    runs = latest_runs(store, f"tags.config_hash = '{identity}' and attributes.status = 'FINISHED'")
     for run in runs:
         logged = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
         if "pruned" not in run.data.tags and all(logged.get(n) == d for n, d in digests.items()):
@@ -62,31 +59,35 @@ def finished_twin(config: Config, digests: dict[str, str]) -> mlflow.entities.Ru
     return None
 
 
-def requeued_run() -> str | None:
+def latest_runs(store: Store, filter_string: str, limit: int = 1000) -> list[mlflow.entities.Run]:
+    """The runs of the store's experiment that `filter_string` selects, the latest first."""
+    if (experiment := store.experiment_id()) is None:
+        return []
+    latest = ["attributes.start_time DESC"]
+    return store.client.search_runs([experiment], filter_string, order_by=latest, max_results=limit)
+
+
+def requeued_run(store: Store) -> str | None:
     """The run this SLURM job began before SLURM requeued it (preemption, `scontrol requeue`),
     to resume; None for a job's first start, or outside SLURM."""
     job = slurm_job_id()
     if int(os.environ.get("SLURM_RESTART_COUNT") or 0) < 1 or job is None:
         return None
-    runs = mlflow.search_runs(
-        filter_string=f"tags.slurm_job_id = '{job}'",
-        order_by=["attributes.start_time DESC"],
-        output_format="list",
-    )
+    runs = latest_runs(store, f"tags.slurm_job_id = '{job}'")
     if not runs or runs[0].info.status == "FINISHED":
         return None
     return runs[0].info.run_id
 
 
-def resume_dir(run_id: str, fresh_dir: Path) -> Path:
-    """The directory holding an interrupted run's saved training state: its own output directory
-    where this host has it, else `fresh_dir` with the state the run logged when it stopped."""
+def resume_dir(run_id: str | None, fresh_dir: Path, store: Store) -> Path:
+    """The directory holding the saved training state of the run `run_id` resumes (if any, else
+    `fresh_dir`): its own where this host has it, else `fresh_dir` with the state it logged."""
+    if not run_id:
+        return fresh_dir
     try:
-        run = MlflowClient().get_run(run_id)
+        run = store.client.get_run(run_id)
     except MlflowException:
-        raise MnistExpError(
-            f"resume={run_id}: no such run in {mlflow.get_tracking_uri()}."
-        ) from None
+        raise MnistExpError(f"resume={run_id}: no such run in {store.uri}.") from None
     work_dir = Path(run.data.tags.get("output_dir", ""))
     if run.info.status == "FINISHED":
         raise MnistExpError(f"resume={run_id}: the run is FINISHED; there is nothing to resume.")
@@ -94,9 +95,7 @@ def resume_dir(run_id: str, fresh_dir: Path) -> Path:
         return work_dir
     with tempfile.TemporaryDirectory(dir=fresh_dir.parent) as folder:
         try:
-            saved = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=RESUME_ARTIFACTS, dst_path=folder
-            )
+            saved = store.client.download_artifacts(run_id, RESUME_ARTIFACTS, folder)
         except (MlflowException, OSError):
             raise MnistExpError(
                 f"resume={run_id}: the run is {run.info.status}, {work_dir / STATE_FILE} is "
@@ -110,16 +109,15 @@ def resume_dir(run_id: str, fresh_dir: Path) -> Path:
     return fresh_dir
 
 
-def load_predictions(run_id: str, uri: str) -> dict[str, np.ndarray]:
+def load_predictions(run_id: str, store: Store) -> dict[str, np.ndarray]:
     """A run's test predictions (`log_predictions`); a MnistExpError if it has none."""
     with tempfile.TemporaryDirectory() as folder:
         try:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=PREDICTIONS, dst_path=folder, tracking_uri=uri
-            )
+            path = store.client.download_artifacts(run_id, PREDICTIONS, folder)
         except (MlflowException, OSError) as error:
             raise MnistExpError(
-                f"Run {run_id} has no {PREDICTIONS} in {uri} ({str(error).splitlines()[0][:150]})"
+                f"Run {run_id} has no {PREDICTIONS} in {store.uri} "
+                f"({str(error).splitlines()[0][:150]})"
                 ": is the id right, and did the run finish? Runs older than this artifact cannot "
                 "be compared; run them again."
             ) from None
@@ -127,26 +125,25 @@ def load_predictions(run_id: str, uri: str) -> dict[str, np.ndarray]:
             return dict(arrays)
 
 
-def best_model_uri(cfg: MlflowConfig, dataset: str = "mnist") -> str:
+def best_model_uri(store: Store, dataset: str = "mnist") -> str:
     """The model URI of the finished run on `dataset` with the best validation accuracy in the
     store (runs logged before runs named their dataset were all on MNIST)."""
-    uri = tracking_uri(cfg)
+    uri = store.uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise MnistExpError(  # MLflow would create the store only to find it empty
             f"No tracking store here ({uri.removeprefix('sqlite:///')}): train a model with "
             "`python -m mnist_exp.run` in this directory, or pass --model."
         )
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(cfg.experiment_name)
-    runs = experiment and client.search_runs(
-        [experiment.experiment_id],
+    experiment = store.experiment_id()
+    runs = experiment and store.client.search_runs(
+        [experiment],
         filter_string="attributes.status = 'FINISHED'",
         order_by=[f"metrics.{BEST_VAL_ACCURACY} DESC"],
     )
     best = next((r for r in runs or () if r.data.tags.get(DATASET, "mnist") == dataset), None)
     if best is None:
         raise MnistExpError(
-            f"No finished run on {dataset} in {uri} (experiment {cfg.experiment_name}): "
+            f"No finished run on {dataset} in {uri} (experiment {store.experiment}): "
             "train one with `python -m mnist_exp.run`, or pass --model."
         )
     return f"runs:/{best.info.run_id}/model"
@@ -164,7 +161,7 @@ class Source:
     classes: list[str] | None
 
 
-def init_source(spec: str, cfg: MlflowConfig) -> Source:
+def init_source(spec: str, store: Store) -> Source:
     """Resolve `init_from=` (a registered or logged model's URI, or a .keras/.h5 file) to the one
     model it names now; a ConfigError in one line if it names none."""
     if "://" not in spec and ":/" not in spec:
@@ -179,57 +176,57 @@ def init_source(spec: str, cfg: MlflowConfig) -> Source:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         return Source(str(path), f"{path}@sha256:{digest}", None, None, None)
     missing = ConfigError(
-        f"init_from={spec}: no such model in {tracking_uri(cfg)}; name a registered one "
+        f"init_from={spec}: no such model in {store.uri}; name a registered one "
         "(models:/mnist-cnn@champion, models:/mnist-cnn/3) or a run's (runs:/<run id>/model)."
     )
     pinned = spec
     if spec.startswith("models:/") and "@" in spec:  # resolved once: what loads is what is logged
         name, alias = spec.removeprefix("models:/").split("@", 1)
         try:
-            version = MlflowClient(tracking_uri(cfg)).get_model_version_by_alias(name, alias)
+            version = store.client.get_model_version_by_alias(name, alias)
         except MlflowException:
             raise missing from None
         pinned = f"models:/{name}/{version.version}"
-    if (run := model_run(pinned, cfg)) is None:
+    if (run := model_run(pinned, store)) is None:
         raise missing
-    return run_source(run, pinned, cfg)
+    return run_source(run, pinned, store)
 
 
-def run_source(run: mlflow.entities.Run, pinned: str, cfg: MlflowConfig) -> Source:
+def run_source(run: mlflow.entities.Run, pinned: str, store: Store) -> Source:
     """The Source of a model `run` logged: its architecture (None if it logged no config) and
     classes."""
     try:
-        logged = OmegaConf.create(run_artifact_text(run.info.run_id, "config.yaml", cfg))
+        logged = OmegaConf.create(run_artifact_text(run.info.run_id, "config.yaml", store))
         model = OmegaConf.to_container(logged.model, resolve=True)
     except (MlflowException, OSError):  # registered by another tool: the model group's
         model = None
-    classes = run_classes(run.info.run_id, cfg)
+    classes = run_classes(run.info.run_id, store)
     return Source(pinned, pinned, model, run.data.tags.get("choice.model"), classes)
 
 
-def resumed_source(run_id: str, cfg: MlflowConfig) -> Source:
+def resumed_source(run_id: str, store: Store) -> Source:
     """What an interrupted run started from and trains: its own config's `init_from` and
     architecture, whatever the alias names now (its weights are in its own state)."""
-    run = MlflowClient(tracking_uri(cfg)).get_run(run_id)
-    started = OmegaConf.create(run_artifact_text(run_id, "config.yaml", cfg)).get("init_from")
-    return run_source(run, started or "", cfg)
+    run = store.client.get_run(run_id)
+    started = OmegaConf.create(run_artifact_text(run_id, "config.yaml", store)).get("init_from")
+    return run_source(run, started or "", store)
 
 
-def run_classes(run_id: str, cfg: MlflowConfig) -> list[str]:
+def run_classes(run_id: str, store: Store) -> list[str]:
     """A run's class names, in the order of its model's outputs (runs logged before they were
     recorded are MNIST's: the digits)."""
     try:
-        return json.loads(run_artifact_text(run_id, "dataset/classes.json", cfg))["classes"]
+        return json.loads(run_artifact_text(run_id, "dataset/classes.json", store))["classes"]
     except (MlflowException, OSError):
         return list(DIGITS)
 
 
-def load_source(source: Source, cfg: MlflowConfig) -> "keras.Model":
+def load_source(source: Source, store: Store) -> "keras.Model":
     """The model `init_from=` resolved to, uncompiled."""
     import keras
 
     if source.model is not None:
-        return load_logged_model(source.uri, cfg)
+        return load_logged_model(source.uri, store)
     try:
         return keras.models.load_model(source.uri, compile=False)
     except (OSError, ValueError) as error:
@@ -238,18 +235,19 @@ def load_source(source: Source, cfg: MlflowConfig) -> "keras.Model":
         ) from None
 
 
-def load_logged_model(uri: str, cfg: MlflowConfig) -> "keras.Model":
-    """Load a Keras model from an MLflow URI (runs:/..., models:/name@alias, ...)."""
+def load_logged_model(uri: str, store: Store) -> "keras.Model":
+    """Load a Keras model from an MLflow URI (runs:/..., models:/name@alias, ...) of the store;
+    MLflow's loader reads the process-wide URI, the caller's again after."""
     try:
-        with global_tracking_uri(tracking_uri(cfg)), warnings_ignored(OPTIMIZER_SKIPPED):
+        with global_tracking_uri(store.uri), warnings_ignored(OPTIMIZER_SKIPPED):
             return mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
     except (MlflowException, OSError) as error:
         raise MnistExpError(f"Cannot load model {uri}: {str(error).splitlines()[0]}") from None
 
 
-def model_run(uri: str, cfg: MlflowConfig) -> mlflow.entities.Run | None:
+def model_run(uri: str, store: Store) -> mlflow.entities.Run | None:
     """The run that logged a runs:/ or models:/ model (name@alias or name/version), if any."""
-    client = MlflowClient(tracking_uri(cfg))
+    client = store.client
     parsed = urlparse(uri)
     path = f"{parsed.netloc}{parsed.path}".strip("/")
     try:
@@ -269,31 +267,34 @@ def model_run(uri: str, cfg: MlflowConfig) -> mlflow.entities.Run | None:
     return None
 
 
-def run_record(
-    run_id: str, cfg: MlflowConfig
-) -> tuple[mlflow.entities.Run, dict[str, list[float]]]:
+def run_record(run_id: str, store: Store) -> tuple[mlflow.entities.Run, dict[str, list[float]]]:
     """A tracked run and its per-epoch metric series, read back from the store."""
-    client = MlflowClient(tracking_uri(cfg))
     try:
-        run = client.get_run(run_id)
+        run = store.client.get_run(run_id)
     except MlflowException as error:
         raise MnistExpError(
-            f"Run {run_id} not found in {tracking_uri(cfg)}: {str(error).splitlines()[0]}"
+            f"Run {run_id} not found in {store.uri}: {str(error).splitlines()[0]}"
         ) from None
     history = {
-        key: metric_series(client, run_id, key)
+        key: metric_series(store, run_id, key)
         for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
     }
     return run, history
 
 
-def metric_series(client: MlflowClient, run_id: str, key: str) -> list[float]:
+def metric_series(store: Store, run_id: str, key: str) -> list[float]:
     """A run's values of one metric, in step (epoch) order."""
-    return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+    history = store.client.get_metric_history(run_id, key)
+    return [m.value for m in sorted(history, key=lambda m: m.step)]
 
 
-def run_artifact_text(run_id: str, path: str, cfg: MlflowConfig) -> str:
+def run_name(run_id: str, store: Store) -> str:
+    """A run's name, as the UI shows it."""
+    return store.client.get_run(run_id).info.run_name
+
+
+def run_artifact_text(run_id: str, path: str, store: Store) -> str:
     """A text artifact of a run (a report, a confusion matrix's CSV)."""
     with tempfile.TemporaryDirectory() as folder:
-        local = MlflowClient(tracking_uri(cfg)).download_artifacts(run_id, path, folder)
+        local = store.client.download_artifacts(run_id, path, folder)
         return Path(local).read_text()

@@ -1,12 +1,12 @@
-"""Finished runs read back as measurements: their final figures, the machine they ran on and the
-day they began, as a results record keeps them."""
+"""Runs as measurements: finished runs read back with their final figures, the machine they ran on
+and the day they began, as a results record keeps them; a measurement (the bench's table) logged
+as a run of its own."""
 
 import datetime
 from collections.abc import Sequence
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from mnist_exp.errors import MnistExpError
 from mnist_exp.names import (
@@ -23,6 +23,7 @@ from mnist_exp.names import (
     WALL_SECONDS,
 )
 from mnist_exp.tracking import notes
+from mnist_exp.tracking.store import Store, active_run
 
 # What a record keeps of a finished run: its final figures (the per-epoch series stay in MLflow).
 RECORDED = (
@@ -31,16 +32,16 @@ RECORDED = (
 )
 
 
-def recorded_runs(ids: Sequence[str], uri: str) -> tuple[list[dict], str | None]:
+def recorded_runs(ids: Sequence[str], store: Store) -> tuple[list[dict], str | None]:
     """What a record keeps of each run `ids` names, a sweep's parent standing for its finished
     jobs in job order; and the command that ran them, where one sweep or one run did."""
-    client = MlflowClient(uri)
+    client = store.client
     runs, commands = [], []
     for run_id in ids:
         try:
             run = client.get_run(run_id)
         except MlflowException:
-            raise MnistExpError(f"Run {run_id} not found in {uri}: check the id.") from None
+            raise MnistExpError(f"Run {run_id} not found in {store.uri}: check the id.") from None
         jobs = client.search_runs(
             [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
         )
@@ -82,3 +83,28 @@ def run_figures(run: mlflow.entities.Run) -> dict:
             if key in RECORDED or key.startswith("extra_")
         },
     }
+
+
+def log_measurement(
+    store: Store,
+    name: str,
+    params: dict[str, object],
+    metrics: dict[str, float],
+    artifacts: dict[str, dict],
+    figures: dict[str, object],
+) -> str:
+    """A measurement as a finished run named `name` of the store's experiment (created if new):
+    params, metrics, JSON artifacts and figures by path; the run's id."""
+    with active_run(store, name) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        for path, content in artifacts.items():
+            mlflow.log_dict(content, path)
+        for path, figure in figures.items():
+            mlflow.log_figure(figure, path)
+    return run.info.run_id
+
+
+def model_versions(store: Store) -> int:
+    """How many model versions the store's registry holds."""
+    return len(store.client.search_model_versions())

@@ -11,13 +11,13 @@ import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
-from mlflow.tracking import MlflowClient
 
 from mnist_exp.config.job import Job
 from mnist_exp.config.schema import MlflowConfig
 from mnist_exp.console import quiet_logger
 from mnist_exp.names import BEST_VAL_ACCURACY
 from mnist_exp.tracking import notes
+from mnist_exp.tracking.store import Store
 
 
 def registered_name(cfg: MlflowConfig, job: Job, dataset: str) -> str | None:
@@ -35,9 +35,11 @@ def log_model(
     val_accuracy: float,
     cfg: MlflowConfig,
     dataset: str,
+    store: Store,
 ) -> None:
     """The MLflow Keras model (with signature, registered per architecture), plus mnist.h5 and
-    mnist.keras files in the run's directory (a resumed run's: where it began)."""
+    mnist.keras files in the run's directory (a resumed run's: where it began), in the active
+    run of `store`."""
     for filename in ("mnist.h5", "mnist.keras"):
         with quiet_logger("absl"):  # Keras calls HDF5 "legacy": the seed asks for mnist.h5
             model.save(work_dir / filename)
@@ -57,16 +59,15 @@ def log_model(
             pip_requirements=[f"{p}=={version(p)}" for p in ("tensorflow", "keras")],
         )
     if name:
-        run = mlflow.get_run(mlflow.active_run().info.run_id)
-        MlflowClient().update_model_version(
-            name, info.registered_model_version, notes.version_note(run)
-        )
-        promote(name, cfg.alias, info.registered_model_version, val_accuracy)
+        run = store.client.get_run(mlflow.active_run().info.run_id)
+        number = info.registered_model_version
+        store.client.update_model_version(name, number, notes.version_note(run))
+        promote(store, name, cfg.alias, number, val_accuracy)
 
 
-def promote(name: str, alias: str, version: int, val_accuracy: float) -> None:
+def promote(store: Store, name: str, alias: str, version: int, val_accuracy: float) -> None:
     """Move `alias` to this version if its validation accuracy beats the current holder's."""
-    client = MlflowClient()
+    client = store.client
     try:
         holder = client.get_model_version_by_alias(name, alias)
         holder_accuracy = client.get_run(holder.run_id).data.metrics.get(BEST_VAL_ACCURACY, 0.0)

@@ -1,15 +1,19 @@
-"""Where runs are stored: the tracking URI, the store's creation lock and a server's health."""
+"""Where runs are stored: the `Store` a run or command reads and writes, its URI, the store's
+creation lock and a server's health."""
 
 import fcntl
 import os
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from mnist_exp.config.schema import MlflowConfig
 from mnist_exp.errors import MnistExpError
@@ -24,6 +28,38 @@ RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7", "MLFLOW_HTTP_REQUEST_BACKOFF_
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 TRAINING_VIEW = "workflowType=machine_learning"
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` and `make ui` serve a store by default
+
+
+@dataclass(frozen=True)
+class Store:
+    """The tracking store a run or command uses, handed to whatever reads or writes its runs:
+    its URI, its experiment (by name) and a client of the two."""
+
+    uri: str
+    experiment: str
+
+    @cached_property
+    def client(self) -> MlflowClient:
+        """MLflow's client of this store, made on first use (naming a SQLite store that does not
+        exist creates nothing)."""
+        return MlflowClient(self.uri)
+
+    def experiment_id(self) -> str | None:
+        """The experiment's id; None while no run has created it."""
+        found = self.client.get_experiment_by_name(self.experiment)
+        return found.experiment_id if found else None
+
+
+def open_store(cfg: MlflowConfig, root: str | Path = ".") -> Store:
+    """The configured store (`tracking_uri`), to read: nothing is created, and MLflow's
+    process-wide URI stays as it was."""
+    return Store(tracking_uri(cfg, root), cfg.experiment_name)
+
+
+def make_store(uri: str) -> None:
+    """Create the store at `uri` now if it is new (its tables, its first experiment), so that
+    its first use later is not one that is timed."""
+    MlflowClient(uri).search_experiments()
 
 
 def tracking_uri(cfg: MlflowConfig, root: str | Path = ".") -> str:
@@ -45,15 +81,17 @@ def artifact_location(uri: str, experiment: str, root: str | Path = ".") -> str 
     return (folder.resolve() / "mlruns" / experiment).as_uri()
 
 
-def ui_command(uri: str) -> str:
+def ui_command(store: Store) -> str:
     """How to open the store's UI: a server is its own; a database needs `mlflow ui`."""
+    uri = store.uri
     if uri.startswith(("http://", "https://")):
         return f"the server's UI, {uri}"
     return f"mlflow ui --backend-store-uri {uri}"
 
 
-def run_page(uri: str, run: "mlflow.entities.RunInfo") -> str:
+def run_page(store: Store, run: "mlflow.entities.RunInfo") -> str:
     """The run's page in the store's UI, in its model-training view."""
+    uri = store.uri
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
     return f"{base}/#/experiments/{run.experiment_id}/runs/{run.run_id}?{TRAINING_VIEW}"
 
@@ -71,51 +109,69 @@ def check_reachable(uri: str) -> None:
         ) from None
 
 
-def use_store(cfg: MlflowConfig, root: str | Path = ".") -> str:
-    """Point MLflow at the configured store (`tracking_uri`) and experiment (created if new);
-    return the URI."""
-    uri = tracking_uri(cfg, root)
+def use_store(cfg: MlflowConfig, root: str | Path = ".") -> Store:
+    """The configured store (`tracking_uri`), ready for runs: its experiment created if new, its
+    runs whose process died closed, and both made MLflow's process-wide ones, for the fluent
+    calls of a run (start_run, log_model, system metrics) and the jobs a sweep starts. A caller
+    that keeps its own wraps this in `global_tracking_uri()`, as `run_experiment` does."""
+    store = Store(tracking_uri(cfg, root), cfg.experiment_name)
     for key, value in RETRIES.items():
         os.environ.setdefault(key, value)
-    check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    name = cfg.experiment_name
+    check_reachable(store.uri)
+    mlflow.set_tracking_uri(store.uri)
     try:
-        with store_lock(uri):  # the first access creates (migrates) the store: one at a time
-            if mlflow.get_experiment_by_name(name) is None:
-                create_experiment(name, artifact_location(uri, name, root))
-        experiment = set_experiment(name)
+        with store_lock(store.uri):  # the first access creates (migrates) the store: one at a time
+            if store.experiment_id() is None:
+                create_experiment(store, artifact_location(store.uri, store.experiment, root))
+        experiment = set_experiment(store)
     except MlflowException as error:
         if (status := error.get_http_status_code()) in (401, 403):
             raise MnistExpError(
-                f"MLflow tracking server {uri} refused these credentials ({status}): set "
+                f"MLflow tracking server {store.uri} refused these credentials ({status}): set "
                 "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user's that may "
-                f"write to the experiment {name}."
+                f"write to the experiment {store.experiment}."
             ) from None
         raise MnistExpError(
-            f"MLflow cannot use the tracking store {uri} ({str(error).strip().split('. ')[0][:200]}"
-            "); use sqlite:///<file>.db, http(s)://<server> or postgresql://..., set with "
-            "mlflow.tracking_uri or MLFLOW_TRACKING_URI."
+            f"MLflow cannot use the tracking store {store.uri} "
+            f"({str(error).strip().split('. ')[0][:200]}); use sqlite:///<file>.db, "
+            "http(s)://<server> or postgresql://..., set with mlflow.tracking_uri or "
+            "MLFLOW_TRACKING_URI."
         ) from None
-    close_dead_runs(experiment.experiment_id)
-    return uri
+    close_dead_runs(store.client, experiment.experiment_id)
+    return store
 
 
-def set_experiment(name: str) -> "mlflow.entities.Experiment":
-    """Make `name` MLflow's active experiment (created if new), marked as model training so the
-    UI opens it on its runs; an experiment made before the mark gets it now."""
-    experiment = mlflow.set_experiment(name)
+def set_experiment(store: Store) -> "mlflow.entities.Experiment":
+    """Make the store's experiment (created if new) MLflow's active one, marked as model training
+    so the UI opens it on its runs (an experiment made before the mark gets it now). MLflow's
+    process-wide URI must be the store's."""
+    experiment = mlflow.set_experiment(store.experiment)
     key, value = EXPERIMENT_KIND
     if experiment.tags.get(key) != value:
-        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+        store.client.set_experiment_tag(experiment.experiment_id, key, value)
     return experiment
 
 
-def create_experiment(name: str, artifacts: str | None) -> None:
-    """Create the experiment, unless another process just did (two workers meeting a new server:
-    the server serialises them, and one of them hears that it exists)."""
+@contextmanager
+def active_run(
+    store: Store, run_name: str | None = None, *, system_metrics: float | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """A new run of the store's experiment (created if new) as MLflow's active one, sampling
+    system metrics every `system_metrics` seconds if given: MLflow's process-wide URI is the
+    store's while in it, and the caller's again after."""
+    with global_tracking_uri(store.uri):
+        set_experiment(store)
+        if system_metrics:
+            mlflow.set_system_metrics_sampling_interval(system_metrics)
+        with mlflow.start_run(run_name=run_name, log_system_metrics=bool(system_metrics)) as run:
+            yield run
+
+
+def create_experiment(store: Store, artifacts: str | None) -> None:
+    """Create the store's experiment, unless another process just did (two workers meeting a new
+    server: the server serialises them, and one of them hears that it exists)."""
     try:
-        mlflow.create_experiment(name, artifact_location=artifacts)
+        store.client.create_experiment(store.experiment, artifact_location=artifacts)
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
