@@ -134,7 +134,9 @@ def test_a_worker_that_asks_for_one_trial_too_many_does_not_run_it(tmp_path):
         return asked()
 
     this.ask = ask_after_the_other_worker
-    assert OptunaSweeper(1, 1, 0, None, journal, "none", 10, {}).ask(this, space) is None
+    sweeper = OptunaSweeper(1, 1, 0, None, journal, "none", 10, {})
+    sweeper.trials, sweeper.store = storage(journal), None  # as its sweep sets them up
+    assert sweeper.ask(this, space) is None
     trials = other.get_trials()
     assert [t.state.name for t in trials] == ["RUNNING", "FAIL"]
     assert trials[1].user_attrs["not_counted"] == "surplus"

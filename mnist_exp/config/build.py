@@ -158,9 +158,9 @@ def build(key: str, node: Mapping[str, Any], **supplied: Any) -> Any:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
+    parameters = inspect.signature(target_of(key, node["_target_"])).parameters
     promised = set(SUPPLIED.get(key.split(".")[0], ()))
     assert promised == set(supplied), f"the runner must pass {sorted(promised)} to {key}"
-    parameters = inspect.signature(target_of(key, node["_target_"])).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         supplied = {name: value for name, value in supplied.items() if name in parameters}
     try:
