@@ -1,6 +1,7 @@
 """A run's data sets as MLflow dataset inputs (the UI's Datasets), with the tags that say what
 the training set holds."""
 
+import json
 import warnings
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import mlflow
 import numpy as np
 
 from mnist_exp.data import Dataset, ScoringSet, digest
-from mnist_exp.names import CLASS_BALANCE, DATASET
+from mnist_exp.names import CLASS_BALANCE, CLASSES, DATASET, VALIDATED_ON
 
 
 def log_input(images: np.ndarray, labels: np.ndarray, source: str, name: str, context: str):
@@ -37,7 +38,9 @@ def log_datasets(data: Dataset, extra: dict[str, ScoringSet]) -> None:
         log_input(images, labels, Path(data.source).as_uri(), f"{data.name}-{context}", context)
     for name, scored in extra.items():
         log_input(scored.images, scored.labels, Path(scored.source).as_uri(), name, "extra")
+    validated_on = digest(data.x_val, data.y_val)  # what the registry compares runs on
     mlflow.set_tags({DATASET: data.name, CLASS_BALANCE: class_balance(data)})
+    mlflow.set_tags({VALIDATED_ON: validated_on, CLASSES: json.dumps(list(data.classes))})
     mlflow.log_dict({"classes": list(data.classes)}, "dataset/classes.json")
     if data.checksums:  # in the form dataset.checksums takes, to pin the set
         mlflow.log_dict(data.checksums, "dataset/checksums.yaml")
