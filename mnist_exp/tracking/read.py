@@ -157,7 +157,8 @@ def default_model(store: Store, dataset: str = "mnist") -> tuple[str, str]:
         )
     best = comparable[0]
     accuracy = best.data.metrics.get(BEST_VAL_ACCURACY, float("nan"))
-    chosen = f"the best val accuracy ({accuracy:.4f}) of {len(comparable)} finished runs on {on}"
+    runs_on = f"{len(comparable)} finished run{'s' if len(comparable) > 1 else ''} on {on}"
+    chosen = f"the best val accuracy ({accuracy:.4f}) of {runs_on}"
     return f"runs:/{best.info.run_id}/model", chosen
 
 
