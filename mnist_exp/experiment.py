@@ -75,9 +75,7 @@ def experiment(
         clock.lap("evaluation")
         log.log_evaluation(history, best, report, data, store)
         clock.lap("figures and reports")
-        registry.log_model(
-            model, work_dir, job, report.val.accuracy, config.mlflow, data.name, store
-        )
+        registry.log_model(model, work_dir, job, config.mlflow, data.name, store)
         clock.lap("model logging and registration")
         log.log_last(job, clock.stop())
     announce(report, history, best, run, store)

@@ -36,6 +36,8 @@ def part_metric(metric: str, part: str) -> str:
 EPOCHS_RUN, BEST_EPOCH, TRAIN_SECONDS = "epochs_run", "best_epoch", "train_seconds"
 DATASET = "dataset"  # a run's tag: the name of its data (`mnist`, a dataset=idx set's name)
 CLASS_BALANCE = "class_balance"  # a run's tag: its training images per class, and how uneven
+VALIDATED_ON = "validation_digest"  # a run's tag: the digest of its validation images and labels
+CLASSES = "classes"  # a run's tag: its classes in its model's output order, as JSON
 MACHINE = "machine"  # a run's tags machine.cpu, machine.flags, ...: what it ran on
 WALL_SECONDS = "wall_seconds"  # the job, from its start to the end of its logging
 BEST_TRAIN_ACCURACY = "best_train_accuracy"  # the per-epoch (dropout on) accuracy of that epoch

@@ -33,12 +33,12 @@ def most_confused(confusion: np.ndarray, count: int = 5) -> list[tuple[int, int,
     return [(int(t), int(p), int(off_diagonal[t, p])) for t, p in cells[0][:count]]
 
 
-def write_report(run_id: str, out_dir: Path, cfg: MlflowConfig) -> Path:
+def write_report(run_id: str, out_dir: Path, settings: MlflowConfig) -> Path:
     """Write `confusion_matrix.png`, `training_curves.png` and `summary.md` for a run."""
     from mnist_exp.tracking import read
     from mnist_exp.tracking.store import open_store
 
-    store = open_store(cfg)
+    store = open_store(settings)
     run, history = read.run_record(run_id, store)
     csv = read.run_artifact_text(run_id, f"test/{CONFUSION_CSV}", store)
     classes = csv.splitlines()[0].split(",")[1:]  # the header: "true\predicted", each class

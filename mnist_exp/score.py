@@ -8,7 +8,7 @@ from mnist_exp.config.schema import EvaluateConfig, MlflowConfig, extra_name
 from mnist_exp.errors import MnistExpError, exit_with
 
 
-def score_model(uri: str, specs: list[str], cfg: MlflowConfig) -> tuple[str, dict]:
+def score_model(uri: str, specs: list[str], settings: MlflowConfig) -> tuple[str, dict]:
     """Score the model `uri` names on each set; log each set's metrics, confusion matrix and
     report to its run under `extra/<name>/`. The run's id and {name: SplitReport}."""
     EvaluateConfig(extra=specs)  # the same checks as evaluate.extra, in one line each
@@ -21,7 +21,7 @@ def score_model(uri: str, specs: list[str], cfg: MlflowConfig) -> tuple[str, dic
     from mnist_exp.tracking import log, read
     from mnist_exp.tracking.store import open_store
 
-    store = open_store(cfg)
+    store = open_store(settings)
     run = read.model_run(uri, store)
     if run is None:
         raise MnistExpError(

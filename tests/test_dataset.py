@@ -17,7 +17,7 @@ from mnist_exp.groups.dataset import idx
 from mnist_exp.groups.split import holdout
 from mnist_exp.serving.predict import load_predictor
 from mnist_exp.serving.predict import main as predict_main
-from mnist_exp.tracking.read import best_model_uri
+from mnist_exp.tracking.read import default_model
 from mnist_exp.tracking.store import open_store
 
 from .helpers import run_module, write_idx_set
@@ -71,9 +71,9 @@ def test_an_idx_set_trains_with_its_labels_classes_and_own_model_name(
     run = client.get_run(result.run_id)
     assert run.data.tags["dataset"] == "perm"
     store = open_store(MlflowConfig(tracking_uri=uri))
-    assert best_model_uri(store, "perm") == f"runs:/{result.run_id}/model"
+    assert default_model(store, "perm")[0] == f"runs:/{result.run_id}/model"
     with pytest.raises(MnistExpError, match="No finished run on mnist"):
-        best_model_uri(store)  # the digit predictor's default is never another set's model
+        default_model(store)  # the digit predictor's default is never another set's model
     inputs = {d.dataset.name: d.dataset for d in run.inputs.dataset_inputs}
     assert set(inputs) == {"perm-training", "perm-validation", "perm-test"}
     assert '"features_shape": [9000' in inputs["perm-training"].profile  # a tenth validates

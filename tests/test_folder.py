@@ -75,12 +75,13 @@ def test_a_folder_of_digits_trains_through_the_predict_preprocessing(
     lines = Path(logged).read_text().splitlines()
     assert len(lines) == 2 and any("empty.jpg" in line for line in lines)
     inputs = {d.dataset.name: d.dataset.profile for d in run.inputs.dataset_inputs}
-    assert '"features_shape": [102' in inputs["folder-test"]  # a fifth of each digit's 51 images
+    assert '"features_shape": [102' in inputs["digits-test"]  # a fifth of each digit's 51 images
     balance = run.data.tags["class_balance"]
     assert balance.startswith("10 classes, ") and "training images each" in balance
+    assert run.data.tags["dataset"] == "digits"  # the folder's name, as dataset.name was not set
     assert f"| classes | {balance} |" in run.data.tags["mlflow.note.content"]
     assert (
-        client.get_model_version_by_alias("folder-narrow_cnn", "champion").run_id == run.info.run_id
+        client.get_model_version_by_alias("digits-narrow_cnn", "champion").run_id == run.info.run_id
     )
 
 

@@ -136,7 +136,11 @@ def test_explain_saves_what_the_model_saw(trained_run, mnist_raw, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith(f"{tmp_path / 'seven.jpg'}: 7 (")  # the best run by default
-    assert done.stderr == f"model: runs:/{trained_run.run_id}/model\n"  # no warning, one line
+    named = f"model: runs:/{trained_run.run_id}/model, chosen as the best val accuracy ("
+    assert done.stderr.startswith(named) and done.stderr.count("\n") == 1  # no warning, one line
+    assert done.stderr.endswith(
+        " of 1 finished run on mnist's default split (split=holdout, size=5000)\n"
+    )
     assert "top-3" in done.stdout
     assert Image.open(tmp_path / "explain" / "seven.explain.png").size[0] > 100
 

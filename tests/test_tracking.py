@@ -195,7 +195,7 @@ def test_runs_logging_the_same_new_dataset_at_once_on_postgresql_each_log_it(pos
     import mlflow
     import numpy as np
 
-    from mnist_exp.tracking.datasets import log_input
+    from mnist_exp.tracking.log import log_input
 
     from .postgres import new_database
 

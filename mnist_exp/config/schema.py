@@ -18,6 +18,9 @@ from mnist_exp.errors import ConfigError
 from mnist_exp.names import METRICS
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+# better: the alias moves to a version that beats its holder on the same validation data;
+# always: to every new version, whatever it was validated on
+PROMOTIONS = ("better", "always")
 
 
 def no_password(key: str, url: str | None) -> None:
@@ -42,6 +45,7 @@ class MlflowConfig:
     experiment_name: str = "mnist_exp"
     registered_model: str | None = "{dataset}-{model}"
     alias: str = "champion"
+    promote: str = "better"
     system_metrics: bool = True
     system_metrics_interval: float = 1.0
     heartbeat_seconds: int = 15
@@ -58,6 +62,12 @@ class MlflowConfig:
             "mlflow.registered_model",
             name,
             "use a name, where {dataset} and {model} stand for the data and architecture, or null",
+        )
+        require(
+            self.promote in PROMOTIONS,
+            "mlflow.promote",
+            self.promote,
+            f"choose one of {', '.join(PROMOTIONS)}",
         )
         require(
             self.system_metrics_interval > 0,

@@ -115,7 +115,7 @@ def folder(
     test_size: Size = 0.2,
     test_seed: Annotated[int, Ge(0)] = 0,
     digit_style: bool = True,
-    name: Name = "folder",
+    name: Name | None = None,
     cache_dir: str = CACHE_DIR,
     limit: Limit = None,
 ) -> Dataset:
@@ -139,8 +139,14 @@ def folder(
         unreadable += more
     raw = {"x_train": images[train], "y_train": labels[train]}
     raw |= {"x_test": test_images, "y_test": test_labels}
-    data = assemble(raw, split, limit, names, name, str(path))
+    data = assemble(raw, split, limit, names, name or folder_name(path), str(path))
     return dataclasses.replace(data, unreadable=tuple(unreadable))
+
+
+def folder_name(path: Path) -> str:
+    """A folder's name as a set's name (`~/my digits`: `my_digits`), which names its runs'
+    datasets and registered models."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in path.name) or "folder"
 
 
 def held_out(

@@ -33,7 +33,9 @@ class Predictor:
     """A loaded model with a compiled forward pass: one image costs a few milliseconds. `classes`
     names its outputs (default: the digits)."""
 
-    def __init__(self, model, source: str, classes: Sequence[str] | None = None):
+    def __init__(
+        self, model, source: str, classes: Sequence[str] | None = None, chosen: str | None = None
+    ):
         import tensorflow as tf
 
         classes = tuple(classes or (DIGITS if model.output_shape[-1] == 10 else ()))
@@ -44,6 +46,7 @@ class Predictor:
                 "as digits: load a model of other classes by its run, runs:/<id>/model)."
             )
         self.model, self.source, self.classes = model, source, classes
+        self.chosen = chosen  # what a default model was chosen on; None: the caller named it
         self.forward = tf.function(
             lambda x: model(x, training=False),
             input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.float32)],
@@ -65,7 +68,8 @@ def to_prediction(probabilities: np.ndarray, classes: Sequence[str] = DIGITS) ->
 
 def load_predictor(model: str | Path | None = None) -> Predictor:
     """Load a model from a .h5/.keras path, an MLflow URI (runs:/, models:/name@alias) or, with
-    None, the finished run with the best validation accuracy in the tracking store."""
+    None, the finished run on MNIST's default split with the best validation accuracy in the
+    tracking store (`read.default_model`)."""
     import_tensorflow()
     import keras
 
@@ -74,7 +78,7 @@ def load_predictor(model: str | Path | None = None) -> Predictor:
     from mnist_exp.tracking.store import open_store
 
     store = open_store(MlflowConfig())
-    source = str(model) if model is not None else read.best_model_uri(store)
+    source, chosen = (str(model), None) if model is not None else read.default_model(store)
     if Path(source).suffix in (".h5", ".keras"):
         if not Path(source).is_file():
             raise ModelError(f"Model file {source} does not exist.")
@@ -88,7 +92,8 @@ def load_predictor(model: str | Path | None = None) -> Predictor:
         return Predictor(loaded, source)
     loaded = read.load_logged_model(source, store)
     run = read.model_run(source, store)
-    return Predictor(loaded, source, read.run_classes(run.info.run_id, store) if run else None)
+    classes = read.run_classes(run.info.run_id, store) if run else None
+    return Predictor(loaded, source, classes, chosen)
 
 
 def predict_digit(
@@ -161,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         predictor = load_predictor(args.model)
     except MnistExpError as error:
         exit_with(error)
-    print(f"model: {predictor.source}", file=sys.stderr)  # stdout stays the answers alone
+    chosen = f", chosen as {predictor.chosen}" if predictor.chosen else ""
+    print(f"model: {predictor.source}{chosen}", file=sys.stderr)  # stdout: the answers alone
     answered = 0
     for start in range(0, len(files), args.batch_size):
         readable, inputs = [], []

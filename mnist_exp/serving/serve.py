@@ -188,19 +188,22 @@ def create_app(predictor: Predictor, model: dict, collect: Path | None = None) -
     return app
 
 
-def describe(source: str) -> dict:
-    """What /model reports: the model's source and, for a tracked model, its run and accuracy."""
+def describe(predictor: Predictor) -> dict:
+    """What /model reports: the model's source, what a default model was chosen on and, for a
+    tracked model, its run and accuracies."""
     from mnist_exp.config.schema import MlflowConfig
     from mnist_exp.names import BEST_VAL_ACCURACY, TEST_ACCURACY
     from mnist_exp.tracking.read import model_run
     from mnist_exp.tracking.store import open_store
 
+    source = predictor.source
     run = model_run(source, open_store(MlflowConfig()))
     if run is None:
-        return {"model": source}
+        return {"model": source, "chosen": predictor.chosen}
     metrics = run.data.metrics
     return {
         "model": source,
+        "chosen": predictor.chosen,
         "run_id": run.info.run_id,
         "run_name": run.info.run_name,
         "test_accuracy": metrics.get(TEST_ACCURACY),
@@ -236,12 +239,14 @@ def main(argv: list[str] | None = None) -> None:
         predictor = load_predictor(args.model)
     except MnistExpError as error:
         exit_with(error)
-    model = describe(predictor.source)
+    model = describe(predictor)
     import uvicorn
 
     accuracy = model.get("test_accuracy")
     tested = f" (test accuracy {accuracy:.2%})" if accuracy is not None else ""
-    print(f"Model {predictor.source}{tested}\nOpen http://{args.host}:{args.port}", flush=True)
+    chosen = f", chosen as {predictor.chosen}" if predictor.chosen else ""
+    print(f"Model {predictor.source}{tested}{chosen}", flush=True)
+    print(f"Open http://{args.host}:{args.port}", flush=True)
     if args.collect:
         print(f"Corrections are saved under {args.collect.resolve()}/<label>/", flush=True)
     app = create_app(predictor, model, args.collect and args.collect.resolve())

@@ -1,5 +1,6 @@
 """The write side: a run's lifecycle (start, fail, interrupt) and everything it logs but its
-model (`registry`)."""
+model (`registry`): its config, its data sets as MLflow dataset inputs, per-epoch metrics, the
+evaluation's reports and figures."""
 
 import dataclasses
 import json
@@ -8,6 +9,7 @@ import signal
 import sys
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +21,7 @@ from omegaconf import OmegaConf
 
 from mnist_exp.config.job import Job
 from mnist_exp.config.schema import Config, flatten
-from mnist_exp.data import Dataset, ScoringSet
+from mnist_exp.data import Dataset, ScoringSet, digest
 from mnist_exp.errors import MnistExpError, disk_full
 from mnist_exp.evaluate import Report, SplitReport
 from mnist_exp.figures import (
@@ -33,7 +35,10 @@ from mnist_exp.names import (
     BEST_EPOCH,
     BEST_FILE,
     BEST_TRAIN_ACCURACY,
+    CLASS_BALANCE,
+    CLASSES,
     CONFUSION_CSV,
+    DATASET,
     EPOCHS_RUN,
     LAST_FILE,
     MACHINE,
@@ -43,12 +48,12 @@ from mnist_exp.names import (
     SPLIT_METRICS,
     STATE_FILE,
     TRAIN_SECONDS,
+    VALIDATED_ON,
     WALL_SECONDS,
     extra_metrics,
     part_metric,
 )
 from mnist_exp.tracking import notes
-from mnist_exp.tracking.datasets import log_datasets
 from mnist_exp.tracking.liveness import process_tags, start_heartbeat
 from mnist_exp.tracking.read import config_hash
 from mnist_exp.tracking.store import Store, abandon_run, server_gone
@@ -194,6 +199,54 @@ def log_inputs(model: keras.Model, data: Dataset, extra: dict[str, ScoringSet]) 
     """What a new run starts with: its data sets and its model's card."""
     log_datasets(data, extra)
     log_model_card(model)
+
+
+def log_input(images: np.ndarray, labels: np.ndarray, source: str, name: str, context: str):
+    """One set as a dataset input of the run (UI: Datasets), digested by its exact data."""
+    import mlflow.data
+
+    with warnings.catch_warnings():  # MLflow registers its local-file source twice, and says so
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_numpy(
+            images, targets=labels, source=source, name=name, digest=digest(images, labels)
+        )
+    try:
+        mlflow.log_input(dataset, context=context)
+    except mlflow.MlflowException as error:
+        # MLflow's store looks the dataset up, then inserts it: a run that loses that race to
+        # another starting at once (a sweep's jobs on a shared server) finds it the second time.
+        if "unique constraint" not in str(error).lower():
+            raise
+        mlflow.log_input(dataset, context=context)
+
+
+def log_datasets(data: Dataset, extra: dict[str, ScoringSet]) -> None:
+    """The splits and the `evaluate.extra` sets as the run's dataset inputs; the classes, and
+    the checksums of a set not known in advance (so that it is identified)."""
+    for context, (images, labels) in data.splits().items():
+        log_input(images, labels, Path(data.source).as_uri(), f"{data.name}-{context}", context)
+    for name, scored in extra.items():
+        log_input(scored.images, scored.labels, Path(scored.source).as_uri(), name, "extra")
+    validated_on = digest(data.x_val, data.y_val)  # what the registry compares runs on
+    mlflow.set_tags({DATASET: data.name, CLASS_BALANCE: class_balance(data)})
+    mlflow.set_tags({VALIDATED_ON: validated_on, CLASSES: json.dumps(list(data.classes))})
+    mlflow.log_dict({"classes": list(data.classes)}, "dataset/classes.json")
+    if data.checksums:  # in the form dataset.checksums takes, to pin the set
+        mlflow.log_dict(data.checksums, "dataset/checksums.yaml")
+    if data.unreadable:
+        mlflow.log_text("\n".join(data.unreadable) + "\n", "dataset/unreadable.txt")
+
+
+def class_balance(data: Dataset) -> str:
+    """How many training images each class has, and how uneven that is: `10 classes, 4,506 to
+    5,444 training images each`, `... (the largest 3.0x the smallest)`, `no images of: 4, 9`."""
+    counts = data.y_train.sum(axis=0).astype(int)
+    text = f"{len(counts)} classes, {counts.min():,} to {counts.max():,} training images each"
+    if missing := [name for name, n in zip(data.classes, counts, strict=True) if n == 0]:
+        return f"{text}; no training images of: {', '.join(missing)}"
+    if counts.max() > 1.5 * counts.min():
+        text += f" (imbalanced: the largest {counts.max() / counts.min():.1f}x the smallest)"
+    return text
 
 
 def log_model_card(model: keras.Model) -> None:

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
+import yaml
 from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
@@ -125,9 +126,10 @@ def load_predictions(run_id: str, store: Store) -> dict[str, np.ndarray]:
             return dict(arrays)
 
 
-def best_model_uri(store: Store, dataset: str = "mnist") -> str:
-    """The model URI of the finished run on `dataset` with the best validation accuracy in the
-    store (runs logged before runs named their dataset were all on MNIST)."""
+def default_model(store: Store, dataset: str = "mnist") -> tuple[str, str]:
+    """The model the predict CLI and the page use when given none, and what it was chosen on:
+    the finished run on `dataset`'s default split (so that validation accuracies compare: no
+    fold, no other split) with the best validation accuracy in the store."""
     uri = store.uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise MnistExpError(  # MLflow would create the store only to find it empty
@@ -140,13 +142,39 @@ def best_model_uri(store: Store, dataset: str = "mnist") -> str:
         filter_string="attributes.status = 'FINISHED'",
         order_by=[f"metrics.{BEST_VAL_ACCURACY} DESC"],
     )
-    best = next((r for r in runs or () if r.data.tags.get(DATASET, "mnist") == dataset), None)
-    if best is None:
+    split = default_split()
+    comparable = [
+        run
+        for run in runs or ()
+        if run.data.tags.get(DATASET, "mnist") == dataset and on_split(run, split)
+    ]
+    words = ", ".join(f"{key}={value}" for key, value in split.items() if key != "_target_")
+    on = f"{dataset}'s default split (split={split['_target_'].rpartition('.')[2]}, {words})"
+    if not comparable:
         raise MnistExpError(
-            f"No finished run on {dataset} in {uri} (experiment {store.experiment}): "
-            "train one with `python -m mnist_exp.run`, or pass --model."
+            f"No finished run on {on} in {uri} (experiment {store.experiment}): train one with "
+            "`python -m mnist_exp.run`, or pass --model."
         )
-    return f"runs:/{best.info.run_id}/model"
+    best = comparable[0]
+    accuracy = best.data.metrics.get(BEST_VAL_ACCURACY, float("nan"))
+    runs_on = f"{len(comparable)} finished run{'s' if len(comparable) > 1 else ''} on {on}"
+    chosen = f"the best val accuracy ({accuracy:.4f}) of {runs_on}"
+    return f"runs:/{best.info.run_id}/model", chosen
+
+
+def default_split() -> dict[str, object]:
+    """The split group's default option's config (`holdout`, 5,000 images)."""
+    from mnist_exp.config.compose import CONF_DIR
+    from mnist_exp.config.options import group_defaults
+
+    option, _ = group_defaults((CONF_DIR / "config.yaml").read_text())["split"]
+    return yaml.safe_load((CONF_DIR / "split" / f"{option}.yaml").read_text())
+
+
+def on_split(run: mlflow.entities.Run, split: dict[str, object]) -> bool:
+    """Whether a run validated on `split` (runs logged before the split group: the default)."""
+    params = run.data.params
+    return all(params.get(f"split.{key}", str(value)) == str(value) for key, value in split.items())
 
 
 @dataclass(frozen=True)

@@ -50,10 +50,10 @@ class Store:
         return found.experiment_id if found else None
 
 
-def open_store(cfg: MlflowConfig, root: str | Path = ".") -> Store:
+def open_store(settings: MlflowConfig, root: str | Path = ".") -> Store:
     """The configured store (`tracking_uri`), to read: nothing is created, and MLflow's
     process-wide URI stays as it was."""
-    return Store(tracking_uri(cfg, root), cfg.experiment_name)
+    return Store(tracking_uri(settings, root), settings.experiment_name)
 
 
 def make_store(uri: str) -> None:
@@ -62,11 +62,11 @@ def make_store(uri: str) -> None:
     MlflowClient(uri).search_experiments()
 
 
-def tracking_uri(cfg: MlflowConfig, root: str | Path = ".") -> str:
+def tracking_uri(settings: MlflowConfig, root: str | Path = ".") -> str:
     """The config's URI, else $MLFLOW_TRACKING_URI, else the SQLite store `mlflow.db` in `root`
     (`paths.root`; the working directory, as for every command outside Hydra)."""
     return (
-        cfg.tracking_uri
+        settings.tracking_uri
         or os.environ.get("MLFLOW_TRACKING_URI")
         or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
     )
@@ -109,12 +109,12 @@ def check_reachable(uri: str) -> None:
         ) from None
 
 
-def use_store(cfg: MlflowConfig, root: str | Path = ".") -> Store:
+def use_store(settings: MlflowConfig, root: str | Path = ".") -> Store:
     """The configured store (`tracking_uri`), ready for runs: its experiment created if new, its
     runs whose process died closed, and both made MLflow's process-wide ones, for the fluent
     calls of a run (start_run, log_model, system metrics) and the jobs a sweep starts. A caller
     that keeps its own wraps this in `global_tracking_uri()`, as `run_experiment` does."""
-    store = Store(tracking_uri(cfg, root), cfg.experiment_name)
+    store = Store(tracking_uri(settings, root), settings.experiment_name)
     for key, value in RETRIES.items():
         os.environ.setdefault(key, value)
     check_reachable(store.uri)

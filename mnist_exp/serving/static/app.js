@@ -171,7 +171,8 @@ fetch("/model").then((r) => r.json()).then((model) => {
   const accuracy = model.test_accuracy == null ? ""
     : `, test accuracy ${(model.test_accuracy * 100).toFixed(2)}%`;
   const run = model.run_id ? ` — run ${model.run_name || model.run_id.slice(0, 8)}` : "";
-  $("model").textContent = `Model: ${model.model}${run}${accuracy}`;
+  const chosen = model.chosen ? ` (chosen as ${model.chosen})` : "";
+  $("model").textContent = `Model: ${model.model}${run}${accuracy}${chosen}`;
   classes = model.classes || classes;
   if (model.collect) labelButtons();
   showBars(null);
