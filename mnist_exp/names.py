@@ -28,8 +28,16 @@ def extra_metrics(name: str) -> tuple[str, str]:
     return f"extra_{name}_loss", f"extra_{name}_accuracy"
 
 
+# The robustness set's parts: two of fonts, two of scikit-learn's real handwriting; selection may
+# read the writers' validation part, never the held-out one (`mnist_exp.data.robustness`).
+PRINTED_PART, FONTS_PART = "printed", "handwriting fonts"
+WRITERS_VALIDATION, WRITERS_HELD_OUT = "writers validation", "writers held out"
+ROBUSTNESS_PARTS = (PRINTED_PART, FONTS_PART, WRITERS_VALIDATION, WRITERS_HELD_OUT)
+
+
 def part_metric(metric: str, part: str) -> str:
-    """An accuracy metric's name for one part of its set: `extra_robustness_writers_accuracy`."""
+    """An accuracy metric's name for one part of its set:
+    `extra_robustness_writers_held_out_accuracy`."""
     return metric.replace("_accuracy", f"_{part.replace(' ', '_')}_accuracy")
 
 

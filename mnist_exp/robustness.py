@@ -7,8 +7,24 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_exp.data.robustness import fonts, handwriting_fonts_missing, label, make_set, part_of
+from mnist_exp.data.robustness import (
+    HELD_OUT_ROWS,
+    PER_ROW,
+    VALIDATION_ROWS,
+    fonts,
+    handwriting_fonts_missing,
+    label,
+    make_set,
+    part_of,
+)
 from mnist_exp.errors import MnistExpError, exit_with
+from mnist_exp.names import ROBUSTNESS_PARTS, WRITERS_HELD_OUT, WRITERS_VALIDATION
+
+# What each writers' part is, beside its figure: the rows of scikit-learn's digits it renders.
+ROWS = {
+    WRITERS_VALIDATION: f"rows {VALIDATION_ROWS[0]}-{VALIDATION_ROWS[-1]}, for selection",
+    WRITERS_HELD_OUT: f"rows {HELD_OUT_ROWS[0]}-{HELD_OUT_ROWS[-1]}, never chosen on",
+}
 
 
 def accuracy(paths: list[Path], model: str | None = None) -> tuple[float, list[Path]]:
@@ -32,7 +48,10 @@ def parser() -> argparse.ArgumentParser:
     found.add_argument("--folder", type=Path, default=Path("outputs/robustness"))
     found.add_argument("--per-font", type=int, default=5, help="versions of each digit per font")
     found.add_argument(
-        "--per-digit", type=int, default=20, help="scikit-learn writers' versions of each digit"
+        "--per-row",
+        type=int,
+        default=PER_ROW,
+        help="versions of each of scikit-learn's 1,797 handwritten digits",
     )
     found.add_argument("--seed", type=int, default=0)
     found.add_argument("--model", help="as for mnist_exp.predict (default: the best in the store)")
@@ -42,18 +61,19 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        paths = make_set(args.folder, args.per_font, args.seed, args.per_digit)
+        paths = make_set(args.folder, args.per_font, args.seed, args.per_row)
         share, wrong = accuracy(paths, args.model)
     except MnistExpError as error:
         exit_with(error)
     if missing := handwriting_fonts_missing():
         print(f"{len(missing)} of Debian's handwriting fonts are not installed: make fonts")
-    hand = 10 * args.per_digit
-    print(f"{len(paths)} images ({len(fonts())} fonts, {hand} by hand) in {args.folder}")
-    for name in ("printed", "handwriting fonts", "writers"):
+    hand = f"{len(HELD_OUT_ROWS) + len(VALIDATION_ROWS)} handwritten x {args.per_row}"
+    print(f"{len(paths)} images ({len(fonts())} fonts, {hand}) in {args.folder}")
+    for name in ROBUSTNESS_PARTS:
         members = [p for p in paths if part_of(p) == name]
         right = 1 - sum(part_of(p) == name for p in wrong) / max(1, len(members))
-        print(f"  {name}: {right:.4f} of {len(members)}")
+        rows = f" ({ROWS[name]})" if name in ROWS else ""
+        print(f"  {name}: {right:.4f} of {len(members)}{rows}")
     print(f"accuracy {share:.4f} ({len(wrong)} wrong: {', '.join(p.name for p in wrong[:10])}"
           f"{' ...' if len(wrong) > 10 else ''})")  # fmt: skip
     return 0

@@ -37,9 +37,7 @@ def quarter(labels):
 def printed(tmp_path_factory):
     """Printed digits in root/<digit>/, 17 fonts x 10 digits x 3, and two broken files."""
     root = tmp_path_factory.mktemp("printed")
-    for path in make_set(
-        root / "flat", per_font=3, seed=5, per_digit=0, fonts_used=printed_fonts()
-    ):
+    for path in make_set(root / "flat", per_font=3, seed=5, per_row=0, fonts_used=printed_fonts()):
         (root / "digits" / str(label(path))).mkdir(parents=True, exist_ok=True)
         shutil.move(path, root / "digits" / str(label(path)) / path.name)
     (root / "digits/3/notes.png").write_text("not an image")

@@ -94,6 +94,37 @@ def test_a_bench_record_renders_the_ratio_it_measured(tmp_path):
     assert render_text(text, read_records(tmp_path)) == text  # rendering again changes nothing
 
 
+def test_real_handwriting_reads_the_held_out_rows_or_an_older_records_writers(tmp_path):
+    """A run logs the writers' held-out part; one recorded before the split, its one writers
+    part; the validation part, which selection reads, never shows as real handwriting."""
+    held_out, earlier = (
+        "extra_robustness_writers_held_out_accuracy",
+        "extra_robustness_writers_accuracy",
+    )
+    runs = [
+        {"run_id": "r1", "seed": 1, "metrics": {"test_accuracy": 0.99, held_out: 0.9}},
+        {"run_id": "r2", "seed": 2, "metrics": {"test_accuracy": 0.99, earlier: 0.8}},
+        {
+            "run_id": "r3",
+            "seed": 3,
+            "metrics": {"test_accuracy": 0.99, held_out: 0.7, earlier: 0.1},
+        },
+        {
+            "run_id": "r4",
+            "seed": 4,
+            "metrics": {"test_accuracy": 0.99, "extra_robustness_writers_validation_accuracy": 1.0},
+        },
+    ]
+    record = make_record("hw", "runs", "hw", "python -m mnist_exp.run", {"runs": runs})
+    write_record(record, tmp_path)
+    records = read_records(tmp_path)
+    text = render_text("Read <!-- results:handwriting hw -->x<!-- /results -->", records)
+    assert "80.00% (seed 1, 2, 3)" in text  # the mean of 0.9, 0.8 and 0.7
+    table = render_text("<!-- results:seeds hw -->\n<!-- /results -->", records)
+    column = [row.split(" | ")[2] for row in table.splitlines() if row.startswith("| ")]
+    assert column == ["real handwriting", "---", "90.00%", "80.00%", "70.00%", "—", "80.00%"]
+
+
 def test_render_check_names_a_stale_page_and_changes_nothing(tmp_path, monkeypatch, capsys):
     seeds_record(tmp_path / "records", 0.99, 0.993)
     (tmp_path / "docs").mkdir()

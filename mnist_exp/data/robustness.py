@@ -1,15 +1,18 @@
 """The robustness set, seeded image files of digits that are not MNIST: printed in matplotlib's and
-Debian's handwriting fonts, and scikit-learn's real handwriting, all as ink on paper."""
+Debian's handwriting fonts, and scikit-learn's real handwriting (a validation part and a held-out
+one), all as ink on paper."""
 
 import hashlib
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from mnist_exp.errors import DataError
+from mnist_exp.names import FONTS_PART, PRINTED_PART, WRITERS_HELD_OUT, WRITERS_VALIDATION
 
 FONT_FILES = (
     *(f"DejaVuSans{s}.ttf" for s in ("", "-Bold", "-Oblique", "-BoldOblique")),
@@ -21,7 +24,18 @@ FONT_FILES = (
     "cmtt10.ttf",
     "cmti10.ttf",
 )  # fmt: skip  (not DejaVu Sans Mono: its zero has a dot inside)
-GENERATOR_VERSION = 1  # raise it when the images change: cached sets are written anew
+GENERATOR_VERSION = 2  # raise it when the images change: cached sets are written anew
+# scikit-learn's 1,797 digits (the UCI optdigits test set) in two contiguous blocks of the file, not
+# drawn at random: the writers' validation part, which selection may read, and the held-out rows,
+# reported beside it and never chosen on.
+HELD_OUT_ROWS, VALIDATION_ROWS = range(0, 899), range(899, 1797)
+PER_ROW = 2  # renders of each row: each its own filter, resolution, pen, paper and noise
+UPSAMPLING = (
+    Image.Resampling.NEAREST,
+    Image.Resampling.BILINEAR,
+    Image.Resampling.BICUBIC,
+    Image.Resampling.LANCZOS,
+)
 CACHE_SUBDIR = "robustness"  # under the cache: the set `evaluate.extra=[robustness]` scores
 DEBIAN_FONTS = Path("/usr/share/fonts")
 HANDWRITING_FONTS = (  # Debian's packages (make fonts): fonts-dkg-handwriting, fonts-breip, ...
@@ -103,11 +117,19 @@ def on_paper(glyph: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 
 def written(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    """One of scikit-learn's 8x8 handwritten digits (0-16 per pixel), upscaled and on paper."""
-    glyph = Image.fromarray((image * 255 / 16).astype(np.uint8)).resize(
-        (48, 48), Image.Resampling.BICUBIC
-    )
-    return on_paper(glyph.crop(glyph.getbbox()), rng)
+    """One of scikit-learn's 8x8 handwritten digits (0-16 per pixel: the ink in each 4x4 block of
+    a writer's 32x32 bitmap) as a scan or a photo may show it, then on paper: upsampled by one of
+    four filters to a resolution of 12-56 px, and half the time traced as ink density, where it
+    passes a level, by a pen of random width."""
+    side = int(rng.integers(12, 57))
+    upsampling = UPSAMPLING[int(rng.integers(len(UPSAMPLING)))]
+    density = Image.fromarray((image * 255 / 16).astype(np.uint8)).resize((side, side), upsampling)
+    if rng.random() < 0.5:
+        level = rng.uniform(0.25, 0.6) * max(1, np.asarray(density).max())
+        trace = Image.fromarray(np.where(np.asarray(density) > level, 255, 0).astype(np.uint8))
+        pen = 2 * int(rng.integers(0, 1 + side // 24)) + 1  # odd, at most a third of a cell
+        density = trace.filter(ImageFilter.MaxFilter(pen)) if pen > 1 else trace
+    return on_paper(density.crop(density.getbbox()), rng)
 
 
 def save(image: Image.Image, path: Path, rng: np.random.Generator) -> Path:
@@ -123,12 +145,14 @@ def make_set(
     folder: Path,
     per_font: int = 5,
     seed: int = 0,
-    per_digit: int = 20,
+    per_row: int = PER_ROW,
     fonts_used: list[Path] | None = None,
+    rows: Sequence[int] | None = None,
 ) -> list[Path]:
     """Write `per_font` versions of each digit in each font (default: `fonts()`), named
-    `<digit>_<font>_<n>.png` (or .jpg), and `per_digit` of each digit by scikit-learn's writers
-    (`<digit>_sklearn_<n>`), to `folder`; return the paths."""
+    `<digit>_<font>_<n>.png` (or .jpg), and `per_row` of each row of scikit-learn's digits
+    (default all 1,797; `rows`, some), `<digit>_sklearn_<row>_<n>`, to `folder`; return the
+    paths."""
     from sklearn.datasets import load_digits
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -140,20 +164,27 @@ def make_set(
                 image = render(digit, font, rng)
                 paths.append(save(image, folder / f"{digit}_{font.stem}_{n}", rng))
     writers = load_digits()
-    for digit in range(10):
-        chosen = rng.choice(np.flatnonzero(writers.target == digit), per_digit, replace=False)
-        for n, index in enumerate(chosen):
-            image = written(writers.images[index], rng)
-            paths.append(save(image, folder / f"{digit}_sklearn_{n}", rng))
+    for row in range(len(writers.images)) if rows is None else rows:
+        for n in range(per_row):
+            image = written(writers.images[row], rng)
+            name = f"{writers.target[row]}_sklearn_{row:04d}_{n}"
+            paths.append(save(image, folder / name, rng))
     return paths
 
 
+def source_row(path: Path) -> int | None:
+    """The row of scikit-learn's digits a file of the set renders; None for a font's."""
+    _, source, *rest = path.stem.split("_")
+    return int(rest[0]) if source == "sklearn" else None
+
+
 def part_of(path: Path) -> str:
-    """Which part of the set a file is in: `printed`, `handwriting fonts` or `writers`."""
-    source = path.stem.split("_")[1]
-    if source == "sklearn":
-        return "writers"
-    return "printed" if f"{source}.ttf" in FONT_FILES else "handwriting fonts"
+    """Which part of the set a file is in: `printed`, `handwriting fonts`, `writers validation`
+    (rows 899-1796 of scikit-learn's digits) or `writers held out` (rows 0-898)."""
+    row = source_row(path)
+    if row is not None:
+        return WRITERS_VALIDATION if row in VALIDATION_ROWS else WRITERS_HELD_OUT
+    return PRINTED_PART if f"{path.stem.split('_')[1]}.ttf" in FONT_FILES else FONTS_PART
 
 
 def label(path: Path) -> int:
@@ -161,11 +192,13 @@ def label(path: Path) -> int:
     return int(path.name.split("_", 1)[0])
 
 
-def cached_set(cache_dir: str, per_font: int = 5, seed: int = 0, per_digit: int = 20) -> list[Path]:
+def cached_set(
+    cache_dir: str, per_font: int = 5, seed: int = 0, per_row: int = PER_ROW
+) -> list[Path]:
     """The set's files as `python -m mnist_exp.robustness` writes it by default, written once
     under `cache_dir` for these settings and the fonts installed, and reused after."""
     used = fonts()
-    settings = repr((GENERATOR_VERSION, per_font, seed, per_digit, [font.name for font in used]))
+    settings = repr((GENERATOR_VERSION, per_font, seed, per_row, [font.name for font in used]))
     key = hashlib.sha256(settings.encode()).hexdigest()[:16]
     folder = Path(cache_dir).expanduser() / CACHE_SUBDIR / key
     if not folder.is_dir():
@@ -178,7 +211,7 @@ def cached_set(cache_dir: str, per_font: int = 5, seed: int = 0, per_digit: int 
                 "free space there or make it writable."
             ) from None
         try:
-            make_set(aside, per_font, seed, per_digit, used)
+            make_set(aside, per_font, seed, per_row, used)
             aside.chmod(0o755)  # mkdtemp's is the owner's only
             aside.rename(folder)  # whole or not at all
         except OSError:
