@@ -104,8 +104,9 @@ def not_comparable(run: Run, held: Run, store: Store) -> str | None:
         return f"its classes are {', '.join(classes)}, the holder's {', '.join(held_classes)}"
     if digest != held_digest:
         mine, theirs = split_of(run), split_of(held)
-        where = f"{mine}, the holder's {theirs}" if mine != theirs else f"{mine} of other images"
-        return f"it was validated on other images ({where})"
+        if mine == theirs:
+            return f"it was validated on other images (the same split, {mine}, of other data)"
+        return f"it was validated on other images ({mine}; the holder on {theirs})"
     return None
 
 
