@@ -66,15 +66,14 @@ def log_model(
         run = store.client.get_run(mlflow.active_run().info.run_id)
         number = info.registered_model_version
         store.client.update_model_version(name, number, notes.version_note(run))
-        promote(store, name, number, run.info.run_id, settings)
+        promote(store, name, number, run, settings)
 
 
-def promote(store: Store, name: str, version: int, run_id: str, settings: MlflowConfig) -> None:
+def promote(store: Store, name: str, version: int, run: Run, settings: MlflowConfig) -> None:
     """Move the alias (`settings.alias`) to this version if it beats the holder's validation
     accuracy on the same validation data and classes; a version validated on other data leaves
     the alias where it is, and says so (`settings.promote=always` moves it all the same)."""
     alias, client = settings.alias, store.client
-    run = client.get_run(run_id)
     accuracy = run.data.metrics[BEST_VAL_ACCURACY]
     try:
         holder = client.get_model_version_by_alias(name, alias)
