@@ -71,7 +71,6 @@ slurm: $(STAMP) slurm-install ## a one-node SLURM cluster on 127.0.0.1 (outputs/
 slurm-stop: ## stop the cluster `make slurm` started
 	$(BIN)/python -m tests.cluster stop outputs/slurm
 
-# One worker per core: much of the suite waits on processes, servers and files, not on the CPU.
 # One worker more than cores: a fifth of a worker's time is waiting (servers starting, SLURM).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 

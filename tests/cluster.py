@@ -168,6 +168,16 @@ def sinfo(env: dict[str, str]) -> str:
     return done.stdout
 
 
+def queue(env: dict[str, str]) -> str:
+    """The jobs `squeue` lists; a job stays listed for a moment after it wrote its result."""
+    done = subprocess.run(
+        ["squeue", "-h"], env={**os.environ, **env}, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise ClusterError(f"squeue failed: {done.stderr.strip()}")
+    return done.stdout
+
+
 def stop(root: Path) -> None:
     """Cancel every job and stop the daemons (by their pid files)."""
     root = root.resolve()

@@ -230,8 +230,7 @@ def test_a_grid_runs_through_sbatch_and_logs_to_a_tracking_server_started_by_mak
         _, children = parent_and_children(uri)
         jobs = {c.data.tags.get("slurm_job_id") for c in children}
         assert len(jobs) == 4 and None not in jobs, jobs  # each child ran as its own SLURM job
-        queue = subprocess.run(["squeue", "-h"], env={**os.environ, **slurm}, capture_output=True)
-        assert queue.returncode == 0 and queue.stdout == b""
+        wait_for("no job left in the queue", lambda: cluster.queue(slurm) == "", seconds=120)
         client = MlflowClient(uri)
         for child in children:  # its metrics and files came through the server, and agree
             assert "mnist.keras" in {a.path for a in client.list_artifacts(child.info.run_id)}
@@ -357,8 +356,7 @@ def test_a_preempted_slurm_job_resumes_elsewhere_and_a_cancelled_one_ends_killed
     steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "val_loss")]
     assert steps == [1, 2, 3]  # each epoch once: it went on from where it stopped
     assert client.get_run(cancelled.info.run_id).info.status == "KILLED"
-    queue = subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True)
-    assert queue.returncode == 0 and queue.stdout == ""
+    wait_for("no job left in the queue", lambda: cluster.queue(slurm) == "", seconds=120)
 
     again = run_module("mnist_exp.run", *args, "skip_finished=true", env=slurm)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -398,5 +396,4 @@ def test_an_optuna_search_runs_its_trials_as_slurm_jobs_sharing_one_postgresql_s
     assert [len(pair) for pair in arrays.values()] == [2]  # one array of two jobs
     for pair in arrays.values():  # the two jobs of a batch ran at the same time
         assert max(r.info.start_time for r in pair) < min(r.info.end_time for r in pair)
-    queue = subprocess.run(["squeue", "-h"], env={**os.environ, **slurm}, capture_output=True)
-    assert queue.returncode == 0 and queue.stdout == b""
+    wait_for("no job left in the queue", lambda: cluster.queue(slurm) == "", seconds=120)
