@@ -37,8 +37,8 @@ from .postgres import new_database
 pytestmark = pytest.mark.slow
 SMALL = ["epochs=1", "dataset.limit=500", "split.size=1000", "mlflow.registered_model=null"]
 MODEL = "model=mlp"  # the quickest to train, unless a test sweeps the architecture
-GRID = ["optimizer=adam,sgd", "batch_size=64,128"]
-GRID_OVERRIDES = {f"optimizer={o} batch_size={b}" for o in ("adam", "sgd") for b in ("64", "128")}
+GRID = ["optimizer=adam,sgd", "batch_size=64"]  # two jobs: a launcher's concurrency, no more
+GRID_OVERRIDES = {f"optimizer={o} batch_size=64" for o in ("adam", "sgd")}
 
 
 def sweep(tmp_path, uri: str, *args: str, env: dict | None = None):
@@ -87,19 +87,19 @@ def check_grid(uri: str, tmp_path) -> None:
     assert experiment.tags[EXPERIMENT_KIND[0]] == EXPERIMENT_KIND[1]
     assert parent.data.tags["sweep_dir"] == str(tmp_path / "sweep")
     assert {swept(c) for c in children} == GRID_OVERRIDES
-    assert [c.info.status for c in children] == ["FINISHED"] * 4
+    assert [c.info.status for c in children] == ["FINISHED"] * 2
     rows = summary_rows(uri, parent)
-    assert len(rows) == 4 and {r["status"] for r in rows} == {"FINISHED"}
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"FINISHED"}
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(parent.info.run_id)}
     assert {"summary.csv", "summary.md", "summary.png"} <= artifacts
     best = max(children, key=lambda c: c.data.metrics["best_val_accuracy"])
     assert parent.data.metrics["best_job_val_accuracy"] == best.data.metrics["best_val_accuracy"]
     assert parent.data.tags["best_run_id"] == best.info.run_id
     assert parent.data.params["best.optimizer"] == best.data.tags["choice.optimizer"]
-    assert parent.data.params["best.batch_size"] == best.data.params["batch_size"]
+    assert "best.batch_size" not in parent.data.params  # shared: it sets no job apart
     note = parent.data.tags["mlflow.note.content"]
-    assert note.startswith("Sweep of 4 jobs: 4 finished, 0 did not.")
-    assert "python -m mnist_exp.run -m optimizer=adam,sgd batch_size=64,128" in note
+    assert note.startswith("Sweep of 2 jobs: 2 finished, 0 did not.")
+    assert "python -m mnist_exp.run -m optimizer=adam,sgd batch_size=64" in note
     assert f"Best on validation: **{best.data.metrics['best_val_accuracy']:.2%}**" in note
 
 
@@ -167,7 +167,7 @@ def test_one_sweep_compares_architectures_and_identical_jobs_train_identically(
     identically, each from fresh weights."""
     done = sweep(tmp_path, tracking_uri, "model=mlp,lenet5", "seed=7,7", "deterministic=true")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "Sweep summary: 4 of 4 jobs finished" in done.stdout
+    assert "Sweep summary: 2 of 2 jobs finished" in done.stdout
     parent, children = parent_and_children(tracking_uri)
     assert parent.info.status == "FINISHED"
     names = sorted(c.info.run_name for c in children)  # a job is named by its overrides
@@ -192,7 +192,7 @@ def test_grid_with_the_joblib_launcher_and_two_workers(tmp_path, tracking_uri):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "database is locked" not in done.stdout + done.stderr
     check_grid(tracking_uri, tmp_path)
-    assert "Sweep summary: 4 of 4 jobs finished" in done.stdout
+    assert "Sweep summary: 2 of 2 jobs finished" in done.stdout
     assert "Best configuration on validation: val" in done.stdout
 
 
@@ -229,7 +229,7 @@ def test_a_grid_runs_through_sbatch_and_logs_to_a_tracking_server_started_by_mak
         check_grid(uri, tmp_path)
         _, children = parent_and_children(uri)
         jobs = {c.data.tags.get("slurm_job_id") for c in children}
-        assert len(jobs) == 4 and None not in jobs, jobs  # each child ran as its own SLURM job
+        assert len(jobs) == 2 and None not in jobs, jobs  # each child ran as its own SLURM job
         wait_for("no job left in the queue", lambda: cluster.queue(slurm) == "", seconds=120)
         client = MlflowClient(uri)
         for child in children:  # its metrics and files came through the server, and agree
@@ -308,7 +308,7 @@ def test_a_preempted_slurm_job_resumes_elsewhere_and_a_cancelled_one_ends_killed
     """Mid-training, one job is requeued (`scontrol requeue`: SIGTERM, back in the queue) with
     its directory gone, as on another node, and the other is cancelled (`scancel`). The first
     resumes its run from the state in the store; the second ends KILLED; the sweep says what
-    to do, and its rerun finishes it."""
+    to do (a rerun that reuses finished jobs: test_a_failed_job_does_not_stop_the_sweep...)."""
     env = {**os.environ, **slurm, "PYTHONUNBUFFERED": "1"}
     args = [
         "-m", "optimizer=adam,sgd", MODEL, "epochs=3", "dataset.limit=2000", "batch_size=100",
@@ -357,14 +357,6 @@ def test_a_preempted_slurm_job_resumes_elsewhere_and_a_cancelled_one_ends_killed
     assert steps == [1, 2, 3]  # each epoch once: it went on from where it stopped
     assert client.get_run(cancelled.info.run_id).info.status == "KILLED"
     wait_for("no job left in the queue", lambda: cluster.queue(slurm) == "", seconds=120)
-
-    again = run_module("mnist_exp.run", *args, "skip_finished=true", env=slurm)
-    assert again.returncode == 0, again.stderr[-3000:]
-    parent, _ = parent_and_children(tracking_uri)
-    rows = summary_rows(tracking_uri, parent)
-    assert [r["status"] for r in rows] == ["FINISHED"] * 2
-    [reused] = [r for r in rows if r["run_id"] == resumed.info.run_id]  # not trained again
-    assert reused["overrides"].startswith("optimizer=adam") and reused["reused"] == "True"
 
 
 def test_an_optuna_search_runs_its_trials_as_slurm_jobs_sharing_one_postgresql_study(
