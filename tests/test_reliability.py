@@ -188,10 +188,10 @@ def test_a_model_file_cut_short_is_refused_in_one_line(suffix, tmp_path):
 
 
 def test_runs_started_together_on_a_new_store_each_finish_in_a_directory_of_their_own(tmp_path):
-    """Three runs at the same moment, from a fresh clone's point of view: a store that does not
+    """Two runs at the same moment, from a fresh clone's point of view: a store that does not
     exist yet and the default output directories (named by the second they start in)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    optimizers = ("adam", "sgd", "rmsprop")
+    optimizers = ("adam", "sgd")
     processes = [
         subprocess.Popen(
             [
@@ -221,7 +221,7 @@ def test_runs_started_together_on_a_new_store_each_finish_in_a_directory_of_thei
     assert sorted(run.data.tags["choice.optimizer"] for run in runs) == sorted(optimizers)
     assert {run.info.status for run in runs} == {"FINISHED"}
     directories = {Path(run.data.tags["output_dir"]) for run in runs}
-    assert len(directories) == 3 and all(tmp_path / "outputs" in d.parents for d in directories)
+    assert len(directories) == 2 and all(tmp_path / "outputs" in d.parents for d in directories)
     data = mnist()
     for run in runs:  # each evaluated the checkpoint in its own directory
         model = keras.models.load_model(Path(run.data.tags["output_dir"]) / "best.keras")

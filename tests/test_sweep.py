@@ -167,7 +167,7 @@ def test_one_sweep_compares_architectures_and_identical_jobs_train_identically(
     identically, each from fresh weights."""
     done = sweep(tmp_path, tracking_uri, "model=mlp,lenet5", "seed=7,7", "deterministic=true")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "Sweep summary: 2 of 2 jobs finished" in done.stdout
+    assert "Sweep summary: 4 of 4 jobs finished" in done.stdout
     parent, children = parent_and_children(tracking_uri)
     assert parent.info.status == "FINISHED"
     names = sorted(c.info.run_name for c in children)  # a job is named by its overrides
