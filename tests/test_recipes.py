@@ -86,6 +86,24 @@ def test_shear_slants_stroke_thickens_or_thins_and_blur_spreads_ink():
     assert np.all(sharpness < 1) and sharpness.mean() < 0.9
 
 
+def test_elastic_bends_strokes_smoothly_and_low_res_softens_some_images():
+    images = tf.constant(mnist(limit=64).x_train[:64])
+    seed = tf.constant([7, 0], tf.int64)
+    ink = images.numpy().sum(axis=(1, 2, 3))
+    bent = affine(0, 0, 0, elastic=2.0)(images, seed).numpy()
+    assert np.array_equal(bent, affine(0, 0, 0, elastic=2.0)(images, seed).numpy())
+    moved = np.abs(bent - images.numpy()).mean(axis=(1, 2, 3)) > 0.01
+    assert moved.mean() > 0.9
+    kept = bent.sum(axis=(1, 2, 3)) / ink  # bent, not lost: stretched or squeezed, not cut off
+    assert np.abs(kept - 1).mean() < 0.15 and np.all(np.abs(kept - 1) < 0.5)
+    np.testing.assert_allclose(affine(0, 0, 0, elastic=1e-6)(images, seed), images, atol=1e-4)
+    coarse = affine(0, 0, 0, low_res=0.5)(images, seed).numpy()
+    softened = np.abs(coarse - images.numpy()).max(axis=(1, 2, 3)) > 0.05
+    assert 0.2 < softened.mean() < 0.8  # about half of them
+    sharpness = (coarse**2).sum(axis=(1, 2, 3)) / (images.numpy() ** 2).sum(axis=(1, 2, 3))
+    assert np.all(sharpness[softened] < 0.95) and np.all(sharpness[~softened] == 1)
+
+
 def softmax_regression() -> keras.Model:
     """The smallest model that learns MNIST: one dense softmax layer on the pixels."""
     return keras.Sequential(

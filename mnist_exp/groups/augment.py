@@ -22,12 +22,16 @@ def affine(
     shear: Annotated[float, Interval(ge=0, le=1)] = 0.0,
     stroke: Annotated[float, Interval(ge=0, le=1)] = 0.0,
     blur: Annotated[float, Interval(ge=0, le=1)] = 0.0,
+    elastic: Annotated[float, Interval(ge=0, le=8)] = 0.0,
+    low_res: Annotated[float, Interval(ge=0, le=1)] = 0.0,
 ) -> Callable[["tf.Tensor", "tf.Tensor"], "tf.Tensor"]:
     """A function (images, seed) -> images that rotates each image by up to `rotation` degrees,
     shifts it by up to `shift` of its side, scales it by 1 +- `zoom` and slants it by up to
-    `shear` (one bilinear resampling for all four), thickens or thins its strokes by up to
-    `stroke` of a pixel's dilation or erosion, blends it toward its blur by up to `blur`, then
-    with probability `erase` blanks a random square of up to `erase_size`."""
+    `shear` (one bilinear resampling for all four), bends it by a smooth random field of up to
+    `elastic` pixels, thickens or thins its strokes by up to `stroke` of a pixel's dilation or
+    erosion, blends it toward its blur by up to `blur`, with probability `low_res` takes it
+    through 8-14 pixels and back, then with probability `erase` blanks a random square of up to
+    `erase_size`."""
     import tensorflow as tf
 
     def transform(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -58,10 +62,14 @@ def affine(
             interpolation="BILINEAR",
             fill_mode="CONSTANT",
         )
+        if elastic > 0:
+            images = bent(images, seed + 12, elastic)
         if stroke > 0:
             images = restroke(images, uniform(10, -stroke, stroke))
         if blur > 0:
             images = blurred(images, uniform(11, 0, blur))
+        if low_res > 0:
+            images = coarsened(images, seed + 14, low_res)
         if erase > 0:
             images *= 1 - erase_mask(batch, height, width, seed, erase, erase_size)
         return images
@@ -69,6 +77,57 @@ def affine(
     # Plain TensorFlow ops under Python-valued branches: AutoGraph's rewrite of them (0.2-0.6 s
     # of start-up on 2 AVX2 cores) changes nothing.
     return tf.autograph.experimental.do_not_convert(transform)
+
+
+# Control points of the elastic field, each way: a field this coarse, upsampled bicubically, is
+# as smooth as uniform noise under a Gaussian of a few pixels (Simard et al., 2003), for less.
+ELASTIC_GRID = 4
+LOW_RES = (8, 14)  # the sides, in pixels, a low-resolution round trip goes through
+
+
+def bent(images, seed, most: float):
+    """Each image resampled (bilinearly, zero outside) at its pixels moved by a smooth random
+    field of displacements of up to `most` pixels each way."""
+    import tensorflow as tf
+
+    batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+    coarse = tf.random.stateless_uniform([batch, ELASTIC_GRID, ELASTIC_GRID, 2], seed, -most, most)
+    field = tf.image.resize(coarse, [height, width], method="bicubic")
+    rows, cols = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32),
+                             indexing="ij")  # fmt: skip
+    y, x = rows + field[..., 0], cols + field[..., 1]
+    y0, x0 = tf.floor(y), tf.floor(x)
+    flat = tf.reshape(images, [batch, height * width])
+
+    def at(row, col):
+        inside = (row >= 0) & (row < height) & (col >= 0) & (col < width)
+        index = tf.cast(tf.clip_by_value(row, 0, height - 1) * width, tf.int32) + tf.cast(
+            tf.clip_by_value(col, 0, width - 1), tf.int32
+        )
+        picked = tf.gather(flat, tf.reshape(index, [batch, -1]), batch_dims=1)
+        return tf.reshape(picked, [batch, height, width]) * tf.cast(inside, images.dtype)
+
+    dy, dx = y - y0, x - x0
+    out = (1 - dy) * ((1 - dx) * at(y0, x0) + dx * at(y0, x0 + 1)) + dy * (
+        (1 - dx) * at(y0 + 1, x0) + dx * at(y0 + 1, x0 + 1)
+    )
+    return out[..., None]
+
+
+def coarsened(images, seed, probability: float):
+    """With `probability`, an image averaged down to a side of 8-14 pixels (one side a batch)
+    and back up, bilinearly (a blurred scan or photo) or, half the time, to the nearest pixel
+    (blocks, as an upscaled small image shows)."""
+    import tensorflow as tf
+
+    height, width = images.shape[1], images.shape[2]
+    side = tf.random.stateless_uniform([], seed, LOW_RES[0], LOW_RES[1] + 1, dtype=tf.int32)
+    small = tf.image.resize(images, tf.stack([side, side]), method="area")
+    smooth = tf.image.resize(small, [height, width], method="bilinear")
+    blocks = tf.image.resize(small, [height, width], method="nearest")
+    draw = tf.random.stateless_uniform([tf.shape(images)[0]], seed + 1)
+    back = tf.where((draw < probability / 2)[:, None, None, None], blocks, smooth)
+    return tf.where((draw < probability)[:, None, None, None], back, images)
 
 
 def restroke(images, amount):
