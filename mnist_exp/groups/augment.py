@@ -41,27 +41,7 @@ def affine(
         def uniform(index: int, low: float, high: float) -> tf.Tensor:
             return tf.random.stateless_uniform([batch], seed + index, low, high)
 
-        angle = uniform(1, -rotation, rotation) * (math.pi / 180)
-        scale = uniform(2, 1 - zoom, 1 + zoom)
-        dx, dy = uniform(3, -shift, shift) * width, uniform(4, -shift, shift) * height
-        # The output pixel (x, y) samples the input at M (x, y) + b: M = R(-angle) / scale.
-        cx, cy = (width - 1) / 2, (height - 1) / 2
-        slant = uniform(9, -shear, shear)  # x moves by slant * (y - cy)
-        a0, a1 = tf.cos(angle) / scale, tf.sin(angle) / scale
-        b0, b1 = -a1, a0
-        a1, b1 = a1 - a0 * slant, b1 - b0 * slant
-        a2 = cx - a0 * (cx + dx) - a1 * (cy + dy)
-        b2 = cy - b0 * (cx + dx) - b1 * (cy + dy)
-        zeros = tf.zeros_like(a0)
-        matrices = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-        images = tf.raw_ops.ImageProjectiveTransformV3(
-            images=images,
-            transforms=matrices,
-            output_shape=[height, width],
-            fill_value=0.0,
-            interpolation="BILINEAR",
-            fill_mode="CONSTANT",
-        )
+        images = moved(images, uniform, rotation, shift, zoom, shear)
         if elastic > 0:
             images = bent(images, seed + 12, elastic)
         if stroke > 0:
@@ -74,9 +54,38 @@ def affine(
             images *= 1 - erase_mask(batch, height, width, seed, erase, erase_size)
         return images
 
-    # Plain TensorFlow ops under Python-valued branches: AutoGraph's rewrite of them (0.2-0.6 s
-    # of start-up on 2 AVX2 cores) changes nothing.
+    # Plain TensorFlow ops under Python-valued branches: AutoGraph's rewrite of them costs
+    # start-up and changes nothing.
     return tf.autograph.experimental.do_not_convert(transform)
+
+
+def moved(images, uniform, rotation: float, shift: float, zoom: float, shear: float):
+    """Each image rotated, shifted, scaled and slanted by its own draws of `uniform(index, low,
+    high)`, in one bilinear resampling (zero outside)."""
+    import tensorflow as tf
+
+    height, width = images.shape[1], images.shape[2]
+    angle = uniform(1, -rotation, rotation) * (math.pi / 180)
+    scale = uniform(2, 1 - zoom, 1 + zoom)
+    dx, dy = uniform(3, -shift, shift) * width, uniform(4, -shift, shift) * height
+    # The output pixel (x, y) samples the input at M (x, y) + b: M = R(-angle) / scale.
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    slant = uniform(9, -shear, shear)  # x moves by slant * (y - cy)
+    a0, a1 = tf.cos(angle) / scale, tf.sin(angle) / scale
+    b0, b1 = -a1, a0
+    a1, b1 = a1 - a0 * slant, b1 - b0 * slant
+    a2 = cx - a0 * (cx + dx) - a1 * (cy + dy)
+    b2 = cy - b0 * (cx + dx) - b1 * (cy + dy)
+    zeros = tf.zeros_like(a0)
+    matrices = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=matrices,
+        output_shape=[height, width],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
 
 
 # Control points of the elastic field, each way: a field this coarse, upsampled bicubically, is
