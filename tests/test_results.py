@@ -125,6 +125,32 @@ def test_real_handwriting_reads_the_held_out_rows_or_an_older_records_writers(tm
     assert column == ["real handwriting", "---", "90.00%", "80.00%", "70.00%", "—", "80.00%"]
 
 
+def test_a_lever_is_compared_with_its_base_on_the_same_seeds(tmp_path):
+    """The base's runs of other seeds do not enter the change; a lever run on a seed the base
+    lacks is refused, naming both."""
+    validation = "extra_robustness_writers_validation_accuracy"
+
+    def write(name: str, seeds: dict[int, float]) -> None:
+        runs = [
+            {"run_id": f"{name}{n}", "seed": n, "metrics": {"test_accuracy": 0.99, validation: v}}
+            for n, v in seeds.items()
+        ]
+        write_record(make_record(name, "runs", name, "python -m mnist_exp.run", {"runs": runs}),
+                     tmp_path)  # fmt: skip
+
+    write("base", {1: 0.90, 2: 0.92, 3: 0.50})
+    write("lever", {1: 0.93, 2: 0.94})
+    write("stray", {4: 0.99})
+    records = read_records(tmp_path)
+    text = render_text("<!-- results:levers base lever -->\n<!-- /results -->", records)
+    row = next(line for line in text.splitlines() if line.startswith("| lever"))
+    cells = row.split(" | ")
+    assert cells[2:5] == ["1, 2", "—", "99.00% (+0.00)"]  # no validation in these runs
+    assert cells[5] == "93.50% (+2.50)"  # against 0.90 and 0.92, not seed 3's 0.50
+    with pytest.raises(MnistExpError, match="base has no run of seed 4 to compare stray with"):
+        render_text("<!-- results:levers base stray -->\n<!-- /results -->", records)
+
+
 def test_render_check_names_a_stale_page_and_changes_nothing(tmp_path, monkeypatch, capsys):
     seeds_record(tmp_path / "records", 0.99, 0.993)
     (tmp_path / "docs").mkdir()

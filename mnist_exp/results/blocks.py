@@ -1,5 +1,6 @@
-"""The blocks a page can hold, each rendered from records: the headline, a recipe's seeds, a bench's
-rows, a carried-over table, single figures inline, and where each record was measured."""
+"""The blocks a page can hold, each rendered from records: the headline, a recipe's seeds, what each
+lever of a recipe changed, a bench's rows, a carried-over table, single figures inline, and where
+each record was measured."""
 
 import statistics
 
@@ -9,11 +10,14 @@ from mnist_exp.names import (
     BEST_TRAIN_ACCURACY,
     BEST_VAL_ACCURACY,
     EPOCHS_RUN,
+    FONTS_PART,
+    PRINTED_PART,
     TEST_ACCURACY,
     TRAIN_ACCURACY,
     TRAIN_SECONDS,
     WALL_SECONDS,
     WRITERS_HELD_OUT,
+    WRITERS_VALIDATION,
     extra_metrics,
     part_metric,
 )
@@ -156,6 +160,41 @@ def summary(records: dict[str, dict], *names: str) -> str:
             ]
         )
     head = ["what", "command", "seeds", "validation", "test", "minutes a seed"]
+    return block(table(head, rows))
+
+
+# What a lever changes, MNIST's and the robustness set's parts: (heading, metric)
+LEVER_COLUMNS = (
+    ("MNIST validation", BEST_VAL_ACCURACY),
+    ("MNIST test", TEST_ACCURACY),
+    ("writers validation", part_metric(ROBUSTNESS, WRITERS_VALIDATION)),
+    ("writers held out", HANDWRITING),
+    ("printed", part_metric(ROBUSTNESS, PRINTED_PART)),
+    ("handwriting fonts", part_metric(ROBUSTNESS, FONTS_PART)),
+)
+
+
+def levers(records: dict[str, dict], base: str, *names: str) -> str:
+    """A row per record that changes one thing of `base`: the mean of each column over its seeds,
+    and in brackets the change from `base`'s runs of the same seeds (a lever is chosen on the
+    writers' validation part and MNIST validation; the rest is reported beside)."""
+    by_seed = {run["seed"]: run for run in records[base]["figures"]["runs"]}
+    rows = []
+    for name in names:
+        runs = records[name]["figures"]["runs"]
+        if missing := [run["seed"] for run in runs if run["seed"] not in by_seed]:
+            raise MnistExpError(f"{base} has no run of seed {missing[0]} to compare {name} with.")
+        cells = []
+        for _, metric in LEVER_COLUMNS:
+            pairs = [(figure(run, metric), figure(by_seed[run["seed"]], metric)) for run in runs]
+            if any(value is None or was is None for value, was in pairs):
+                cells.append(NONE)
+                continue
+            change = 100 * statistics.mean(value - was for value, was in pairs)
+            cells.append(f"{percent(statistics.mean(v for v, _ in pairs))} ({change:+.2f})")
+        seeds_run = ", ".join(str(run["seed"]) for run in runs)
+        rows.append([records[name]["title"], code(records[name]["command"]), seeds_run, *cells])
+    head = ["what", "command", "seeds", *(heading for heading, _ in LEVER_COLUMNS)]
     return block(table(head, rows))
 
 
